@@ -1,0 +1,35 @@
+{#- The UTC day being materialised, as a SQL date literal. Fails loudly when a partitioned model runs without it. -#}
+{% macro partition_day() -%}
+    {%- set day = var('partition_day') -%}
+    {%- if day is none -%}
+        {%- if execute -%}
+            {{ exceptions.raise_compiler_error("var 'partition_day' (YYYY-MM-DD) is required to build " ~ this) }}
+        {%- endif -%}
+        date '1970-01-01'
+    {%- else -%}
+        date '{{ modules.datetime.date.fromisoformat(day | string).isoformat() }}'
+    {%- endif -%}
+{%- endmacro %}
+
+{#- Epoch seconds of the partition's first instant. -#}
+{% macro partition_day_epoch_s() -%}
+    (epoch_us(cast({{ partition_day() }} as timestamp)) / 1e6)
+{%- endmacro %}
+
+{#- Epoch seconds (double) of a timestamp column. -#}
+{% macro epoch_s(column) -%}
+    (epoch_us({{ column }}) / 1e6)
+{%- endmacro %}
+
+{#-
+    Pre-hook for day-partitioned incremental models: delete the partition's rows before inserting them again, so
+    re-materialising a day replaces it (and a day whose input shrank loses its stale rows).
+-#}
+{% macro delete_partition(column='day') -%}
+    {%- set existing = adapter.get_relation(database=this.database, schema=this.schema, identifier=this.identifier) -%}
+    {%- if existing is not none and not flags.FULL_REFRESH -%}
+        delete from {{ this }} where {{ column }} = {{ partition_day() }}
+    {%- else -%}
+        select 1
+    {%- endif -%}
+{%- endmacro %}

@@ -1,0 +1,100 @@
+{{ config(pre_hook="{{ delete_partition('day') }}") }}
+
+-- One row per cluster and day: the window length, GPU idle power (declared or estimated) and attribution level
+-- used by every downstream model of the day.
+
+with clusters as (
+    select * from {{ ref('stg_raw__clusters') }}
+),
+
+samples as (
+    select * from {{ ref('stg_raw__telemetry_samples') }}
+    where partition_day = {{ partition_day() }}
+),
+
+requests as (
+    select * from {{ ref('stg_raw__requests') }}
+    where partition_day = {{ partition_day() }}
+),
+
+steps as (
+    select
+        cluster,
+        sample_epoch_s - lag(sample_epoch_s) over (
+            partition by cluster, node, gpu, quantity order by sample_epoch_s
+        ) as step_s
+    from samples
+    where quantity in ('gpu_power_w', 'gpu_energy_counter_j')
+),
+
+scrape as (
+    select cluster, median(step_s) as scrape_interval_s
+    from steps
+    where step_s > 0
+    group by cluster
+),
+
+power_at_zero_util as (
+    select p.cluster, quantile_cont(p.value, 0.05) as p05_w
+    from samples as p
+    inner join samples as u
+        on
+            u.cluster = p.cluster and u.node = p.node and u.gpu = p.gpu
+            and u.sample_time = p.sample_time and u.quantity = 'gpu_utilization_ratio'
+    where p.quantity = 'gpu_power_w' and u.value = 0
+    group by p.cluster
+),
+
+power_any as (
+    select cluster, quantile_cont(value, 0.05) as p05_w
+    from samples
+    where quantity = 'gpu_power_w'
+    group by cluster
+),
+
+request_labels as (
+    select
+        cluster,
+        count(*) as requests,
+        count(node) as with_node,
+        count(case when node is not null and gpu is not null then 1 end) as with_gpu
+    from requests
+    group by cluster
+),
+
+final as (
+    select
+        c.cluster,
+        {{ partition_day() }} as day,
+        cast(coalesce(
+            {{ var('window_s') if var('window_s') is not none else 'null' }},
+            greatest(1, round(s.scrape_interval_s)),
+            15
+        ) as double) as window_s,
+        s.scrape_interval_s,
+        coalesce(c.gpu_idle_w, z.p05_w, a.p05_w, 0) as gpu_idle_w,
+        case
+            when c.gpu_idle_w is not null then 'clusters.yml'
+            when z.p05_w is not null then 'telemetry: 5th percentile of power at zero utilisation'
+            when a.p05_w is not null then 'telemetry: 5th percentile of power'
+            else 'unknown: no power samples, 0 W assumed'
+        end as gpu_idle_source,
+        c.host_idle_w,
+        c.host_max_w,
+        case
+            when {{ "'" ~ var('attribution_level') ~ "'" if var('attribution_level') is not none else 'null' }}
+                is not null
+                then {{ "'" ~ var('attribution_level') ~ "'" if var('attribution_level') is not none else 'null' }}
+            when c.attribution_level <> 'auto' then c.attribution_level
+            when r.requests > 0 and r.with_gpu = r.requests then 'gpu'
+            when r.requests > 0 and r.with_node = r.requests then 'node'
+            else 'cluster'
+        end as attribution_level
+    from clusters as c
+    left join scrape as s on c.cluster = s.cluster
+    left join power_at_zero_util as z on c.cluster = z.cluster
+    left join power_any as a on c.cluster = a.cluster
+    left join request_labels as r on c.cluster = r.cluster
+)
+
+select * from final

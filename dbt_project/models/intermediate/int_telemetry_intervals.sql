@@ -1,0 +1,153 @@
+{{ config(pre_hook="{{ delete_partition('day') }}") }}
+
+-- Consecutive sample pairs of every series: the interval (t0, t1] between two scrapes and what it says.
+--   gpu_energy_counter_j: energy = counter delta; a negative delta is an exporter/counter reset, never negative
+--       energy: the interval's energy then comes from the power samples around it, else from the counter's value
+--       since the reset (what the counter accumulated after restarting from 0).
+--   gpu_power_w: energy = trapezoid of the two power readings; not integrated across a gap.
+--   cpu_utilization_ratio: the reading at t1 is the mean over (t0, t1] (as DCGM/Triton/node_exporter report it).
+--   cpu_seconds_counter_s (node_exporter): per-CPU mode counters turned into a busy ratio over the interval.
+
+with params as (
+    select * from {{ ref('int_cluster_day_params') }}
+    where day = {{ partition_day() }}
+),
+
+samples as (
+    select * from {{ ref('stg_raw__telemetry_samples') }}
+    where partition_day = {{ partition_day() }}
+),
+
+pairs as (
+    select
+        cluster,
+        node,
+        gpu,
+        cpu,
+        mode,
+        quantity,
+        lag(sample_epoch_s) over series as t0_s,
+        sample_epoch_s as t1_s,
+        lag(value) over series as v0,
+        value as v1
+    from samples
+    window series as (partition by cluster, node, gpu, cpu, mode, quantity order by sample_epoch_s)
+),
+
+intervals as (
+    select
+        p.*,
+        p.t1_s - p.t0_s as dt_s,
+        p.t1_s - p.t0_s > {{ var('max_gap_windows') }} * params.window_s as is_gap
+    from pairs as p
+    inner join params on p.cluster = params.cluster
+    where p.t0_s is not null and p.t1_s > p.t0_s
+),
+
+counter_gpus as (
+    select distinct cluster, node, gpu from intervals where quantity = 'gpu_energy_counter_j'
+),
+
+power_intervals as (
+    select
+        cluster, node, gpu, t0_s, t1_s, dt_s, is_gap,
+        (v0 + v1) / 2 * dt_s as energy_j
+    from intervals
+    where quantity = 'gpu_power_w'
+),
+
+counter_intervals as (
+    select
+        cluster, node, gpu, t0_s, t1_s, dt_s, is_gap,
+        v1 < v0 as is_reset,
+        case when v1 >= v0 then v1 - v0 end as delta_j,
+        v1 as since_reset_j
+    from intervals
+    where quantity = 'gpu_energy_counter_j'
+),
+
+reset_power as (
+    -- Power over a reset interval, from the power intervals it overlaps (rare rows: a range join is cheap).
+    select
+        c.cluster, c.node, c.gpu, c.t0_s,
+        sum(p.energy_j * (least(p.t1_s, c.t1_s) - greatest(p.t0_s, c.t0_s)) / p.dt_s)
+        / nullif(sum(least(p.t1_s, c.t1_s) - greatest(p.t0_s, c.t0_s)), 0) * c.dt_s as energy_j
+    from counter_intervals as c
+    inner join power_intervals as p
+        on
+            c.cluster = p.cluster and c.node = p.node and c.gpu = p.gpu
+            and p.t0_s < c.t1_s and p.t1_s > c.t0_s and not p.is_gap
+    where c.is_reset
+    group by c.cluster, c.node, c.gpu, c.t0_s, c.dt_s
+),
+
+gpu_energy as (
+    select
+        c.cluster, c.node, c.gpu, c.t0_s, c.t1_s, c.dt_s, c.is_gap, c.is_reset,
+        coalesce(c.delta_j, r.energy_j, c.since_reset_j) as energy_j,
+        case
+            when not c.is_reset then 'energy counter'
+            when r.energy_j is not null then 'power (counter reset)'
+            else 'counter value since reset'
+        end as energy_source
+    from counter_intervals as c
+    left join reset_power as r using (cluster, node, gpu, t0_s)
+    union all
+    select
+        p.cluster, p.node, p.gpu, p.t0_s, p.t1_s, p.dt_s, p.is_gap, false as is_reset,
+        case when not p.is_gap then p.energy_j end as energy_j,
+        'power' as energy_source
+    from power_intervals as p
+    anti join counter_gpus as cg using (cluster, node, gpu)
+),
+
+cpu_util as (
+    select
+        cluster, node, t0_s, t1_s, dt_s, is_gap,
+        v1 as cpu_utilization_ratio
+    from intervals
+    where quantity = 'cpu_utilization_ratio'
+),
+
+cpu_seconds as (
+    select
+        cluster, node, t0_s, t1_s, dt_s, bool_or(is_gap) as is_gap,
+        sum(case when mode not in ('idle', 'iowait') then v1 - v0 end)
+        / nullif(sum(v1 - v0), 0) as cpu_utilization_ratio
+    from intervals
+    where quantity = 'cpu_seconds_counter_s'
+    group by cluster, node, t0_s, t1_s, dt_s
+    having bool_and(v1 >= v0)
+),
+
+final as (
+    select
+        {{ partition_day() }} as day,
+        'gpu' as component,
+        cluster, node, gpu, t0_s, t1_s, dt_s, is_gap, is_reset,
+        energy_j,
+        energy_source,
+        cast(null as double) as cpu_utilization_ratio
+    from gpu_energy
+    union all
+    select
+        {{ partition_day() }} as day,
+        'host' as component,
+        cluster, node, null as gpu, t0_s, t1_s, dt_s, is_gap, false as is_reset,
+        null as energy_j,
+        'cpu utilisation' as energy_source,
+        least(greatest(cpu_utilization_ratio, 0), 1) as cpu_utilization_ratio
+    from cpu_util
+    union all
+    select
+        {{ partition_day() }} as day,
+        'host' as component,
+        cluster, node, null as gpu, t0_s, t1_s, dt_s, is_gap, false as is_reset,
+        null as energy_j,
+        'node_cpu_seconds_total' as energy_source,
+        least(greatest(cpu_utilization_ratio, 0), 1) as cpu_utilization_ratio
+    from cpu_seconds
+    where cpu_utilization_ratio is not null
+)
+
+select * from final

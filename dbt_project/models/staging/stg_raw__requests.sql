@@ -1,0 +1,29 @@
+with source as (
+    select * from {{ source('raw', 'requests') }}
+),
+
+final as (
+    select
+        partition_day,
+        request_id,
+        cluster,
+        model,
+        start_time,
+        duration_s,
+        start_time + to_microseconds(cast(round(duration_s * 1e6) as bigint)) as end_time,
+        input_tokens,
+        output_tokens,
+        tenant,
+        endpoint,
+        node,
+        gpu,
+        input_pixels,
+        output_pixels,
+        quality_steps,
+        lora,
+        source_file,
+        source_row
+    from source
+)
+
+select * from final

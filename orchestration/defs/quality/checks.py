@@ -1,0 +1,110 @@
+"""Invariants as Dagster asset checks (METHODOLOGY section 3): they run after the marts are built."""
+
+
+import datetime as dt
+
+import dagster as dg
+
+from orchestration.defs.resources import ImpactSettings
+from orchestration.lib import invariants
+from orchestration.lib.warehouse import connect
+
+CLUSTER_DAILY_KEY = dg.AssetKey(["marts", "fct_cluster_energy_daily"])
+REQUEST_ENERGY_KEY = dg.AssetKey(["marts", "fct_request_energy"])
+
+ENERGY_CONSERVATION_CHECK = "energy_conservation"
+NO_NEGATIVE_ENERGY_CHECK = "no_negative_energy"
+TELEMETRY_COVERAGE_CHECK = "telemetry_coverage"
+SINGLE_REQUEST_RULE_CHECK = "single_request_rule"
+
+
+def _partition_day(context: dg.AssetCheckExecutionContext) -> dt.date | None:
+    key = context.run.tags.get("dagster/partition")
+    return dt.date.fromisoformat(key) if key else None
+
+
+def _rows_md(header: tuple[str, ...], rows: list[tuple]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows[:20]]
+    return "\n".join(lines)
+
+
+@dg.asset_check(asset=CLUSTER_DAILY_KEY, name=ENERGY_CONSERVATION_CHECK, blocking=True)
+def energy_conservation(context: dg.AssetCheckExecutionContext, settings: ImpactSettings) -> dg.AssetCheckResult:
+    """Per cluster and day, the energy attributed to requests plus the unattributed energy equals the metered IT
+    energy to 1e-9 relative (attributed recomputed from the per-request table)."""
+    day = _partition_day(context)
+    con = connect(settings.warehouse_path, read_only=True)
+    try:
+        bad = invariants.conservation_violations(con, day)
+    finally:
+        con.close()
+    return dg.AssetCheckResult(
+        passed=not bad,
+        metadata={
+            "violations": len(bad),
+            "partition": str(day or "all"),
+            "details": dg.MetadataValue.md(
+                _rows_md(("cluster", "day", "metered_j", "attributed_j", "unattributed_j"), bad) if bad else "none"
+            ),
+        },
+    )
+
+
+@dg.asset_check(asset=REQUEST_ENERGY_KEY, name=NO_NEGATIVE_ENERGY_CHECK, blocking=True)
+def no_negative_energy(context: dg.AssetCheckExecutionContext, settings: ImpactSettings) -> dg.AssetCheckResult:
+    """No window or request carries negative energy (counter resets are handled, never subtracted)."""
+    day = _partition_day(context)
+    con = connect(settings.warehouse_path, read_only=True)
+    try:
+        bad = invariants.negative_energy_rows(con, day)
+    finally:
+        con.close()
+    return dg.AssetCheckResult(
+        passed=not bad,
+        metadata={"violations": len(bad), "details": dg.MetadataValue.md(
+            _rows_md(("table", "cluster", "at", "it_energy_j"), bad) if bad else "none")},
+    )
+
+
+@dg.asset_check(asset=REQUEST_ENERGY_KEY, name=SINGLE_REQUEST_RULE_CHECK)
+def single_request_rule(context: dg.AssetCheckExecutionContext, settings: ImpactSettings) -> dg.AssetCheckResult:
+    """A request alone on the cluster gets exactly the metered dynamic energy of the windows it touches."""
+    day = _partition_day(context)
+    con = connect(settings.warehouse_path, read_only=True)
+    try:
+        bad = invariants.single_request_rule_violations(con, day)
+    finally:
+        con.close()
+    return dg.AssetCheckResult(
+        passed=not bad,
+        metadata={"violations": len(bad), "details": dg.MetadataValue.md(
+            _rows_md(("request_id", "day", "window_dynamic_j", "attributed_dynamic_j"), bad) if bad else "none")},
+    )
+
+
+@dg.asset_check(asset=CLUSTER_DAILY_KEY, name=TELEMETRY_COVERAGE_CHECK)
+def telemetry_coverage(context: dg.AssetCheckExecutionContext, settings: ImpactSettings) -> dg.AssetCheckResult:
+    """Warns when a cluster-day's telemetry covers less than `coverage_warn_below` of its GPU-time or of its
+    request-seconds (gaps, late data, a missing exporter): re-run the day when the data arrives."""
+    day = _partition_day(context)
+    con = connect(settings.warehouse_path, read_only=True)
+    try:
+        low = invariants.low_coverage_days(con, settings.coverage_warn_below, day)
+        (lowest,) = con.execute(
+            "select min(telemetry_coverage) from marts.fct_cluster_energy_daily"
+            + (" where day = $day" if day else ""),
+            {"day": day} if day else {},
+        ).fetchone()
+    finally:
+        con.close()
+    return dg.AssetCheckResult(
+        passed=not low,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "threshold": settings.coverage_warn_below,
+            "lowest_coverage": float(lowest) if lowest is not None else 1.0,
+            "cluster_days_below": len(low),
+            "details": dg.MetadataValue.md(_rows_md(("cluster", "day", "coverage"), low) if low else "none"),
+        },
+    )

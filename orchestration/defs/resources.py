@@ -1,0 +1,98 @@
+"""Resources shared by every asset: the impact settings (paths, limits) and the dbt CLI."""
+
+
+import os
+import sys
+from pathlib import Path
+
+import dagster as dg
+from dagster_dbt import DbtCliResource, DbtProject
+
+from orchestration import settings
+from orchestration.lib.ingest import DEFAULT_MAX_REQUEST_DURATION_S, DEFAULT_TELEMETRY_MARGIN_S
+
+DBT_PROJECT = DbtProject(project_dir=settings.DBT_PROJECT_DIR, profiles_dir=settings.DBT_PROJECT_DIR)
+DBT_PROJECT.prepare_if_dev()
+
+
+class ImpactSettings(dg.ConfigurableResource):
+    """Where the inputs and the warehouse are, and the limits ingestion and attribution apply.
+
+    Paths are resolved to absolute paths; the warehouse path is exported as IMPACT_WAREHOUSE so the dbt subprocess
+    writes the same DuckDB file (DuckDB has one writer: runs are queued one at a time, see dagster_home/).
+    """
+
+    data_dir: str
+    warehouse: str
+    max_request_duration_s: float = DEFAULT_MAX_REQUEST_DURATION_S
+    telemetry_margin_s: float = DEFAULT_TELEMETRY_MARGIN_S
+    coverage_warn_below: float = 0.95
+    window_s: float | None = None
+    dynamic_share: str = "request_seconds"
+    attribution_level: str | None = None
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser().resolve()
+
+    @property
+    def warehouse_path(self) -> Path:
+        return Path(self.warehouse).expanduser().resolve()
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        os.environ[settings.WAREHOUSE_ENV] = str(self.warehouse_path)
+
+    def dbt_vars(self, partition_day: str) -> dict[str, object]:
+        return dbt_vars(
+            partition_day,
+            window_s=self.window_s,
+            dynamic_share=self.dynamic_share,
+            attribution_level=self.attribution_level,
+        )
+
+
+def dbt_vars(
+    partition_day: str,
+    window_s: float | None = None,
+    dynamic_share: str = "request_seconds",
+    attribution_level: str | None = None,
+) -> dict[str, object]:
+    """The `--vars` of one partition's dbt build (only what differs from dbt_project.yml's defaults)."""
+    if dynamic_share not in ("request_seconds", "tokens"):
+        raise ValueError(f"dynamic_share must be request_seconds or tokens, not {dynamic_share!r}")
+    if attribution_level not in (None, "cluster", "node", "gpu"):
+        raise ValueError(f"attribution_level must be cluster, node or gpu, not {attribution_level!r}")
+    out: dict[str, object] = {"partition_day": partition_day}
+    if window_s is not None:
+        if window_s <= 0:
+            raise ValueError(f"window_s must be positive, not {window_s}")
+        out["window_s"] = window_s
+    if dynamic_share != "request_seconds":
+        out["dynamic_share"] = dynamic_share
+    if attribution_level is not None:
+        out["attribution_level"] = attribution_level
+    return out
+
+
+def dbt_executable() -> str:
+    """The dbt next to this Python (the project's venv), so nothing depends on PATH; else `dbt` from PATH."""
+    beside = Path(sys.executable).parent / "dbt"
+    return str(beside) if beside.exists() else "dbt"
+
+
+def _env_or(name: str, default: Path) -> str | dg.EnvVar:
+    return dg.EnvVar(name) if os.environ.get(name) else str(default)
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    return dg.Definitions(
+        resources={
+            "settings": ImpactSettings(
+                data_dir=_env_or(settings.DATA_DIR_ENV, settings.DEFAULT_DATA_DIR),
+                warehouse=_env_or(settings.WAREHOUSE_ENV, settings.DEFAULT_WAREHOUSE),
+            ),
+            "dbt": DbtCliResource(project_dir=DBT_PROJECT, dbt_executable=dbt_executable()),
+        },
+        executor=dg.in_process_executor,
+    )

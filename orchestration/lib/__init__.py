@@ -1,0 +1,1 @@
+"""Pure library code (parsing, simulation, statistics). No Dagster imports here."""

@@ -1,0 +1,116 @@
+"""The invariants of METHODOLOGY section 3, as queries that return the offending rows (empty = holds).
+
+Used by the Dagster asset checks and by the tests, so both check exactly the same thing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+
+CONSERVATION_REL_TOL = 1e-9
+
+
+def _day_filter(day: dt.date | None, column: str = "day") -> tuple[str, dict[str, object]]:
+    if day is None:
+        return "true", {}
+    return f"{column} = $day", {"day": day}
+
+
+def conservation_violations(con: duckdb.DuckDBPyConnection, day: dt.date | None = None) -> list[tuple]:
+    """Cluster-days where attributed + unattributed differs from metered IT energy by more than 1e-9 relative,
+    recomputing 'attributed' from the per-request table (not trusting the mart's own sum)."""
+    where, params = _day_filter(day, "d.day")
+    return con.execute(
+        f"""
+        with per_request as (
+            select cluster, day, sum(it_energy_j) as attributed_j
+            from intermediate.int_request_day_energy
+            group by cluster, day
+        )
+        select d.cluster, d.day, d.metered_it_energy_j, coalesce(r.attributed_j, 0) as attributed_j,
+               d.unattributed_energy_j
+        from marts.fct_cluster_energy_daily as d
+        left join per_request as r using (cluster, day)
+        where {where}
+          and abs(coalesce(r.attributed_j, 0) + d.unattributed_energy_j - d.metered_it_energy_j)
+              > {CONSERVATION_REL_TOL} * greatest(abs(d.metered_it_energy_j), 1)
+        order by d.day, d.cluster
+        """,
+        params,
+    ).fetchall()
+
+
+def negative_energy_rows(con: duckdb.DuckDBPyConnection, day: dt.date | None = None) -> list[tuple]:
+    """Any negative energy in the marts (a counter reset must never become negative energy)."""
+    where, params = _day_filter(day)
+    return con.execute(
+        f"""
+        select 'fct_window_energy' as tbl, cluster, cast(window_start as varchar) as at, it_energy_j
+        from marts.fct_window_energy
+        where {where} and (it_energy_j < 0 or idle_energy_j < 0 or dynamic_energy_j < 0)
+        union all
+        select 'fct_request_energy', cluster, request_id, it_energy_j
+        from marts.fct_request_energy
+        where {where} and (it_energy_j < 0 or idle_energy_j < 0 or dynamic_energy_j < 0
+                           or unallocated_idle_energy_j < 0)
+        limit 20
+        """,
+        params,
+    ).fetchall()
+
+
+def low_coverage_days(
+    con: duckdb.DuckDBPyConnection, threshold: float, day: dt.date | None = None
+) -> list[tuple]:
+    """Cluster-days whose telemetry coverage is below the threshold."""
+    where, params = _day_filter(day)
+    return con.execute(
+        f"""
+        select cluster, day, telemetry_coverage from marts.fct_cluster_energy_daily
+        where {where} and telemetry_coverage < $threshold order by day, cluster
+        """,
+        {**params, "threshold": threshold},
+    ).fetchall()
+
+
+def single_request_rule_violations(
+    con: duckdb.DuckDBPyConnection, day: dt.date | None = None, rel_tol: float = 1e-9
+) -> list[tuple]:
+    """Requests alone on their cluster (the only request in every window they touch) whose dynamic energy is not
+    exactly the metered dynamic energy of those windows. Only checks cluster-level attribution days (at node or
+    GPU level a request alone on its GPU draws from a smaller pool; that is what the tests check)."""
+    where, params = _day_filter(day, "o.day")
+    return con.execute(
+        f"""
+        with o as (
+            select o.* from intermediate.int_request_window_overlaps o where {where}
+        ),
+        window_load as (
+            select cluster, day, window_index, count(distinct request_id) as n from o group by all
+        ),
+        alone as (
+            select o.request_id, o.day
+            from o join window_load w using (cluster, day, window_index)
+            group by o.request_id, o.day
+            having max(w.n) = 1
+        ),
+        expected as (
+            select o.request_id, o.day, sum(p.dynamic_energy_j) as window_dynamic_j
+            from o
+            semi join alone a on a.request_id = o.request_id and a.day = o.day
+            join intermediate.int_pool_window_energy p
+              on p.cluster = o.cluster and p.day = o.day and p.window_index = o.window_index
+            join intermediate.int_cluster_day_params c on c.cluster = o.cluster and c.day = o.day
+            where c.attribution_level = 'cluster'
+            group by o.request_id, o.day
+        )
+        select e.request_id, e.day, e.window_dynamic_j, r.dynamic_energy_j
+        from expected e
+        join intermediate.int_request_day_energy r on r.request_id = e.request_id and r.day = e.day
+        where abs(r.dynamic_energy_j - e.window_dynamic_j) > {rel_tol} * greatest(abs(e.window_dynamic_j), 1)
+        limit 20
+        """,
+        params,
+    ).fetchall()

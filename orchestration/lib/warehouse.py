@@ -1,0 +1,115 @@
+"""DuckDB warehouse helpers: connections, schemas and the raw-layer DDL.
+
+Every connection runs in UTC so timestamp casts never depend on the host's zone. All raw tables carry the
+partition key `partition_day` so a re-materialised day replaces its rows instead of adding to them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+RAW_DDL: tuple[str, ...] = (
+    "create schema if not exists raw",
+    """
+    create table if not exists raw.clusters (
+        cluster varchar primary key,
+        region varchar,
+        gpu_model varchar,
+        gpus_per_node integer,
+        gpu_idle_w double,
+        host_idle_w double,
+        host_max_w double,
+        pue double,
+        wue_onsite_l_per_kwh double,
+        gpu_embodied_kg_co2e double,
+        server_embodied_kg_co2e double,
+        lifetime_years double,
+        water_embodied_l double,
+        attribution_level varchar,
+        source_file varchar,
+        loaded_at timestamp
+    )
+    """,
+    """
+    create table if not exists raw.requests (
+        partition_day date not null,
+        request_id varchar not null,
+        cluster varchar not null,
+        model varchar not null,
+        start_time timestamp not null,
+        duration_s double not null,
+        input_tokens bigint,
+        output_tokens bigint,
+        tenant varchar,
+        endpoint varchar,
+        node varchar,
+        gpu varchar,
+        input_pixels bigint,
+        output_pixels bigint,
+        quality_steps bigint,
+        lora varchar,
+        source_file varchar not null,
+        source_row bigint not null,
+        loaded_at timestamp
+    )
+    """,
+    """
+    create table if not exists raw.telemetry_samples (
+        partition_day date not null,
+        cluster varchar not null,
+        node varchar not null,
+        gpu varchar,
+        cpu varchar,
+        mode varchar,
+        metric varchar not null,
+        quantity varchar not null,
+        sample_time timestamp not null,
+        value double not null,
+        source_file varchar not null,
+        source_row bigint not null,
+        loaded_at timestamp
+    )
+    """,
+    """
+    create table if not exists raw.rejected_rows (
+        partition_day date,
+        input varchar not null,
+        source_file varchar not null,
+        source_row bigint,
+        reason varchar not null,
+        raw_record varchar,
+        rejected_at timestamp
+    )
+    """,
+)
+
+
+def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse (creating its folder) with the session pinned to UTC."""
+    path = Path(path)
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(path), read_only=read_only)
+    con.execute("set TimeZone = 'UTC'")
+    return con
+
+
+@contextmanager
+def warehouse(path: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A writable connection with the raw schema present; closed on exit."""
+    con = connect(path)
+    try:
+        for ddl in RAW_DDL:
+            con.execute(ddl)
+        yield con
+    finally:
+        con.close()
+
+
+def quote_ident(name: str) -> str:
+    """Quote an SQL identifier (DuckDB/ANSI double quotes)."""
+    return '"' + name.replace('"', '""') + '"'

@@ -1,0 +1,31 @@
+"""Where things live, resolved once: repository paths and the environment variables users set.
+
+Paths come from the environment (IMPACT_DATA_DIR, IMPACT_WAREHOUSE); defaults point at the bundled sample data and
+`data/warehouse.duckdb` in the repository so `make demo` and `make ui` work with nothing set.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
+DEFAULT_DATA_DIR = REPO_ROOT / "data" / "sample" / "inputs"
+DEFAULT_WAREHOUSE = REPO_ROOT / "data" / "warehouse.duckdb"
+
+DATA_DIR_ENV = "IMPACT_DATA_DIR"
+WAREHOUSE_ENV = "IMPACT_WAREHOUSE"
+PARTITIONS_START_ENV = "IMPACT_PARTITIONS_START"
+SCHEDULE_LAG_HOURS_ENV = "IMPACT_SCHEDULE_LAG_HOURS"
+
+DEFAULT_PARTITIONS_START = "2023-01-01"
+DEFAULT_SCHEDULE_LAG_HOURS = 2
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR).resolve()
+
+
+def warehouse_path() -> Path:
+    return Path(os.environ.get(WAREHOUSE_ENV) or DEFAULT_WAREHOUSE).resolve()
