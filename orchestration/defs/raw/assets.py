@@ -67,6 +67,7 @@ def raw_clusters(context: dg.AssetExecutionContext, settings: ImpactSettings) ->
     kinds={"duckdb"},
     owners=OWNERS,
     partitions_def=DAILY_PARTITIONS,
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
     deps=[CLUSTERS_KEY],
 )
 def raw_requests(context: dg.AssetExecutionContext, settings: ImpactSettings) -> dg.MaterializeResult:
@@ -85,6 +86,7 @@ def raw_requests(context: dg.AssetExecutionContext, settings: ImpactSettings) ->
     kinds={"duckdb", "prometheus"},
     owners=OWNERS,
     partitions_def=DAILY_PARTITIONS,
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
     deps=[CLUSTERS_KEY],
 )
 def raw_telemetry_samples(context: dg.AssetExecutionContext, settings: ImpactSettings) -> dg.MaterializeResult:

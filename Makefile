@@ -1,0 +1,50 @@
+# inference-impact: `make demo` sets up from nothing and materialises the sample data; `make test` runs the tests.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+MANIFEST := dbt_project/target/manifest.json
+WAREHOUSE ?= data/warehouse.duckdb
+DATA_DIR ?= data/sample/inputs
+export DAGSTER_HOME ?= $(CURDIR)/dagster_home
+
+.PHONY: demo test ui setup manifest lint benchmark clean
+
+$(STAMP): pyproject.toml requirements.lock
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+$(MANIFEST): $(STAMP) $(shell find dbt_project/models dbt_project/macros -type f 2>/dev/null) dbt_project/dbt_project.yml
+	cd dbt_project && IMPACT_WAREHOUSE=$(CURDIR)/.tmp-parse.duckdb ../$(BIN)/dbt parse --quiet --profiles-dir .
+	rm -f .tmp-parse.duckdb
+	touch $(MANIFEST)
+
+manifest: $(MANIFEST)
+
+demo: $(MANIFEST)
+	$(BIN)/impact run --data-dir $(DATA_DIR) --warehouse $(WAREHOUSE)
+
+test: $(MANIFEST)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
+
+ui: $(MANIFEST)
+	@mkdir -p $(DAGSTER_HOME)
+	IMPACT_DATA_DIR=$(abspath $(DATA_DIR)) IMPACT_WAREHOUSE=$(abspath $(WAREHOUSE)) \
+		$(BIN)/dagster dev -m orchestration.definitions -h 127.0.0.1 -p 3000
+
+lint: $(STAMP)
+	$(BIN)/ruff check orchestration tests benchmarks
+	cd dbt_project && ../$(BIN)/sqlfluff lint models --dialect duckdb --templater jinja
+
+benchmark: $(MANIFEST)
+	$(BIN)/python benchmarks/run_benchmark.py
+
+clean:
+	rm -rf $(VENV) dbt_project/target dbt_project/logs .pytest_cache

@@ -1,0 +1,220 @@
+"""`impact`: the command line (CONTRACT section 2).
+
+    impact run --data-dir DIR --warehouse FILE [--start YYYY-MM-DD --end YYYY-MM-DD]
+    impact simulate --out DIR ...            (see `impact simulate --help`)
+
+`impact run` materialises every asset for every day in the inputs through the same Dagster job the schedule runs,
+so the warehouse, the checks and (with DAGSTER_HOME set) the run history are the same as from the UI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from orchestration import settings
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed without a traceback."""
+
+
+def _parse_day(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a YYYY-MM-DD date: {text!r}") from exc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="impact", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="materialise every asset for every day of the inputs")
+    run.add_argument("--data-dir", default=os.environ.get(settings.DATA_DIR_ENV), help="input directory")
+    run.add_argument("--warehouse", default=os.environ.get(settings.WAREHOUSE_ENV), help="DuckDB warehouse file")
+    run.add_argument("--start", type=_parse_day, help="first day (UTC), default: first day in the inputs")
+    run.add_argument("--end", type=_parse_day, help="last day (UTC, inclusive), default: last day in the inputs")
+    run.add_argument(
+        "--prometheus-url",
+        help="pull telemetry from this Prometheus server instead of telemetry/ files (not available yet)",
+    )
+    run.add_argument("--quiet", action="store_true", help="only the final summary")
+
+    sub.add_parser("simulate", help="write a simulated cluster day (inputs + ground truth)", add_help=False)
+    return parser
+
+
+def days_to_run(
+    found: Sequence[dt.date], start: dt.date | None, end: dt.date | None
+) -> list[dt.date]:
+    """The days of the inputs within [start, end]; with both bounds, every day of the range (a day with no input
+    still gets its partition, so re-running an emptied day clears it)."""
+    if start and end:
+        if end < start:
+            raise CliError(f"--end {end} is before --start {start}")
+        return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+    return [d for d in found if (start is None or d >= start) and (end is None or d <= end)]
+
+
+def _ensure_dbt_manifest() -> None:
+    """The dbt manifest must exist before the dbt assets are imported (the Makefile prepares it too)."""
+    manifest = settings.DBT_PROJECT_DIR / "target" / "manifest.json"
+    if manifest.exists():
+        return
+    from dagster_dbt import DbtProject
+
+    project = DbtProject(project_dir=settings.DBT_PROJECT_DIR, profiles_dir=settings.DBT_PROJECT_DIR)
+    project.preparer.prepare(project)
+
+
+def _summary_rows(warehouse: Path, days: Sequence[dt.date]) -> list[tuple]:
+    from orchestration.lib.warehouse import connect
+
+    con = connect(warehouse, read_only=True)
+    try:
+        return con.execute(
+            """
+            with rejected as (
+                select partition_day as day, count(*) as n from raw.rejected_rows group by all
+            )
+            select d.day, d.cluster, d.requests, d.metered_it_energy_j / 3.6e6, d.attributed_energy_j / 3.6e6,
+                   d.unattributed_energy_j / 3.6e6, d.telemetry_coverage, d.counter_resets,
+                   coalesce(r.n, 0)
+            from marts.fct_cluster_energy_daily d left join rejected r using (day)
+            where list_contains($days, d.day)
+            order by d.day, d.cluster
+            """,
+            {"days": list(days)},
+        ).fetchall()
+    finally:
+        con.close()
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain fixed-width table for the terminal."""
+
+    def cell(v: object) -> str:
+        if isinstance(v, float):
+            return f"{v:,.3f}"
+        if isinstance(v, int):
+            return f"{v:,}"
+        return str(v)
+
+    cells = [[cell(v) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
+    return "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.prometheus_url:
+        raise CliError("--prometheus-url is not available yet: export telemetry to files under telemetry/")
+    if not args.data_dir:
+        raise CliError(f"--data-dir is required (or set {settings.DATA_DIR_ENV})")
+    data_dir = Path(args.data_dir).expanduser().resolve()
+    if not (data_dir / "clusters.yml").is_file():
+        raise CliError(f"{data_dir}: no clusters.yml (see CONTRACT section 1 for the input layout)")
+    warehouse = Path(args.warehouse or settings.DEFAULT_WAREHOUSE).expanduser().resolve()
+    os.environ[settings.DATA_DIR_ENV] = str(data_dir)
+    os.environ[settings.WAREHOUSE_ENV] = str(warehouse)
+
+    from orchestration.lib.ingest import days_in_inputs
+    from orchestration.lib.warehouse import connect
+
+    say = (lambda *_: None) if args.quiet else (lambda msg: print(msg, flush=True))
+    say(f"Scanning {data_dir} for days ...")
+    con = connect(":memory:")
+    try:
+        found = days_in_inputs(con, data_dir)
+    finally:
+        con.close()
+    days = days_to_run(found, args.start, args.end)
+    if not days:
+        raise CliError(f"{data_dir}: no request or telemetry timestamps in the inputs (or none in the range)")
+    # Partitions must start on or before the first day: widen the partition range for this process if needed.
+    start_env = os.environ.get(settings.PARTITIONS_START_ENV, settings.DEFAULT_PARTITIONS_START)
+    if days[0].isoformat() < start_env:
+        os.environ[settings.PARTITIONS_START_ENV] = days[0].isoformat()
+
+    _ensure_dbt_manifest()
+    import dagster as dg
+
+    from orchestration.defs.automation.jobs import DAILY_JOB_NAME
+    from orchestration.definitions import defs
+
+    logging.getLogger("dagster").setLevel(logging.WARNING)
+    job = defs().resolve_job_def(DAILY_JOB_NAME)
+    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    failures: list[str] = []
+    say(f"Materialising {len(days)} day(s) into {warehouse}")
+    log_path = warehouse.with_name(warehouse.name + ".run.log")
+    say(f"(dbt and Dagster logs: {log_path})")
+    for i, day in enumerate(days, start=1):
+        began = time.monotonic()
+        with log_path.open("a") as log, contextlib.redirect_stdout(log):
+            result = job.execute_in_process(
+                partition_key=day.isoformat(),
+                instance=instance,
+                raise_on_error=False,
+                run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
+            )
+        failed_checks = [
+            f"{e.asset_check_evaluation_data.check_name} on "
+            f"{e.asset_check_evaluation_data.asset_key.to_user_string()}"
+            for e in result.all_events
+            if e.event_type_value == "ASSET_CHECK_EVALUATION"
+            and not e.asset_check_evaluation_data.passed
+        ]
+        status = "ok" if result.success else "FAILED"
+        say(f"[{i}/{len(days)}] {day}  {status}  {time.monotonic() - began:.1f} s"
+            + (f"  checks not passed: {', '.join(failed_checks)}" if failed_checks else ""))
+        if not result.success:
+            failures.append(f"{day}: {_failure_cause(result)}")
+
+    rows = _summary_rows(warehouse, days) if warehouse.exists() else []
+    header = ("day", "cluster", "requests", "metered_kwh", "attributed_kwh", "unattributed_kwh",
+              "coverage", "counter_resets", "rejected_rows")
+    print(format_table(header, rows))
+    if failures:
+        print("\nFailed:\n  " + "\n  ".join(failures) + f"\n(full log: {log_path})", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _failure_cause(result) -> str:
+    """The first step failure's message, which names the asset and the cause."""
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data.error:
+            err = event.step_failure_data.error
+            while err.cause is not None and not err.message.strip():
+                err = err.cause
+            return f"{event.step_key}: {err.message.strip().splitlines()[0]}"
+    return "run failed (see the Dagster run log)"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["simulate"]:
+        from orchestration.lib import simulate
+
+        return simulate.main(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        return cmd_run(args)
+    except CliError as exc:
+        print(f"impact: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Shared fixtures: the dbt manifest, a runner for the daily job, and small exact datasets."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+
+from orchestration import settings
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+DAY0 = 1714521600.0  # 2024-05-01T00:00:00Z
+
+
+@pytest.fixture(scope="session", autouse=True)
+def dbt_manifest() -> Path:
+    """The dbt manifest must exist before the dbt assets are imported (one worker prepares it, under a lock)."""
+    manifest = settings.DBT_PROJECT_DIR / "target" / "manifest.json"
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    with open(manifest.parent / ".prepare.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not manifest.exists():
+            from dagster_dbt import DbtProject
+
+            project = DbtProject(project_dir=settings.DBT_PROJECT_DIR, profiles_dir=settings.DBT_PROJECT_DIR)
+            project.preparer.prepare(project)
+    return manifest
+
+
+def run_days(data_dir: Path, warehouse: Path, days: Iterable[str], **env: str):
+    """Materialise the daily job for each day in-process, the way the schedule and `impact run` do."""
+    os.environ[settings.DATA_DIR_ENV] = str(data_dir)
+    os.environ[settings.WAREHOUSE_ENV] = str(warehouse)
+    os.environ.update(env)
+    import dagster as dg
+
+    from orchestration.defs.automation.jobs import DAILY_JOB_NAME
+    from orchestration.definitions import defs
+
+    job = defs().resolve_job_def(DAILY_JOB_NAME)
+    instance = dg.DagsterInstance.ephemeral()
+    results = []
+    for day in days:
+        result = job.execute_in_process(partition_key=day, instance=instance, raise_on_error=False)
+        assert result.success, f"run for {day} failed"
+        results.append(result)
+    return results
+
+
+def write_clusters(path: Path, clusters: list[dict]) -> None:
+    import yaml
+
+    path.write_text(yaml.safe_dump({"clusters": clusters}, sort_keys=False))
+
+
+TINY_CLUSTER = {
+    "id": "c1",
+    "region": "US-CAL-CISO",
+    "gpu_model": "A100",
+    "gpus_per_node": 2,
+    "gpu_idle_w": 50,
+    "host_idle_w": 100,
+    "host_max_w": 300,
+    "pue": 1.2,
+}
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path: Path) -> Path:
+    """One node, two GPUs, DCGM names, 15 s scrapes over 2024-05-01, energy known in closed form:
+    GPUs idle at 50 W except GPU 0 at 150 W for samples 100-109 (00:25:00-00:27:30), CPU at 10 %.
+    Metered IT energy = 2 x 50 x 86400 + 100 x 150 + (100 + 0.1 x 200) x 86400 = 19,023,000 J."""
+    import pandas as pd
+
+    data = tmp_path / "inputs"
+    (data / "telemetry" / "c1").mkdir(parents=True)
+    (data / "requests").mkdir()
+    write_clusters(data / "clusters.yml", [TINY_CLUSTER])
+    rows = []
+    for gpu in ("0", "1"):
+        energy_j = 1000.0
+        for k in range(0, 5761):
+            t = DAY0 + 15 * k
+            power = 50.0 + (100.0 if gpu == "0" and 100 <= k < 110 else 0.0)
+            rows.append((t, "c1", "DCGM_FI_DEV_POWER_USAGE", power, "n1", gpu))
+            rows.append((t, "c1", "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", energy_j * 1000, "n1", gpu))
+            rows.append((t, "c1", "DCGM_FI_DEV_GPU_UTIL", 100.0 if power > 50 else 0.0, "n1", gpu))
+            energy_j += power * 15
+    rows += [(DAY0 + 15 * k, "c1", "nv_cpu_utilization", 0.1, "n1", "") for k in range(0, 5761)]
+    frame = pd.DataFrame(rows, columns=["timestamp", "cluster", "metric", "value", "node", "gpu"])
+    frame.to_parquet(data / "telemetry" / "c1" / "2024-05-01.parquet", index=False)
+    return data

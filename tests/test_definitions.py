@@ -1,0 +1,59 @@
+"""Snapshot of what a user sees in the UI: asset keys by group, jobs, schedule cron, sensors, checks."""
+
+from orchestration.definitions import defs
+
+EXPECTED_KEYS = {
+    "raw": {"raw/clusters", "raw/requests", "raw/telemetry_samples"},
+    "staging": {"staging/stg_raw__clusters", "staging/stg_raw__requests", "staging/stg_raw__telemetry_samples"},
+    "intermediate": {
+        "intermediate/int_cluster_day_params",
+        "intermediate/int_telemetry_intervals",
+        "intermediate/int_telemetry_windows",
+        "intermediate/int_pool_window_energy",
+        "intermediate/int_request_window_overlaps",
+        "intermediate/int_request_day_energy",
+    },
+    "marts": {"marts/fct_window_energy", "marts/fct_request_energy", "marts/fct_cluster_energy_daily"},
+}
+
+
+def _specs():
+    d = defs()
+    return d, {spec.key.to_user_string(): spec for spec in d.resolve_all_asset_specs()}
+
+
+def test_asset_keys_and_groups():
+    _, specs = _specs()
+    by_group: dict[str, set[str]] = {}
+    for key, spec in specs.items():
+        by_group.setdefault(spec.group_name, set()).add(key)
+    for group, keys in EXPECTED_KEYS.items():
+        assert by_group.get(group) == keys, group
+
+
+def test_every_asset_has_owner_kind_and_description():
+    _, specs = _specs()
+    for key, spec in specs.items():
+        assert spec.owners, key
+        assert spec.kinds, key
+        assert spec.description, key
+
+
+def test_lineage_raw_to_marts():
+    _, specs = _specs()
+    deps = {key: {d.asset_key.to_user_string() for d in spec.deps} for key, spec in specs.items()}
+    assert "raw/requests" in deps["staging/stg_raw__requests"]
+    assert "raw/telemetry_samples" in deps["staging/stg_raw__telemetry_samples"]
+    assert "intermediate/int_request_day_energy" in deps["marts/fct_request_energy"]
+    assert "marts/fct_window_energy" in deps["marts/fct_cluster_energy_daily"]
+
+
+def test_jobs_schedules_sensors_checks():
+    d, _ = _specs()
+    job = d.resolve_job_def("impact_daily")
+    assert job.partitions_def is not None
+    schedule = d.resolve_schedule_def("impact_daily_schedule")
+    assert schedule.cron_schedule == "0 2 * * *"
+    assert d.resolve_sensor_def("impact_new_input_files").job_name == "impact_daily"
+    check_names = {key.name for key in d.resolve_asset_graph().asset_check_keys}
+    assert {"energy_conservation", "no_negative_energy", "telemetry_coverage", "single_request_rule"} <= check_names
