@@ -454,13 +454,14 @@ def _otlp_candidates(con: duckdb.DuckDBPyConnection, path: Path, display: str, t
 
     spans = read_otlp_spans(con, str(path))
     con.execute("create or replace temp table _otlp_spans as select * from spans")
-    fields = ", ".join(f'cast("{f}" as varchar)' for f in REQUEST_FIELDS if f not in ("start_time", "duration_s"))
+    text_fields = tuple(f for f in REQUEST_FIELDS if f not in ("start_time", "duration_s"))
+    projection = _varchar_projection(spans.columns, text_fields)
     # start_time/duration are typed in the span reader; render them as text for the common validation path.
     con.execute(
         f"""
         insert into {table} (source_file, source_row, raw_record, parse_error,
-            {", ".join(f for f in REQUEST_FIELDS if f not in ("start_time", "duration_s"))}, start_time, duration_s)
-        select $display, source_row, raw_record, parse_error, {fields},
+            {", ".join(text_fields)}, start_time, duration_s)
+        select $display, source_row, raw_record, parse_error, {projection},
                strftime(start_time, '%Y-%m-%dT%H:%M:%S.%fZ'), cast(duration_s as varchar)
         from _otlp_spans
         where parse_error is not null or is_genai

@@ -36,6 +36,6 @@ def read_text_lines(con: duckdb.DuckDBPyConnection, path: str | Path) -> duckdb.
         .filter("NOT (source_row = n_parts AND line = '')")
         .project(
             "source_row, CASE WHEN source_row = 1 THEN ltrim(rtrim(line, chr(13)), chr(65279)) "
-            "ELSE rtrim(line, chr(13)) END AS line"
+            "WHEN ends_with(line, chr(13)) THEN rtrim(line, chr(13)) ELSE line END AS line"
         )
     )

@@ -3,7 +3,8 @@
 -- Energy per attribution pool and window, split into idle and dynamic (METHODOLOGY section 2).
 --   GPU energy: metered per GPU; idle = gpu_idle_w x seconds the GPU is present in the window.
 --   Host energy per node: [P_idle + u_cpu x (P_max - P_idle)] x seconds the node is present (it is present while
---   any of its series reports); idle = P_idle x the same seconds. No CPU reading: u_cpu = 0, flagged.
+--   any of its series reports, or an energy counter spans a gap without resetting, which proves the node stayed
+--   up); idle = P_idle x the same seconds. No CPU reading (e.g. during an exporter outage): u_cpu = 0, flagged.
 --   Pools: the GPU component is pooled per GPU, node or cluster, the host component per node or cluster, as
 --   the day's attribution level says, so a request shares only the energy of the hardware that served it.
 --   Idle is clipped to the metered energy (dynamic = max(E - idle, 0)) and the clipped amount is recorded, so

@@ -3,7 +3,8 @@
 -- Consecutive sample pairs of every series: the interval (t0, t1] between two scrapes and what it says.
 --   gpu_energy_counter_j: energy = counter delta; a negative delta is an exporter/counter reset, never negative
 --       energy: the interval's energy then comes from the power samples around it, else from the counter's value
---       since the reset (what the counter accumulated after restarting from 0).
+--       since the reset (what the counter accumulated after restarting from 0). A delta across a gap is kept
+--       (the counter measured it), spread over the gap and flagged, unless the gap is an absence (see below).
 --   gpu_power_w: energy = trapezoid of the two power readings; not integrated across a gap.
 --   cpu_utilization_ratio: the reading at t1 is the mean over (t0, t1] (as DCGM/Triton/node_exporter report it).
 --   cpu_seconds_counter_s (node_exporter): per-CPU mode counters turned into a busy ratio over the interval.
@@ -81,17 +82,40 @@ reset_power as (
     group by c.cluster, c.node, c.gpu, c.t0_s, c.dt_s
 ),
 
-gpu_energy as (
+counter_energy as (
     select
-        c.cluster, c.node, c.gpu, c.t0_s, c.t1_s, c.dt_s, c.is_gap, c.is_reset,
+        c.*,
+        p.window_s,
         coalesce(c.delta_j, r.energy_j, c.since_reset_j) as energy_j,
+        r.energy_j is not null as from_power,
+        -- A gap ending in a reset, or whose delta is below half the GPU's idle power, is an absence: the node was
+        -- scaled in or rebooted (a present GPU always draws its idle power). An outage of the exporter alone
+        -- keeps the counter running at >= idle power: that delta is real and is spread over the gap, flagged.
+        c.is_gap and (c.is_reset or coalesce(c.delta_j, 0) < 0.5 * coalesce(p.gpu_idle_w, 0) * c.dt_s) as is_absence
+    from counter_intervals as c
+    inner join params as p on c.cluster = p.cluster
+    left join reset_power as r
+        on c.cluster = r.cluster and c.node = r.node and c.gpu = r.gpu and c.t0_s = r.t0_s
+),
+
+gpu_energy as (
+    -- An absence is neither covered nor missing telemetry: what the counter accumulated since the node came back
+    -- is placed in the interval's last window.
+    select
+        cluster, node, gpu,
+        case when is_absence then greatest(t0_s, t1_s - window_s) else t0_s end as t0_s,
+        t1_s,
+        case when is_absence then least(dt_s, window_s) else dt_s end as dt_s,
+        is_gap and not is_absence as is_gap,
+        is_reset,
+        energy_j,
         case
-            when not c.is_reset then 'energy counter'
-            when r.energy_j is not null then 'power (counter reset)'
+            when is_absence then 'energy counter (after an absence)'
+            when not is_reset then 'energy counter'
+            when from_power then 'power (counter reset)'
             else 'counter value since reset'
         end as energy_source
-    from counter_intervals as c
-    left join reset_power as r using (cluster, node, gpu, t0_s)
+    from counter_energy
     union all
     select
         p.cluster, p.node, p.gpu, p.t0_s, p.t1_s, p.dt_s, p.is_gap, false as is_reset,

@@ -22,7 +22,10 @@ bounded as (
         cast(ceil(86400 / p.window_s) as bigint) as windows_per_day
     from intervals as i
     inner join params as p on i.cluster = p.cluster
-    where (i.energy_j is not null or i.cpu_utilization_ratio is not null)
+    -- Power is not integrated across gaps (energy_j is null there); a CPU reading after a gap describes its
+    -- own collection period, not the gap, so it is not stretched over it either. Counter deltas across gaps are
+    -- kept (and flagged by gap_covered_s).
+    where i.energy_j is not null or (i.cpu_utilization_ratio is not null and not i.is_gap)
 ),
 
 expanded as (

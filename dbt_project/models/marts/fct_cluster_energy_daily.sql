@@ -2,8 +2,9 @@
 
 -- Per cluster and day: metered IT energy, what was attributed to requests and what could not be (a day with
 -- telemetry but no request-seconds). Conservation: attributed + unattributed = metered (checked by dbt and
--- Dagster). telemetry_coverage = the lower of (GPU-seconds covered by telemetry / GPU-seconds from each GPU's
--- first to last sample of the day) and (request-seconds in windows with telemetry / all request-seconds).
+-- Dagster). telemetry_coverage = the lower of (GPU-seconds covered by telemetry, not counting seconds bridged
+-- across a gap, / GPU-seconds from each GPU's first to last sample of the day) and (request-seconds in windows
+-- with telemetry / all request-seconds).
 
 with params as (
     select * from {{ ref('int_cluster_day_params') }}
@@ -25,20 +26,15 @@ gpu_intervals as (
     where day = {{ partition_day() }} and component = 'gpu'
 ),
 
-per_gpu_span as (
+gpu_spans as (
+    -- GPU-seconds telemetry should cover: every interval between two samples, clipped to the day (absences,
+    -- i.e. gaps ending in a counter reset, were already shortened to their last window upstream).
     select
         cluster,
-        greatest(
-            least(max(t1_s), {{ partition_day_epoch_s() }} + 86400) - greatest(min(t0_s), {{ partition_day_epoch_s() }}),
-            0
-        ) as span_s
+        sum(greatest(
+            least(t1_s, {{ partition_day_epoch_s() }} + 86400) - greatest(t0_s, {{ partition_day_epoch_s() }}), 0
+        )) as expected_gpu_s
     from gpu_intervals
-    group by cluster, node, gpu
-),
-
-gpu_spans as (
-    select cluster, sum(span_s) as expected_gpu_s
-    from per_gpu_span
     group by cluster
 ),
 
@@ -51,7 +47,7 @@ window_totals as (
         sum(gpu_energy_j) as gpu_energy_j,
         sum(host_energy_j) as host_energy_j,
         sum(idle_clipped_j) as idle_clipped_j,
-        sum(gpu_covered_s) as covered_gpu_s,
+        sum(gpu_covered_s - gpu_gap_filled_s) as covered_gpu_s,
         sum(request_seconds) as request_seconds,
         sum(case when not no_telemetry and it_energy_j > 0 then request_seconds else 0 end) as covered_request_s,
         sum(unallocated_energy_j) as unallocated_energy_j,

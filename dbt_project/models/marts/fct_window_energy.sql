@@ -49,6 +49,7 @@ energy as (
         sum(dynamic_energy_j) as dynamic_energy_j,
         sum(idle_clipped_j) as idle_clipped_j,
         sum(case when component = 'gpu' then covered_s else 0 end) as gpu_covered_s,
+        sum(case when component = 'gpu' then gap_covered_s else 0 end) as gpu_gap_filled_s,
         sum(gap_covered_s) > 0 as has_gap,
         sum(counter_resets) as counter_resets,
         bool_or(cpu_missing) as cpu_utilization_missing
@@ -91,6 +92,7 @@ final as (
         coalesce(u.unallocated_energy_j, 0) as unallocated_energy_j,
         coalesce(e.idle_clipped_j, 0) as idle_clipped_j,
         coalesce(e.gpu_covered_s, 0) as gpu_covered_s,
+        coalesce(e.gpu_gap_filled_s, 0) as gpu_gap_filled_s,
         coalesce(e.has_gap, false) as has_gap,
         cast(coalesce(e.counter_resets, 0) as bigint) as counter_resets,
         coalesce(e.cpu_utilization_missing, false) as cpu_utilization_missing,
