@@ -64,17 +64,6 @@ def days_to_run(
     return [d for d in found if (start is None or d >= start) and (end is None or d <= end)]
 
 
-def _ensure_dbt_manifest() -> None:
-    """The dbt manifest must exist before the dbt assets are imported (the Makefile prepares it too)."""
-    manifest = settings.DBT_PROJECT_DIR / "target" / "manifest.json"
-    if manifest.exists():
-        return
-    from dagster_dbt import DbtProject
-
-    project = DbtProject(project_dir=settings.DBT_PROJECT_DIR, profiles_dir=settings.DBT_PROJECT_DIR)
-    project.preparer.prepare(project)
-
-
 def _summary_rows(warehouse: Path, days: Sequence[dt.date]) -> list[tuple]:
     from orchestration.lib.warehouse import connect
 
@@ -146,11 +135,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if days[0].isoformat() < start_env:
         os.environ[settings.PARTITIONS_START_ENV] = days[0].isoformat()
 
-    _ensure_dbt_manifest()
+    from orchestration.dbt_manifest import prepare_manifest
+
+    prepare_manifest()
     import dagster as dg
 
-    from orchestration.defs.automation.jobs import DAILY_JOB_NAME
     from orchestration.definitions import defs
+    from orchestration.defs.automation.jobs import DAILY_JOB_NAME
 
     logging.getLogger("dagster").setLevel(logging.WARNING)
     job = defs().resolve_job_def(DAILY_JOB_NAME)

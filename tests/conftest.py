@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,17 +17,10 @@ DAY0 = 1714521600.0  # 2024-05-01T00:00:00Z
 
 @pytest.fixture(scope="session", autouse=True)
 def dbt_manifest() -> Path:
-    """The dbt manifest must exist before the dbt assets are imported (one worker prepares it, under a lock)."""
-    manifest = settings.DBT_PROJECT_DIR / "target" / "manifest.json"
-    manifest.parent.mkdir(parents=True, exist_ok=True)
-    with open(manifest.parent / ".prepare.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not manifest.exists():
-            from dagster_dbt import DbtProject
+    """The dbt manifest must exist, and be current, before the dbt assets are imported."""
+    from orchestration.dbt_manifest import prepare_manifest
 
-            project = DbtProject(project_dir=settings.DBT_PROJECT_DIR, profiles_dir=settings.DBT_PROJECT_DIR)
-            project.preparer.prepare(project)
-    return manifest
+    return prepare_manifest()
 
 
 def run_days(data_dir: Path, warehouse: Path, days: Iterable[str], **env: str):
@@ -38,8 +30,8 @@ def run_days(data_dir: Path, warehouse: Path, days: Iterable[str], **env: str):
     os.environ.update(env)
     import dagster as dg
 
-    from orchestration.defs.automation.jobs import DAILY_JOB_NAME
     from orchestration.definitions import defs
+    from orchestration.defs.automation.jobs import DAILY_JOB_NAME
 
     job = defs().resolve_job_def(DAILY_JOB_NAME)
     instance = dg.DagsterInstance.ephemeral()
@@ -83,14 +75,14 @@ def tiny_dataset(tmp_path: Path) -> Path:
     rows = []
     for gpu in ("0", "1"):
         energy_j = 1000.0
-        for k in range(0, 5761):
+        for k in range(5761):
             t = DAY0 + 15 * k
             power = 50.0 + (100.0 if gpu == "0" and 100 <= k < 110 else 0.0)
             rows.append((t, "c1", "DCGM_FI_DEV_POWER_USAGE", power, "n1", gpu))
             rows.append((t, "c1", "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", energy_j * 1000, "n1", gpu))
             rows.append((t, "c1", "DCGM_FI_DEV_GPU_UTIL", 100.0 if power > 50 else 0.0, "n1", gpu))
             energy_j += power * 15
-    rows += [(DAY0 + 15 * k, "c1", "nv_cpu_utilization", 0.1, "n1", "") for k in range(0, 5761)]
+    rows += [(DAY0 + 15 * k, "c1", "nv_cpu_utilization", 0.1, "n1", "") for k in range(5761)]
     frame = pd.DataFrame(rows, columns=["timestamp", "cluster", "metric", "value", "node", "gpu"])
     frame.to_parquet(data / "telemetry" / "c1" / "2024-05-01.parquet", index=False)
     return data

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import TINY_CLUSTER, write_clusters
+
 from orchestration.lib import ingest
 from orchestration.lib.warehouse import warehouse
 
@@ -38,6 +38,14 @@ REQUEST_LINES = [
     (json.dumps({**GOOD, "request_id": None}), "missing request_id"),
     (json.dumps({**GOOD, "request_id": "ok-1", "duration_s": 9}), "duplicate request_id 'ok-1' (first at requests/bad.jsonl:1)"),
     (json.dumps({**GOOD, "request_id": "x13", "duration_s": 10 * 86400}), "duration_s 864000 exceeds the limit of 21600.0 s"),
+    (json.dumps({**GOOD, "request_id": "x14", "start_time": "2024-05-01 10:00:00"}),
+     "start_time without UTC offset '2024-05-01 10:00:00' (RFC 3339 needs Z or +hh:mm)"),
+    (json.dumps({**GOOD, "request_id": "x15", "start_time": "2024/05/01 10:00:00"}),
+     "unparseable start_time '2024/05/01 10:00:00'"),
+    (json.dumps({**GOOD, "request_id": "x16", "start_time": 713453000}),
+     "implausible start_time '713453000' (before 2000 or in the future: clock skew?)"),
+    (json.dumps({**GOOD, "request_id": "x17", "start_time": "2999-01-01T00:00:00Z"}),
+     "implausible start_time '2999-01-01T00:00:00Z' (before 2000 or in the future: clock skew?)"),
     (json.dumps({**GOOD, "request_id": "ok-2", "start_time": 1714557600.5, "input_tokens": None}), None),
     (json.dumps({**GOOD, "request_id": "ok-3", "start_time": "2024-05-01T12:00:00+02:00"}), None),
 ]
@@ -85,7 +93,7 @@ def test_same_rows_in_csv_and_parquet(data_dir, tmp_path):
     frame.to_csv(data_dir / "requests" / "a.csv", index=False)
     with (data_dir / "requests" / "a.csv").open("a") as f:
         f.write("too,few\n")
-        f.write(",".join(["c9", "c1", "m", "2024-05-01T10:00:00Z", "1", "1", "1", "extra"]) + "\n")
+        f.write("c9,c1,m,2024-05-01T10:00:00Z,1,1,1,extra\n")  # one column too many
     frame.assign(request_id=lambda d: "p" + d["request_id"]).astype(str).to_parquet(
         data_dir / "requests" / "b.parquet", index=False)
     with warehouse(tmp_path / "wh.duckdb") as con:
@@ -179,7 +187,7 @@ def test_telemetry_units_labels_and_rejections(data_dir, tmp_path):
 def test_real_prometheus_scrapes_with_timestamps(data_dir, tmp_path):
     """The real DCGM and Triton scrapes (DataDog fixtures), given a timestamp and a cluster the way a
     `promtool`-style export would have them; labels Hostname/gpu and gpu_uuid map to node/gpu."""
-    ts_ms = int(dt.datetime(2024, 5, 1, 6, tzinfo=dt.timezone.utc).timestamp() * 1000)
+    ts_ms = int(dt.datetime(2024, 5, 1, 6, tzinfo=dt.UTC).timestamp() * 1000)
     out = data_dir / "telemetry" / "c1"
     out.mkdir()
     for name in ("dcgm_exporter_T4_excerpt.prom", "triton_metrics_T4_excerpt.prom"):

@@ -4,8 +4,8 @@ import json
 
 import duckdb
 import pytest
-
 from conftest import run_days
+
 from orchestration.lib import invariants
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("pipeline")]
@@ -87,6 +87,7 @@ def test_cluster_level_attribution_is_exact_and_rerun_changes_nothing(tiny_datas
         assert invariants.conservation_violations(con) == []
         assert invariants.negative_energy_rows(con) == []
         assert invariants.single_request_rule_violations(con) == []
+        assert invariants.single_request_rule_coverage(con) >= 1
     finally:
         con.close()
 

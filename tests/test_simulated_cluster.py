@@ -2,10 +2,9 @@
 scrape grid, a telemetry gap, two days with requests across midnight, DCGM counters and Triton power-only."""
 
 import numpy as np
-import pandas as pd
 import pytest
-
 from conftest import run_days
+
 from orchestration.lib import invariants
 from orchestration.lib.simulate import ClusterSpec, SimConfig, simulate, write_dataset
 from orchestration.lib.warehouse import connect

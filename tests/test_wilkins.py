@@ -241,18 +241,22 @@ def test_ingestion_quarantines_the_truncated_line_and_accepts_zero_host_power(wi
     tel_rejects = rejected[rejected["input"] == "telemetry"]
     n_trace_lines = sum(1 for _ in TRACE.open()) - 1  # data lines, the truncated one included
     assert len(tel_rejects) == 2
-    # The product reads the verbatim '2024/04/18 10:13:28.' as a naive timestamp (taken as UTC, so 5 h off had it
-    # been a value); the row is rejected because its value is missing.
-    assert set(tel_rejects["reason"]) == {"missing value"}
+    # The verbatim local-time stamp '2024/04/18 10:13:28.' has no UTC offset: refused, never guessed (a local-time
+    # trace read as UTC would be 5 h off); filed under the day most of the file's rows belong to.
+    assert set(tel_rejects["reason"]) == {"unparseable timestamp '2024/04/18 10:13:28.'"}
     assert tel_rejects["raw_record"].str.contains("2024/04/18 10:13:28.", regex=False).all()
     assert str(tel_rejects["partition_day"].iloc[0])[:10] == DAY
-    assert rejected[rejected["input"] != "telemetry"].empty
+    # Request G-3's logged start (713453..., a leading "1" lost: 1992) is quarantined as implausible.
+    req_rejects = rejected[rejected["input"] == "requests"]
+    assert len(req_rejects) == 1
+    assert req_rejects["reason"].iloc[0].startswith("implausible start_time '1992-08-10T13:24:49")
+    assert set(rejected["input"]) == {"telemetry", "requests"}
 
     loaded = _query(warehouse, "select count(*) as n from raw.telemetry_samples")["n"][0]
     assert loaded == 2 * (n_trace_lines - 1)  # every other line, both metrics: lines = loaded + rejected
 
-    # G-3's logged Timestamp lacks its leading '1' (713453... = 1992-08-10): a valid epoch, so not rejected here;
-    # it belongs to a day this run does not cover and gets no energy from 2024-04-18.
+    # G-3's logged Timestamp lacks its leading '1' (713453... = 1992-08-10): quarantined above, so it gets no
+    # energy from 2024-04-18.
     g3 = requests.set_index("phase").loc["start-inference-G-3"]
     assert g3["start_time"].startswith("1992-08-10")
     loaded_ids = set(_query(warehouse, "select request_id from raw.requests")["request_id"])

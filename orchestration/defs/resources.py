@@ -2,13 +2,13 @@
 
 
 import os
-import sys
 from pathlib import Path
 
 import dagster as dg
 from dagster_dbt import DbtCliResource, DbtProject
 
 from orchestration import settings
+from orchestration.dbt_manifest import dbt_executable
 from orchestration.lib.ingest import DEFAULT_MAX_REQUEST_DURATION_S, DEFAULT_TELEMETRY_MARGIN_S
 
 DBT_PROJECT = DbtProject(project_dir=settings.DBT_PROJECT_DIR, profiles_dir=settings.DBT_PROJECT_DIR)
@@ -72,12 +72,6 @@ def dbt_vars(
     if attribution_level is not None:
         out["attribution_level"] = attribution_level
     return out
-
-
-def dbt_executable() -> str:
-    """The dbt next to this Python (the project's venv), so nothing depends on PATH; else `dbt` from PATH."""
-    beside = Path(sys.executable).parent / "dbt"
-    return str(beside) if beside.exists() else "dbt"
 
 
 def _env_or(name: str, default: Path) -> str | dg.EnvVar:

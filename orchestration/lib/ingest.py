@@ -108,15 +108,37 @@ class IngestSummary:
 # --------------------------------------------------------------------------------------------------------------
 
 MACROS: tuple[str, ...] = (
-    # RFC 3339 (any offset), naive ISO (taken as UTC), or epoch seconds -> UTC TIMESTAMP; NULL when unreadable.
+    # RFC 3339 with an offset (Z or +hh:mm), or epoch seconds -> UTC TIMESTAMP; NULL when unreadable. A time
+    # without an offset is refused rather than guessed: a local-time log would otherwise load hours off.
     """
     create or replace temp macro impact_parse_ts(s) as (
         case
             when s is null or trim(s) = '' then null
             when regexp_full_match(trim(s), '[+-]?[0-9]+(\\.[0-9]*)?([eE][+-]?[0-9]+)?')
                 then try(make_timestamp(cast(round(cast(trim(s) as double) * 1000000) as bigint)))
-            else try_cast(try_cast(trim(s) as timestamptz) as timestamp)
+            when regexp_full_match(
+                trim(s),
+                '[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\\.[0-9]+)?)?([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)'
+            )
+                then try_cast(try_cast(trim(s) as timestamptz) as timestamp)
         end
+    )
+    """,
+    # Why a timestamp was refused, for the rejection reason.
+    """
+    create or replace temp macro impact_ts_problem(s, ts) as (
+        case
+            when ts is not null then null
+            when regexp_full_match(trim(s), '[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9:.]+')
+                then 'timestamp without UTC offset ' || impact_quote(s) || ' (RFC 3339 needs Z or +hh:mm)'
+            else 'unparseable timestamp ' || impact_quote(s)
+        end
+    )
+    """,
+    # Outside [2000-01-01, now + 1 h]: a broken clock or a corrupt value, not a day to materialise.
+    """
+    create or replace temp macro impact_implausible_ts(ts) as (
+        ts < timestamp '2000-01-01' or ts > cast(now() as timestamp) + interval 1 hour
     )
     """,
     "create or replace temp macro impact_blank(s) as (s is null or trim(s) = '')",
@@ -151,8 +173,9 @@ def _display_path(path: Path, data_dir: Path) -> str:
         return str(path)
 
 
-def _columns_of(con: duckdb.DuckDBPyConnection, rel: duckdb.DuckDBPyRelation) -> list[str]:
-    return list(rel.columns)
+def _materialise(rel: duckdb.DuckDBPyRelation, table: str) -> None:
+    """Evaluate a lazy relation once into a temporary table (file readers are re-run on every reference)."""
+    rel.query("_source", f"create or replace temp table {table} as select * from _source")
 
 
 def _varchar_projection(present: Iterable[str], wanted: Iterable[str], prefix: str = "") -> str:
@@ -196,14 +219,14 @@ def _csv_candidates(
         "parallel = false, max_line_size = 10000000)",
         params={"p": str(path)},
     )
-    cols = _columns_of(con, probe)
+    cols = list(probe.columns)
+    probe.create_view("_csv_probe", replace=True)
     con.execute(
         "create or replace temp table _csv_good as "
-        f"select row_number() over () as ordinal, {_varchar_projection(cols, fields)} from probe"
+        f"select row_number() over () as ordinal, {_varchar_projection(cols, fields)} from _csv_probe"
     )
     with _plain_text(path) as text_path:
-        lines = read_text_lines(con, str(text_path))
-        con.execute("create or replace temp table _csv_lines as select source_row, line from lines")
+        _materialise(read_text_lines(con, str(text_path)), "_csv_lines")
     con.execute(
         """
         create or replace temp table _csv_line_map as
@@ -244,8 +267,7 @@ def _jsonl_candidates(
     con: duckdb.DuckDBPyConnection, path: Path, display: str, fields: tuple[str, ...], table: str
 ) -> int:
     """Append the lines of one JSON-lines file to `table`; returns the number of blank lines skipped."""
-    lines = read_text_lines(con, str(path))
-    con.execute("create or replace temp table _json_lines as select source_row, line from lines")
+    _materialise(read_text_lines(con, str(path)), "_json_lines")
     extracts = ", ".join(
         f"case when doc is not null then json_extract_string(doc, '$.\"{f}\"') end as \"{f}\"" for f in fields
     )
@@ -275,8 +297,15 @@ def _parquet_candidates(
 ) -> None:
     """Append the rows of one Parquet file (cast to text, so validation is one code path) to `table`."""
     probe = con.sql("select * from read_parquet($p) limit 0", params={"p": str(path)})
-    cols = [c for c in _columns_of(con, probe)]
-    projection = _varchar_projection(cols, fields)
+    types = dict(zip(probe.columns, (str(t) for t in probe.types)))
+    projection = _varchar_projection(types, fields)
+    for name, kind in types.items():
+        # A typed Parquet timestamp is unambiguous: with a zone it is an instant, without one Arrow means UTC.
+        if name in fields and kind.startswith("TIMESTAMP"):
+            projection = projection.replace(
+                f'cast("{name}" as varchar) as "{name}"',
+                f'strftime(cast("{name}" as timestamp), \'%Y-%m-%dT%H:%M:%S.%fZ\') as "{name}"',
+            )
     con.execute(
         f"""
         insert into {table}
@@ -453,7 +482,7 @@ def _otlp_candidates(con: duckdb.DuckDBPyConnection, path: Path, display: str, t
     from orchestration.lib.otlp import read_otlp_spans
 
     spans = read_otlp_spans(con, str(path))
-    con.execute("create or replace temp table _otlp_spans as select * from spans")
+    _materialise(spans, "_otlp_spans")
     text_fields = tuple(f for f in REQUEST_FIELDS if f not in ("start_time", "duration_s"))
     projection = _varchar_projection(spans.columns, text_fields)
     # start_time/duration are typed in the span reader; render them as text for the common validation path.
@@ -537,7 +566,10 @@ def ingest_requests(
                     when parse_error is not null then parse_error
                     when impact_blank(request_id) then 'missing request_id'
                     when impact_blank(start_time) then 'missing start_time'
-                    when start_ts is null then 'unparseable start_time ' || impact_quote(start_time)
+                    when start_ts is null then replace(impact_ts_problem(start_time, start_ts), 'timestamp', 'start_time')
+                    when impact_implausible_ts(start_ts)
+                        then 'implausible start_time ' || impact_quote(start_time)
+                            || ' (before 2000 or in the future: clock skew?)'
                     when impact_blank(duration_s) then 'missing duration_s'
                     when dur is null then 'non-numeric duration_s ' || impact_quote(duration_s)
                     when isnan(dur) then 'duration_s is NaN'
@@ -563,13 +595,15 @@ def ingest_requests(
         ),
         file_days as (
             select source_file, mode(cast(start_ts as date)) as modal_day
-            from reasoned where start_ts is not null group by source_file
+            from reasoned where start_ts is not null and not impact_implausible_ts(start_ts) group by source_file
         )
         select r.*,
             coalesce(r.reason, case when copy_no > 1
                 then 'duplicate request_id ' || impact_quote(trim(request_id)) || ' (first at ' || first_at || ')'
             end) as final_reason,
-            coalesce(cast(r.start_ts as date), f.modal_day) as reject_day
+            coalesce(
+                case when not impact_implausible_ts(r.start_ts) then cast(r.start_ts as date) end, f.modal_day
+            ) as reject_day
         from ranked r left join file_days f using (source_file)
         """,
         {"max_dur": max_request_duration_s},
@@ -630,8 +664,9 @@ def _prom_candidates(
 ) -> None:
     from orchestration.lib.prom import prom_samples_to_long, read_prom_lines
 
-    rel = prom_samples_to_long(con, read_prom_lines(con, str(path)), default_cluster=default_cluster)
-    con.execute("create or replace temp table _prom_long as select * from rel")
+    _materialise(
+        prom_samples_to_long(con, read_prom_lines(con, str(path)), default_cluster=default_cluster), "_prom_long"
+    )
     con.execute(
         f"""
         insert into {table}
@@ -699,7 +734,10 @@ def ingest_telemetry(
                     when impact_blank(metric) then 'missing metric'
                     when quantity is null then null
                     when impact_blank("timestamp") then 'missing timestamp'
-                    when ts is null then 'unparseable timestamp ' || impact_quote("timestamp")
+                    when ts is null then impact_ts_problem("timestamp", ts)
+                    when impact_implausible_ts(ts)
+                        then 'implausible timestamp ' || impact_quote("timestamp")
+                            || ' (before 2000 or in the future: clock skew?)'
                     when impact_blank(value) then 'missing value'
                     when v is null then 'non-numeric value ' || impact_quote(value)
                     when isnan(v) or isinf(v) then 'value is ' || trim(value)
@@ -724,12 +762,14 @@ def ingest_telemetry(
         ),
         file_days as (
             select source_file, mode(cast(ts as date)) as modal_day
-            from reasoned where ts is not null group by source_file
+            from reasoned where ts is not null and not impact_implausible_ts(ts) group by source_file
         )
         select r.*,
             coalesce(r.reason, case when copy_no > 1 then 'duplicate sample (same series and timestamp)' end)
                 as final_reason,
-            coalesce(cast(r.ts as date), f.modal_day) as reject_day
+            coalesce(
+                case when not impact_implausible_ts(r.ts) then cast(r.ts as date) end, f.modal_day
+            ) as reject_day
         from ranked r left join file_days f using (source_file)
         """
     )
@@ -814,7 +854,7 @@ def days_in_inputs(
         only_inside = "" if sub == "requests" else " and cast(ts as time) <> time '00:00:00'"
         rows = con.execute(
             f'select distinct cast(ts as date) from (select impact_parse_ts("{ts_field}") as ts from {table}) '
-            f"where ts is not null{only_inside}"
+            f"where ts is not null and not impact_implausible_ts(ts){only_inside}"
         ).fetchall()
         days.update(r[0] for r in rows)
         con.execute(f"drop table {table}")

@@ -78,33 +78,38 @@ def low_coverage_days(
 def single_request_rule_violations(
     con: duckdb.DuckDBPyConnection, day: dt.date | None = None, rel_tol: float = 1e-9
 ) -> list[tuple]:
-    """Requests alone on their cluster (the only request in every window they touch) whose dynamic energy is not
-    exactly the metered dynamic energy of those windows. Only checks cluster-level attribution days (at node or
-    GPU level a request alone on its GPU draws from a smaller pool; that is what the tests check)."""
+    """Requests alone in every pool-window they touch (no other request in the same GPU/host pool and window:
+    at cluster level, alone on the cluster) whose dynamic energy is not exactly the metered dynamic energy of
+    those pool-windows. Returns up to 20 offenders; checks every attribution level."""
     where, params = _day_filter(day, "o.day")
     return con.execute(
         f"""
         with o as (
             select o.* from intermediate.int_request_window_overlaps o where {where}
         ),
-        window_load as (
-            select cluster, day, window_index, count(distinct request_id) as n from o group by all
+        touched as (
+            select request_id, day, cluster, window_index, 'gpu' as component, gpu_pool as pool from o
+            union all
+            select request_id, day, cluster, window_index, 'host' as component, host_pool as pool from o
+        ),
+        pool_load as (
+            select day, cluster, component, pool, window_index, count(distinct request_id) as n
+            from touched group by all
         ),
         alone as (
-            select o.request_id, o.day
-            from o join window_load w using (cluster, day, window_index)
-            group by o.request_id, o.day
-            having max(w.n) = 1
+            select t.request_id, t.day
+            from touched t join pool_load l using (day, cluster, component, pool, window_index)
+            group by t.request_id, t.day
+            having max(l.n) = 1
         ),
         expected as (
-            select o.request_id, o.day, sum(p.dynamic_energy_j) as window_dynamic_j
-            from o
-            semi join alone a on a.request_id = o.request_id and a.day = o.day
-            join intermediate.int_pool_window_energy p
-              on p.cluster = o.cluster and p.day = o.day and p.window_index = o.window_index
-            join intermediate.int_cluster_day_params c on c.cluster = o.cluster and c.day = o.day
-            where c.attribution_level = 'cluster'
-            group by o.request_id, o.day
+            select t.request_id, t.day, sum(coalesce(p.dynamic_energy_j, 0)) as window_dynamic_j
+            from touched t
+            semi join alone a on a.request_id = t.request_id and a.day = t.day
+            left join intermediate.int_pool_window_energy p
+              on p.day = t.day and p.cluster = t.cluster and p.component = t.component and p.pool = t.pool
+             and p.window_index = t.window_index
+            group by t.request_id, t.day
         )
         select e.request_id, e.day, e.window_dynamic_j, r.dynamic_energy_j
         from expected e
@@ -114,3 +119,28 @@ def single_request_rule_violations(
         """,
         params,
     ).fetchall()
+
+
+def single_request_rule_coverage(con: duckdb.DuckDBPyConnection, day: dt.date | None = None) -> int:
+    """How many request-days the single-request rule actually tested (so a check that tests nothing shows)."""
+    where, params = _day_filter(day, "o.day")
+    (n,) = con.execute(
+        f"""
+        with o as (select * from intermediate.int_request_window_overlaps o where {where}),
+        touched as (
+            select request_id, day, cluster, window_index, 'gpu' as component, gpu_pool as pool from o
+            union all
+            select request_id, day, cluster, window_index, 'host' as component, host_pool as pool from o
+        ),
+        pool_load as (
+            select day, cluster, component, pool, window_index, count(distinct request_id) as n
+            from touched group by all
+        )
+        select count(*) from (
+            select t.request_id, t.day from touched t join pool_load l using (day, cluster, component, pool, window_index)
+            group by t.request_id, t.day having max(l.n) = 1
+        )
+        """,
+        params,
+    ).fetchone()
+    return int(n)

@@ -69,16 +69,18 @@ def no_negative_energy(context: dg.AssetCheckExecutionContext, settings: ImpactS
 
 @dg.asset_check(asset=REQUEST_ENERGY_KEY, name=SINGLE_REQUEST_RULE_CHECK)
 def single_request_rule(context: dg.AssetCheckExecutionContext, settings: ImpactSettings) -> dg.AssetCheckResult:
-    """A request alone on the cluster gets exactly the metered dynamic energy of the windows it touches."""
+    """A request alone on the cluster (or, when requests name their GPU/node, alone in its GPU and host pools)
+    gets exactly the metered dynamic energy of the windows it touches."""
     day = _partition_day(context)
     con = connect(settings.warehouse_path, read_only=True)
     try:
         bad = invariants.single_request_rule_violations(con, day)
+        tested = invariants.single_request_rule_coverage(con, day)
     finally:
         con.close()
     return dg.AssetCheckResult(
         passed=not bad,
-        metadata={"violations": len(bad), "details": dg.MetadataValue.md(
+        metadata={"violations": len(bad), "requests_alone_tested": tested, "details": dg.MetadataValue.md(
             _rows_md(("request_id", "day", "window_dynamic_j", "attributed_dynamic_j"), bad) if bad else "none")},
     )
 

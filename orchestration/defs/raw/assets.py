@@ -19,13 +19,15 @@ TELEMETRY_KEY = dg.AssetKey(["raw", "telemetry_samples"])
 def summary_markdown(summary: ingest.IngestSummary) -> str:
     """A short report of one load: counts, then rejections and ignored rows by reason."""
     lines = [
-        f"**{summary.input}** {summary.partition_day or ''}: {summary.files} file(s), "
-        f"{summary.lines_in_scope} rows in scope = {summary.loaded} loaded + {summary.rejected} rejected",
+        (
+            f"**{summary.input}** {summary.partition_day or ''}: {summary.files} file(s), "
+            f"{summary.lines_in_scope} rows in scope = {summary.loaded} loaded + {summary.rejected} rejected"
+        )
     ]
     for title, counts in (("Rejected", summary.rejected_by_reason), ("Ignored", summary.ignored_by_reason)):
         if counts:
-            lines += ["", f"| {title} (see raw.rejected_rows) | rows |" if title == "Rejected" else
-                      f"| {title} | rows |", "|---|---:|"]
+            where = " (see raw.rejected_rows)" if title == "Rejected" else ""
+            lines += ["", f"| {title}{where} | rows |", "|---|---:|"]
             lines += [f"| {reason} | {n} |" for reason, n in counts.items()]
     return "\n".join(lines)
 
