@@ -16,14 +16,13 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
 	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
-	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 setup: $(STAMP)
 
 $(MANIFEST): $(STAMP) $(shell find dbt_project/models dbt_project/macros -type f 2>/dev/null) dbt_project/dbt_project.yml
-	cd dbt_project && IMPACT_WAREHOUSE=$(CURDIR)/.tmp-parse.duckdb ../$(BIN)/dbt parse --quiet --profiles-dir .
-	rm -f .tmp-parse.duckdb
+	$(BIN)/python -c "from orchestration.dbt_manifest import prepare_manifest; prepare_manifest()"
 	touch $(MANIFEST)
 
 manifest: $(MANIFEST)
