@@ -59,6 +59,8 @@ def test_conservation_is_exact_and_nothing_negative(simulated):
     _, con = simulated
     assert invariants.conservation_violations(con) == []
     assert invariants.negative_energy_rows(con) == []
+    bad, tested = invariants.single_request_rule(con)
+    assert bad == [] and tested > 100
 
 
 def test_incidents_are_reported(simulated):

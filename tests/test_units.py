@@ -13,9 +13,8 @@ from orchestration.lib.ingest import parse_clusters_yaml
 
 
 def test_dbt_vars_defaults_and_overrides():
-    assert dbt_vars("2024-05-01") == {"partition_day": "2024-05-01"}
-    assert dbt_vars("2024-05-01", window_s=30, dynamic_share="tokens", attribution_level="gpu") == {
-        "partition_day": "2024-05-01",
+    assert dbt_vars() == {}
+    assert dbt_vars(window_s=30, dynamic_share="tokens", attribution_level="gpu") == {
         "window_s": 30,
         "dynamic_share": "tokens",
         "attribution_level": "gpu",
@@ -27,13 +26,13 @@ def test_dbt_vars_defaults_and_overrides():
 )
 def test_dbt_vars_rejects_bad_settings(kwargs):
     with pytest.raises(ValueError):
-        dbt_vars("2024-05-01", **kwargs)
+        dbt_vars(**kwargs)
 
 
 def test_dbt_build_args_exclude_unit_tests_and_pass_vars_as_json():
-    args = dbt_build_args({"partition_day": "2024-05-01"})
-    assert args[:3] == ["build", "--exclude-resource-type", "unit_test"]
-    assert json.loads(args[args.index("--vars") + 1]) == {"partition_day": "2024-05-01"}
+    assert dbt_build_args({}) == ["build", "--exclude-resource-type", "unit_test"]
+    args = dbt_build_args({"window_s": 30})
+    assert json.loads(args[args.index("--vars") + 1]) == {"window_s": 30}
 
 
 def test_days_to_run():

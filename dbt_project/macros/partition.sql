@@ -1,9 +1,17 @@
-{#- The UTC day being materialised, as a SQL date literal. Fails loudly when a partitioned model runs without it. -#}
+{#-
+    The UTC day being materialised, as a SQL date literal: the var partition_day, else the environment variable
+    IMPACT_PARTITION_DAY (what Dagster sets). The environment is read only at execution time, so a new day does not
+    invalidate dbt's partial parse (a changed --vars forces a full re-parse). Fails loudly when neither is set.
+-#}
 {% macro partition_day() -%}
     {%- set day = var('partition_day') -%}
+    {%- if day is none and execute -%}
+        {%- set day = env_var('IMPACT_PARTITION_DAY', '') or none -%}
+    {%- endif -%}
     {%- if day is none -%}
         {%- if execute -%}
-            {{ exceptions.raise_compiler_error("var 'partition_day' (YYYY-MM-DD) is required to build " ~ this) }}
+            {{ exceptions.raise_compiler_error(
+                "var 'partition_day' or env IMPACT_PARTITION_DAY (YYYY-MM-DD) is required to build " ~ this) }}
         {%- endif -%}
         date '1970-01-01'
     {%- else -%}

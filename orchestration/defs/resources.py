@@ -1,6 +1,7 @@
 """Resources shared by every asset: the impact settings (paths, limits) and the dbt CLI."""
 
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -42,27 +43,33 @@ class ImpactSettings(dg.ConfigurableResource):
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         os.environ[settings.WAREHOUSE_ENV] = str(self.warehouse_path)
 
-    def dbt_vars(self, partition_day: str) -> dict[str, object]:
+    def dbt_vars(self) -> dict[str, object]:
         return dbt_vars(
-            partition_day,
             window_s=self.window_s,
             dynamic_share=self.dynamic_share,
             attribution_level=self.attribution_level,
         )
 
+    @property
+    def dbt_target_path(self) -> Path:
+        """dbt's target folder for this warehouse: stable across runs (so dbt parses partially, not fully, each
+        day) and distinct per warehouse (so two warehouses never share one)."""
+        digest = hashlib.sha256(str(self.warehouse_path).encode()).hexdigest()[:12]
+        return settings.DBT_PROJECT_DIR / "target" / f"warehouse-{digest}"
+
 
 def dbt_vars(
-    partition_day: str,
     window_s: float | None = None,
     dynamic_share: str = "request_seconds",
     attribution_level: str | None = None,
 ) -> dict[str, object]:
-    """The `--vars` of one partition's dbt build (only what differs from dbt_project.yml's defaults)."""
+    """The `--vars` of the dbt builds: only settings that differ from dbt_project.yml's defaults. The partition day
+    is not a var: it is passed as IMPACT_PARTITION_DAY, since a --vars change makes dbt re-parse everything."""
     if dynamic_share not in ("request_seconds", "tokens"):
         raise ValueError(f"dynamic_share must be request_seconds or tokens, not {dynamic_share!r}")
     if attribution_level not in (None, "cluster", "node", "gpu"):
         raise ValueError(f"attribution_level must be cluster, node or gpu, not {attribution_level!r}")
-    out: dict[str, object] = {"partition_day": partition_day}
+    out: dict[str, object] = {}
     if window_s is not None:
         if window_s <= 0:
             raise ValueError(f"window_s must be positive, not {window_s}")

@@ -57,6 +57,19 @@ INTEGER_REQUEST_FIELDS: tuple[str, ...] = (
 )
 TELEMETRY_FIELDS: tuple[str, ...] = ("timestamp", "cluster", "metric", "value", "node", "gpu", "cpu", "mode")
 
+# Fields that typed sources (Parquet, Prometheus, OTLP) deliver typed. Each has a shadow column `<field>__v` in the
+# candidate tables, so typed values are validated as they are and only text sources go through string parsing.
+REQUEST_TYPED: dict[str, str] = {
+    "start_time": "timestamp",
+    "duration_s": "double",
+    **{f: "double" for f in ("input_tokens", "output_tokens", "input_pixels", "output_pixels", "quality_steps")},
+}
+TELEMETRY_TYPED: dict[str, str] = {"timestamp": "timestamp", "value": "double"}
+NUMERIC_TYPES: tuple[str, ...] = (
+    "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
+    "FLOAT", "DOUBLE", "DECIMAL",
+)
+
 REQUEST_SUFFIXES: tuple[str, ...] = (".otlp.json", ".jsonl", ".csv", ".parquet")
 TELEMETRY_SUFFIXES: tuple[str, ...] = (".csv.gz", ".csv", ".parquet", ".prom")
 
@@ -190,6 +203,69 @@ def _varchar_projection(present: Iterable[str], wanted: Iterable[str], prefix: s
     return ", ".join(parts)
 
 
+def _create_candidates(
+    con: duckdb.DuckDBPyConnection, table: str, fields: tuple[str, ...], typed: dict[str, str]
+) -> None:
+    """The staging table every reader appends to: text fields plus a typed shadow per typed field."""
+    text = ", ".join(f'"{f}" varchar' for f in fields)
+    shadows = ", ".join(f'"{f}__v" {kind}' for f, kind in typed.items())
+    con.execute(
+        f"create or replace temp table {table} (source_file varchar, source_row bigint, raw_record varchar, "
+        f"parse_error varchar, {text}, {shadows})"
+    )
+
+
+def _text_columns(fields: tuple[str, ...]) -> str:
+    return ", ".join(f'"{f}"' for f in fields)
+
+
+def _typed_value(field: str, typed: dict[str, str]) -> str:
+    """SQL for a typed field's value: the typed shadow, else the text parsed."""
+    if typed[field] == "timestamp":
+        return f'coalesce("{field}__v", impact_parse_ts("{field}"))'
+    return f'coalesce("{field}__v", try_cast(trim("{field}") as double))'
+
+
+def _shown(field: str) -> str:
+    """SQL for a field as the user wrote it (text, or the typed value rendered), for rejection reasons."""
+    return f'coalesce(trim("{field}"), cast("{field}__v" as varchar))'
+
+
+def _present(field: str) -> str:
+    return f'("{field}__v" is not null or not impact_blank("{field}"))'
+
+
+def _parquet_select(types: dict[str, str], fields: tuple[str, ...], typed: dict[str, str]) -> tuple[str, str]:
+    """(column list, select list) reading `fields` from a Parquet file whose columns have `types`.
+
+    Numeric and timestamp columns of typed fields keep their type (epoch seconds become timestamps); a
+    non-finite number is kept as text so its rejection quotes it; everything else is read as text.
+    """
+    columns, values = [], []
+    for name in fields:
+        kind = types.get(name)
+        numeric = kind is not None and kind.split("(")[0] in NUMERIC_TYPES
+        if kind is not None and name in typed and (numeric or kind.startswith("TIMESTAMP")):
+            if kind.startswith("TIMESTAMP"):
+                columns.append(f'"{name}__v"')
+                values.append(f'cast("{name}" as timestamp)')
+                continue
+            x = f'cast("{name}" as double)'
+            if typed[name] == "timestamp":
+                columns += [f'"{name}"', f'"{name}__v"']
+                values += [
+                    f"case when not isfinite({x}) then cast({x} as varchar) end",
+                    f"case when isfinite({x}) then try(make_timestamp(cast(round({x} * 1e6) as bigint))) end",
+                ]
+            else:
+                columns.append(f'"{name}__v"')
+                values.append(x)
+        elif kind is not None:
+            columns.append(f'"{name}"')
+            values.append(f'cast("{name}" as varchar)')
+    return ", ".join(columns), ", ".join(values)
+
+
 @contextmanager
 def _plain_text(path: Path) -> Iterator[Path]:
     """The file itself, or a decompressed temporary copy of a .gz file (streamed, not read into memory)."""
@@ -243,18 +319,17 @@ def _csv_candidates(
     field_list = ", ".join(f'g."{f}"' for f in fields)
     con.execute(
         f"""
-        insert into {table}
+        insert into {table} (source_file, source_row, raw_record, parse_error, {_text_columns(fields)})
         select $display, coalesce(m.source_row, g.ordinal + 1), coalesce(m.line, ''), null, {field_list}
         from _csv_good g left join _csv_line_map m using (ordinal)
         """,
         {"display": display},
     )
-    null_fields = ", ".join("null" for _ in fields)
     con.execute(
         f"""
-        insert into {table}
+        insert into {table} (source_file, source_row, raw_record, parse_error)
         select $display, r.line, coalesce(l.line, trim(r.csv_line, chr(10) || chr(13))),
-               'malformed CSV line: ' || string_agg(distinct r.error_message, '; '), {null_fields}
+               'malformed CSV line: ' || string_agg(distinct r.error_message, '; ')
         from _csv_rejects r left join _csv_lines l on l.source_row = r.line
         group by r.line, l.line, r.csv_line
         """,
@@ -273,7 +348,7 @@ def _jsonl_candidates(
     )
     con.execute(
         f"""
-        insert into {table}
+        insert into {table} (source_file, source_row, raw_record, parse_error, {_text_columns(fields)})
         with parsed as (
             select source_row, line,
                    case when json_valid(line) and json_type(line) = 'OBJECT' then line::json end as doc,
@@ -293,32 +368,29 @@ def _jsonl_candidates(
 
 
 def _parquet_candidates(
-    con: duckdb.DuckDBPyConnection, path: Path, display: str, fields: tuple[str, ...], table: str
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    display: str,
+    fields: tuple[str, ...],
+    typed: dict[str, str],
+    table: str,
 ) -> None:
-    """Append the rows of one Parquet file (cast to text, so validation is one code path) to `table`."""
+    """Append the rows of one Parquet file to `table`, typed columns kept typed (see _parquet_select)."""
     probe = con.sql("select * from read_parquet($p) limit 0", params={"p": str(path)})
-    types = dict(zip(probe.columns, (str(t) for t in probe.types)))
-    projection = _varchar_projection(types, fields)
-    for name, kind in types.items():
-        # A typed Parquet timestamp is unambiguous: with a zone it is an instant, without one Arrow means UTC.
-        if name in fields and kind.startswith("TIMESTAMP"):
-            projection = projection.replace(
-                f'cast("{name}" as varchar) as "{name}"',
-                f'strftime(cast("{name}" as timestamp), \'%Y-%m-%dT%H:%M:%S.%fZ\') as "{name}"',
-            )
+    columns, values = _parquet_select(dict(zip(probe.columns, (str(t) for t in probe.types))), fields, typed)
     con.execute(
         f"""
-        insert into {table}
-        select $display, file_row_number + 1, null, null, {projection}
+        insert into {table} (source_file, source_row, raw_record, parse_error{", " if columns else ""}{columns})
+        select $display, file_row_number + 1, null, null{", " if values else ""}{values}
         from read_parquet($p, file_row_number = true)
         """,
         {"display": display, "p": str(path)},
     )
 
 
-def _fill_raw_record_sql(fields: tuple[str, ...]) -> str:
-    """A JSON rendering of the parsed fields, for rejected rows that have no source line (Parquet)."""
-    pairs = ", ".join(f"'{f}', \"{f}\"" for f in fields)
+def _fill_raw_record_sql(fields: tuple[str, ...], typed: dict[str, str]) -> str:
+    """A JSON rendering of the fields, for rejected rows that have no source line (Parquet)."""
+    pairs = ", ".join(f"'{f}', " + (_shown(f) if f in typed else f'"{f}"') for f in fields)
     return f"coalesce(raw_record, cast(json_object({pairs}) as varchar))"
 
 
@@ -335,7 +407,8 @@ def _store(
     con.execute("begin transaction")
     try:
         con.execute(f"delete from {raw_table} where partition_day = $day", {"day": day})
-        con.execute(f"insert into {raw_table} {loaded_sql}")
+        # one load time for the whole partition (a per-row now() costs seconds on millions of rows)
+        con.execute(f"insert into {raw_table} {loaded_sql}", {"loaded_at": dt.datetime.now(dt.UTC).replace(tzinfo=None)})
         con.execute(
             "delete from raw.rejected_rows where input = $input and partition_day = $day",
             {"input": input_name, "day": day},
@@ -477,21 +550,28 @@ def ingest_clusters(con: duckdb.DuckDBPyConnection, data_dir: Path) -> IngestSum
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _otlp_candidates(con: duckdb.DuckDBPyConnection, path: Path, display: str, table: str) -> int:
-    """Append the GenAI spans of one OTLP JSON file to `table`; returns the count of non-GenAI spans ignored."""
+def _otlp_candidates(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    display: str,
+    table: str,
+    fields: tuple[str, ...] = REQUEST_FIELDS,
+) -> int:
+    """Append the GenAI spans of one OTLP JSON file to `table` (its `fields`); returns the count of non-GenAI
+    spans ignored. The span reader types start_time, duration and token counts; they go to the typed shadows."""
     from orchestration.lib.otlp import read_otlp_spans
 
     spans = read_otlp_spans(con, str(path))
     _materialise(spans, "_otlp_spans")
-    text_fields = tuple(f for f in REQUEST_FIELDS if f not in ("start_time", "duration_s"))
-    projection = _varchar_projection(spans.columns, text_fields)
-    # start_time/duration are typed in the span reader; render them as text for the common validation path.
+    text_fields = tuple(f for f in fields if f not in REQUEST_TYPED)
+    typed_fields = tuple(f for f in fields if f in REQUEST_TYPED and f in spans.columns)
     con.execute(
         f"""
         insert into {table} (source_file, source_row, raw_record, parse_error,
-            {", ".join(text_fields)}, start_time, duration_s)
-        select $display, source_row, raw_record, parse_error, {projection},
-               strftime(start_time, '%Y-%m-%dT%H:%M:%S.%fZ'), cast(duration_s as varchar)
+            {", ".join([*(f'"{f}"' for f in text_fields), *(f'"{f}__v"' for f in typed_fields)])})
+        select $display, source_row, raw_record, parse_error,
+            {", ".join(filter(None, [_varchar_projection(spans.columns, text_fields),
+                                     ", ".join(f'"{f}"' for f in typed_fields)]))}
         from _otlp_spans
         where parse_error is not null or is_genai
         """,
@@ -501,6 +581,21 @@ def _otlp_candidates(con: duckdb.DuckDBPyConnection, path: Path, display: str, t
         "select count(*) from _otlp_spans where parse_error is null and not is_genai"
     ).fetchone()
     return int(ignored)
+
+
+def _integer_checks(fields: tuple[str, ...]) -> str:
+    """CASE branches rejecting present-but-invalid counts (non-numeric, non-finite, negative, fractional)."""
+    branches = []
+    for f in fields:
+        value, shown, present = f"coalesce({f}__v, try_cast(trim({f}) as double))", _shown(f), _present(f)
+        branches.append(
+            f"""
+            when {present} and {value} is null then 'non-numeric {f} ' || impact_quote({shown})
+            when {present} and not isfinite({value}) then '{f} is ' || {shown}
+            when {present} and {value} < 0 then 'negative {f} (' || {shown} || ')'
+            when {present} and {value} <> floor({value}) then 'non-integer {f} (' || {shown} || ')'"""
+        )
+    return "".join(branches)
 
 
 def ingest_requests(
@@ -517,11 +612,7 @@ def ingest_requests(
     _install_macros(con)
     files = discover_files(data_dir / "requests", REQUEST_SUFFIXES)
     summary = IngestSummary(input="requests", partition_day=day, files=len(files))
-    columns = ", ".join(f'"{f}" varchar' for f in REQUEST_FIELDS)
-    con.execute(
-        "create or replace temp table _req_candidates (source_file varchar, source_row bigint, "
-        f"raw_record varchar, parse_error varchar, {columns})"
-    )
+    _create_candidates(con, "_req_candidates", REQUEST_FIELDS, REQUEST_TYPED)
     ignored = {"blank lines": 0, "non-GenAI spans": 0}
     displays = []
     for path in files:
@@ -535,29 +626,16 @@ def ingest_requests(
         elif name.endswith(".csv"):
             _csv_candidates(con, path, display, REQUEST_FIELDS, "_req_candidates")
         else:
-            _parquet_candidates(con, path, display, REQUEST_FIELDS, "_req_candidates")
+            _parquet_candidates(con, path, display, REQUEST_FIELDS, REQUEST_TYPED, "_req_candidates")
     summary.ignored_by_reason = {k: v for k, v in ignored.items() if v}
 
-    integer_checks = "\n".join(
-        f"""
-            when not impact_blank({f}) and try_cast(trim({f}) as double) is null
-                then 'non-numeric {f} ' || impact_quote({f})
-            when not impact_blank({f}) and (isnan(try_cast(trim({f}) as double))
-                  or isinf(try_cast(trim({f}) as double)))
-                then '{f} is ' || trim({f})
-            when not impact_blank({f}) and try_cast(trim({f}) as double) < 0
-                then 'negative {f} (' || trim({f}) || ')'
-            when not impact_blank({f}) and try_cast(trim({f}) as double) <> floor(try_cast(trim({f}) as double))
-                then 'non-integer {f} (' || trim({f}) || ')'"""
-        for f in INTEGER_REQUEST_FIELDS
-    )
     con.execute(
         f"""
         create or replace temp table _req_checked as
         with typed as (
             select c.*,
-                   impact_parse_ts(c.start_time) as start_ts,
-                   try_cast(trim(c.duration_s) as double) as dur
+                   {_typed_value("start_time", REQUEST_TYPED)} as start_ts,
+                   {_typed_value("duration_s", REQUEST_TYPED)} as dur
             from _req_candidates c
         ),
         reasoned as (
@@ -565,19 +643,20 @@ def ingest_requests(
                 case
                     when parse_error is not null then parse_error
                     when impact_blank(request_id) then 'missing request_id'
-                    when impact_blank(start_time) then 'missing start_time'
+                    when not {_present("start_time")} then 'missing start_time'
                     when start_ts is null then replace(impact_ts_problem(start_time, start_ts), 'timestamp', 'start_time')
                     when impact_implausible_ts(start_ts)
-                        then 'implausible start_time ' || impact_quote(start_time)
+                        then 'implausible start_time ' || impact_quote(coalesce(trim(start_time),
+                            strftime(start_ts, '%Y-%m-%dT%H:%M:%S.%fZ')))
                             || ' (before 2000 or in the future: clock skew?)'
-                    when impact_blank(duration_s) then 'missing duration_s'
-                    when dur is null then 'non-numeric duration_s ' || impact_quote(duration_s)
+                    when not {_present("duration_s")} then 'missing duration_s'
+                    when dur is null then 'non-numeric duration_s ' || impact_quote({_shown("duration_s")})
                     when isnan(dur) then 'duration_s is NaN'
                     when isinf(dur) then 'duration_s is infinite'
-                    when dur < 0 then 'negative duration_s (' || trim(duration_s) || ')'
+                    when dur < 0 then 'negative duration_s (' || {_shown("duration_s")} || ')'
                     when dur > $max_dur
-                        then 'duration_s ' || trim(duration_s) || ' exceeds the limit of ' || $max_dur || ' s'
-                    {integer_checks}
+                        then 'duration_s ' || {_shown("duration_s")} || ' exceeds the limit of ' || $max_dur || ' s'
+                    {_integer_checks(INTEGER_REQUEST_FIELDS)}
                     when impact_blank(model) then 'missing model'
                     when impact_blank(cluster) then 'missing cluster'
                     when trim(cluster) not in (select cluster from raw.clusters)
@@ -585,26 +664,32 @@ def ingest_requests(
                 end as reason
             from typed t
         ),
+        repeated as (
+            -- ids seen more than once among valid rows: only these need ranking (cheap on millions of rows)
+            select trim(request_id) as rid from reasoned where reason is null group by 1 having count(*) > 1
+        ),
         ranked as (
-            select r.*,
-                case when reason is null then row_number() over (
-                    partition by (reason is null), trim(request_id) order by source_file, source_row) end as copy_no,
-                case when reason is null then first(source_file || ':' || source_row) over (
-                    partition by (reason is null), trim(request_id) order by source_file, source_row) end as first_at
-            from reasoned r
+            select source_file, source_row,
+                row_number() over (partition by trim(request_id) order by source_file, source_row) as copy_no,
+                first(source_file || ':' || source_row) over (
+                    partition by trim(request_id) order by source_file, source_row) as first_at
+            from reasoned
+            where reason is null and trim(request_id) in (select rid from repeated)
         ),
         file_days as (
             select source_file, mode(cast(start_ts as date)) as modal_day
             from reasoned where start_ts is not null and not impact_implausible_ts(start_ts) group by source_file
         )
         select r.*,
-            coalesce(r.reason, case when copy_no > 1
-                then 'duplicate request_id ' || impact_quote(trim(request_id)) || ' (first at ' || first_at || ')'
+            coalesce(r.reason, case when k.copy_no > 1
+                then 'duplicate request_id ' || impact_quote(trim(request_id)) || ' (first at ' || k.first_at || ')'
             end) as final_reason,
             coalesce(
                 case when not impact_implausible_ts(r.start_ts) then cast(r.start_ts as date) end, f.modal_day
             ) as reject_day
-        from ranked r left join file_days f using (source_file)
+        from reasoned r
+        left join ranked k using (source_file, source_row)
+        left join file_days f using (source_file)
         """,
         {"max_dur": max_request_duration_s},
     )
@@ -616,18 +701,18 @@ def ingest_requests(
         f"and (start_ts + to_microseconds(cast(round(dur * 1e6) as bigint)) > {params[0]} "
         f"or cast(start_ts as date) = date '{day.isoformat()}')"
     )
-    int_casts = {f: f"cast(try_cast(trim({f}) as double) as bigint)" for f in INTEGER_REQUEST_FIELDS}
+    counts = {f: f"cast(coalesce({f}__v, try_cast(trim({f}) as double)) as bigint)" for f in INTEGER_REQUEST_FIELDS}
     loaded_sql = f"""
         select date '{day.isoformat()}', trim(request_id), trim(cluster), trim(model), start_ts, dur,
-               {int_casts['input_tokens']}, {int_casts['output_tokens']},
+               {counts['input_tokens']}, {counts['output_tokens']},
                nullif(trim(tenant), ''), nullif(trim(endpoint), ''), nullif(trim(node), ''), nullif(trim(gpu), ''),
-               {int_casts['input_pixels']}, {int_casts['output_pixels']}, {int_casts['quality_steps']},
-               nullif(trim(lora), ''), source_file, source_row, now()::timestamp
+               {counts['input_pixels']}, {counts['output_pixels']}, {counts['quality_steps']},
+               nullif(trim(lora), ''), source_file, source_row, $loaded_at
         from _req_checked where {in_scope}
     """
     rejected_sql = f"""
         select reject_day, 'requests', source_file, source_row, final_reason,
-               {_fill_raw_record_sql(REQUEST_FIELDS)}, now()::timestamp
+               {_fill_raw_record_sql(REQUEST_FIELDS, REQUEST_TYPED)}, now()::timestamp
         from _req_checked
         where final_reason is not null and (reject_day = date '{day.isoformat()}' or reject_day is null)
     """
@@ -640,6 +725,8 @@ def ingest_requests(
     summary.rejected_by_reason = _reason_counts(con, "_req_rejects", day)
     summary.rejected = sum(summary.rejected_by_reason.values())
     summary.lines_in_scope = summary.loaded + summary.rejected
+    for table in ("_req_candidates", "_req_checked", "_req_rejects"):
+        con.execute(f"drop table if exists {table}")
     return summary
 
 
@@ -660,18 +747,31 @@ def _metrics_table(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _prom_candidates(
-    con: duckdb.DuckDBPyConnection, path: Path, display: str, default_cluster: str | None, table: str
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    display: str,
+    default_cluster: str | None,
+    table: str,
+    fields: tuple[str, ...] = TELEMETRY_FIELDS,
 ) -> None:
+    """Append the samples of one Prometheus text file to `table` (its `fields`); timestamps and values typed."""
     from orchestration.lib.prom import prom_samples_to_long, read_prom_lines
 
     _materialise(
         prom_samples_to_long(con, read_prom_lines(con, str(path)), default_cluster=default_cluster), "_prom_long"
     )
+    exprs = {
+        '"timestamp"': "case when not isfinite(timestamp_s) then cast(timestamp_s as varchar) end",
+        "timestamp__v": "case when isfinite(timestamp_s) "
+        "then try(make_timestamp(cast(round(timestamp_s * 1e6) as bigint))) end",
+        "value__v": "value",
+        **{f: f for f in ("cluster", "metric", "node", "gpu", "cpu", "mode")},
+    }
+    wanted = {k: v for k, v in exprs.items() if k.strip('"').removesuffix("__v") in fields}
     con.execute(
         f"""
-        insert into {table}
-        select $display, source_row, raw_record, parse_error,
-               cast(timestamp_s as varchar), cluster, metric, cast(value as varchar), node, gpu, cpu, mode
+        insert into {table} (source_file, source_row, raw_record, parse_error, {", ".join(wanted)})
+        select $display, source_row, raw_record, parse_error, {", ".join(wanted.values())}
         from _prom_long
         """,
         {"display": display},
@@ -701,11 +801,7 @@ def ingest_telemetry(
     files = discover_files(root, TELEMETRY_SUFFIXES)
     summary = IngestSummary(input="telemetry", partition_day=day, files=len(files))
     known_clusters = {r[0] for r in con.execute("select cluster from raw.clusters").fetchall()}
-    columns = ", ".join(f'"{f}" varchar' for f in TELEMETRY_FIELDS)
-    con.execute(
-        "create or replace temp table _tel_candidates (source_file varchar, source_row bigint, "
-        f"raw_record varchar, parse_error varchar, {columns})"
-    )
+    _create_candidates(con, "_tel_candidates", TELEMETRY_FIELDS, TELEMETRY_TYPED)
     displays = []
     for path in files:
         display = _display_path(path, data_dir)
@@ -715,98 +811,137 @@ def ingest_telemetry(
         elif path.name.endswith((".csv", ".csv.gz")):
             _csv_candidates(con, path, display, TELEMETRY_FIELDS, "_tel_candidates")
         else:
-            _parquet_candidates(con, path, display, TELEMETRY_FIELDS, "_tel_candidates")
+            _parquet_candidates(con, path, display, TELEMETRY_FIELDS, TELEMETRY_TYPED, "_tel_candidates")
 
     lo = dt.datetime.combine(day, dt.time()) - dt.timedelta(seconds=margin_s)
     hi = dt.datetime.combine(day, dt.time()) + dt.timedelta(days=1, seconds=margin_s)
+    lo_sql, hi_sql = f"timestamp '{lo.isoformat(sep=' ')}'", f"timestamp '{hi.isoformat(sep=' ')}'"
+    # Rows this partition can load or must report: in its time range, or without a usable time.
+    relevant = f"(ts is null or impact_implausible_ts(ts) or (ts >= {lo_sql} and ts < {hi_sql}))"
     con.execute(
+        f"""
+        create or replace temp table _tel_typed as
+        select c.source_file, c.source_row, c.raw_record, c.parse_error,
+               c."timestamp", c.timestamp__v, c.value, c.value__v,
+               trim(c.cluster) as cluster, trim(c.metric) as metric, trim(c.node) as node, trim(c.gpu) as gpu,
+               trim(c.cpu) as cpu, trim(c.mode) as mode,
+               {_typed_value("timestamp", TELEMETRY_TYPED)} as ts,
+               {_typed_value("value", TELEMETRY_TYPED)} as v,
+               m.quantity, m.scale, m.level
+        from _tel_candidates c left join _metric_specs m on m.metric = trim(c.metric)
         """
-        create or replace temp table _tel_checked as
-        with typed as (
-            select c.*, impact_parse_ts(c."timestamp") as ts, try_cast(trim(c.value) as double) as v,
-                   m.quantity, m.scale, m.level
-            from _tel_candidates c left join _metric_specs m on m.metric = trim(c.metric)
-        ),
-        reasoned as (
-            select t.*,
+    )
+    con.execute("drop table _tel_candidates")
+    # 1. rows with something wrong (few): the reason is only rendered for them
+    con.execute(
+        f"""
+        create or replace temp table _tel_bad as
+        select source_file, source_row, reason from (
+            select source_file, source_row,
                 case
                     when parse_error is not null then parse_error
                     when impact_blank(metric) then 'missing metric'
                     when quantity is null then null
-                    when impact_blank("timestamp") then 'missing timestamp'
-                    when ts is null then impact_ts_problem("timestamp", ts)
+                    when not {_present("timestamp")} then 'missing timestamp'
+                    when ts is null then impact_ts_problem({_shown("timestamp")}, ts)
                     when impact_implausible_ts(ts)
-                        then 'implausible timestamp ' || impact_quote("timestamp")
+                        then 'implausible timestamp ' || impact_quote({_shown("timestamp")})
                             || ' (before 2000 or in the future: clock skew?)'
-                    when impact_blank(value) then 'missing value'
-                    when v is null then 'non-numeric value ' || impact_quote(value)
-                    when isnan(v) or isinf(v) then 'value is ' || trim(value)
-                    when v < 0 then 'negative value (' || trim(value) || ') for ' || trim(metric)
+                    when not {_present("value")} then 'missing value'
+                    when v is null then 'non-numeric value ' || impact_quote({_shown("value")})
+                    when isnan(v) or isinf(v) then 'value is ' || {_shown("value")}
+                    when v < 0 then 'negative value (' || {_shown("value")} || ') for ' || metric
                     when quantity like '%utilization_ratio' and v * scale > 1.0000001
-                        then 'utilisation above 100% (' || trim(value) || ') for ' || trim(metric)
+                        then 'utilisation above 100% (' || {_shown("value")} || ') for ' || metric
                     when impact_blank(cluster) then 'missing cluster'
-                    when trim(cluster) not in (select cluster from raw.clusters)
+                    when cluster not in (select cluster from raw.clusters)
                         then 'unknown cluster ' || impact_quote(cluster) || ' (not in clusters.yml)'
                     when impact_blank(node) then 'missing node label'
-                    when level = 'gpu' and impact_blank(gpu) then 'missing gpu label for ' || trim(metric)
+                    when level = 'gpu' and impact_blank(gpu) then 'missing gpu label for ' || metric
                 end as reason
-            from typed t
-        ),
-        ranked as (
-            select r.*,
-                case when reason is null and quantity is not null then row_number() over (
-                    partition by (reason is null and quantity is not null), trim(cluster), trim(node),
-                        coalesce(trim(gpu), ''), coalesce(cpu, ''), coalesce(mode, ''), trim(metric), ts
-                    order by source_file, source_row) end as copy_no
-            from reasoned r
-        ),
-        file_days as (
-            select source_file, mode(cast(ts as date)) as modal_day
-            from reasoned where ts is not null and not impact_implausible_ts(ts) group by source_file
+            from _tel_typed
+            where {relevant}
         )
-        select r.*,
-            coalesce(r.reason, case when copy_no > 1 then 'duplicate sample (same series and timestamp)' end)
-                as final_reason,
-            coalesce(
-                case when not impact_implausible_ts(r.ts) then cast(r.ts as date) end, f.modal_day
-            ) as reject_day
-        from ranked r left join file_days f using (source_file)
+        where reason is not null
         """
     )
-    in_scope = (
-        f"final_reason is null and quantity is not null "
-        f"and ts >= timestamp '{lo.isoformat(sep=' ')}' and ts < timestamp '{hi.isoformat(sep=' ')}'"
+    # 2. duplicates among the good rows: one hash per row, ranking only where a key repeats
+    con.execute(
+        f"""
+        create or replace temp table _tel_dups as
+        with keyed as (
+            select source_file, source_row, hash(cluster, node, gpu, cpu, mode, metric, ts) as series_key
+            from _tel_typed t
+            anti join _tel_bad b using (source_file, source_row)
+            where quantity is not null and {relevant}
+        ),
+        repeated as (
+            select series_key from keyed group by series_key having count(*) > 1
+        ),
+        ranked as (
+            select t.source_file, t.source_row,
+                row_number() over (
+                    partition by t.cluster, t.node, t.gpu, t.cpu, t.mode, t.metric, t.ts
+                    order by t.source_file, t.source_row) as copy_no
+            from _tel_typed t
+            join keyed k using (source_file, source_row)
+            semi join repeated d on d.series_key = k.series_key
+        )
+        select source_file, source_row, 'duplicate sample (same series and timestamp)' as reason
+        from ranked where copy_no > 1
+        """
     )
+    con.execute(
+        f"""
+        create or replace temp table _tel_rejects as
+        with file_days as (
+            select source_file, mode(cast(ts as date)) as modal_day
+            from _tel_typed where ts is not null and not impact_implausible_ts(ts) group by source_file
+        ),
+        bad as (select * from _tel_bad union all select * from _tel_dups)
+        select b.source_file, b.source_row, b.reason,
+            coalesce(case when not impact_implausible_ts(t.ts) then cast(t.ts as date) end, f.modal_day)
+                as reject_day,
+            coalesce(t.raw_record, cast(json_object(
+                'timestamp', {_shown("timestamp")}, 'cluster', t.cluster, 'metric', t.metric,
+                'value', {_shown("value")}, 'node', t.node, 'gpu', t.gpu, 'cpu', t.cpu, 'mode', t.mode
+            ) as varchar)) as raw_record
+        from bad b
+        join _tel_typed t using (source_file, source_row)
+        left join file_days f using (source_file)
+        """
+    )
+    in_scope = f"quantity is not null and ts >= {lo_sql} and ts < {hi_sql}"
     loaded_sql = f"""
-        select date '{day.isoformat()}', trim(cluster), trim(node),
-               case when level = 'gpu' then trim(gpu) end, nullif(trim(cpu), ''), nullif(trim(mode), ''),
-               trim(metric), quantity, ts, v * scale, source_file, source_row, now()::timestamp
-        from _tel_checked where {in_scope}
+        select date '{day.isoformat()}', t.cluster, t.node, case when t.level = 'gpu' then t.gpu end,
+               nullif(t.cpu, ''), nullif(t.mode, ''), t.metric, t.quantity, t.ts, t.v * t.scale,
+               t.source_file, t.source_row, $loaded_at
+        from _tel_typed t anti join _tel_rejects r using (source_file, source_row)
+        where {in_scope}
     """
     rejected_sql = f"""
-        select reject_day, 'telemetry', source_file, source_row, final_reason,
-               {_fill_raw_record_sql(TELEMETRY_FIELDS)}, now()::timestamp
-        from _tel_checked
-        where final_reason is not null and (reject_day = date '{day.isoformat()}' or reject_day is null)
+        select reject_day, 'telemetry', source_file, source_row, reason, raw_record, now()::timestamp
+        from _tel_rejects
+        where reject_day = date '{day.isoformat()}' or reject_day is null
     """
     _store(con, "telemetry", day, "raw.telemetry_samples", loaded_sql, rejected_sql, displays)
-    (summary.loaded,) = con.execute(f"select count(*) from _tel_checked where {in_scope}").fetchone()
-    con.execute(
-        "create or replace temp table _tel_rejects as select final_reason as reason, reject_day "
-        "from _tel_checked where final_reason is not null"
-    )
+    (summary.loaded,) = con.execute(
+        f"select count(*) from _tel_typed t anti join _tel_rejects r using (source_file, source_row) "
+        f"where {in_scope}"
+    ).fetchone()
     summary.rejected_by_reason = _reason_counts(con, "_tel_rejects", day)
     summary.rejected = sum(summary.rejected_by_reason.values())
     ignored = con.execute(
         f"""
-        select 'unused metric ' || trim(metric), count(*) from _tel_checked
-        where final_reason is null and quantity is null and cast(ts as date) = date '{day.isoformat()}'
-        group by trim(metric) order by count(*) desc limit 50
+        select 'unused metric ' || t.metric, count(*) from _tel_typed t
+        anti join _tel_rejects r using (source_file, source_row)
+        where t.quantity is null and cast(t.ts as date) = date '{day.isoformat()}'
+        group by t.metric order by count(*) desc limit 50
         """
     ).fetchall()
     summary.ignored_by_reason = {str(k): int(n) for k, n in ignored}
     summary.lines_in_scope = summary.loaded + summary.rejected
-    for table in ("_tel_candidates", "_tel_checked", "_tel_rejects"):
+    for table in ("_tel_typed", "_tel_bad", "_tel_dups", "_tel_rejects"):
         con.execute(f"drop table if exists {table}")
     return summary
 
@@ -819,41 +954,35 @@ def ingest_telemetry(
 def days_in_inputs(
     con: duckdb.DuckDBPyConnection, data_dir: Path, only: Iterable[Path] | None = None
 ) -> list[dt.date]:
-    """The UTC days that any readable request start or telemetry sample falls on, sorted (of `only` these files,
-    when given)."""
-    only_set = None if only is None else {Path(p).resolve() for p in only}
+    """The UTC days that any readable, plausible request start or telemetry sample falls on, sorted (of `only`
+    these files, when given). Reads just the timestamp of each row."""
     _install_macros(con)
+    only_set = None if only is None else {Path(p).resolve() for p in only}
     days: set[dt.date] = set()
-    for sub, suffixes, fields in (
-        ("requests", REQUEST_SUFFIXES, REQUEST_FIELDS),
-        ("telemetry", TELEMETRY_SUFFIXES, TELEMETRY_FIELDS),
+    for sub, suffixes, field in (
+        ("requests", REQUEST_SUFFIXES, "start_time"),
+        ("telemetry", TELEMETRY_SUFFIXES, "timestamp"),
     ):
-        ts_field = "start_time" if sub == "requests" else "timestamp"
-        table = f"_days_{sub}"
-        columns = ", ".join(f'"{f}" varchar' for f in fields)
-        con.execute(
-            f"create or replace temp table {table} (source_file varchar, source_row bigint, "
-            f"raw_record varchar, parse_error varchar, {columns})"
-        )
+        table, fields, typed = f"_days_{sub}", (field,), {field: "timestamp"}
+        _create_candidates(con, table, fields, typed)
         for path in discover_files(data_dir / sub, suffixes):
             if only_set is not None and path.resolve() not in only_set:
                 continue
-            name = path.name
-            display = _display_path(path, data_dir)
+            name, display = path.name, _display_path(path, data_dir)
             if name.endswith(".otlp.json"):
-                _otlp_candidates(con, path, display, table)
+                _otlp_candidates(con, path, display, table, fields)
             elif name.endswith(".prom"):
-                _prom_candidates(con, path, display, None, table)
+                _prom_candidates(con, path, display, None, table, fields)
             elif name.endswith(".jsonl"):
                 _jsonl_candidates(con, path, display, fields, table)
             elif name.endswith((".csv", ".csv.gz")):
                 _csv_candidates(con, path, display, fields, table)
             else:
-                _parquet_candidates(con, path, display, fields, table)
+                _parquet_candidates(con, path, display, fields, typed, table)
         # A telemetry sample at exactly 00:00:00 closes the previous day's last interval; alone it opens no day.
         only_inside = "" if sub == "requests" else " and cast(ts as time) <> time '00:00:00'"
         rows = con.execute(
-            f'select distinct cast(ts as date) from (select impact_parse_ts("{ts_field}") as ts from {table}) '
+            f"select distinct cast(ts as date) from (select {_typed_value(field, typed)} as ts from {table}) "
             f"where ts is not null and not impact_implausible_ts(ts){only_inside}"
         ).fetchall()
         days.update(r[0] for r in rows)

@@ -75,15 +75,17 @@ def low_coverage_days(
     ).fetchall()
 
 
-def single_request_rule_violations(
+def single_request_rule(
     con: duckdb.DuckDBPyConnection, day: dt.date | None = None, rel_tol: float = 1e-9
-) -> list[tuple]:
-    """Requests alone in every pool-window they touch (no other request in the same GPU/host pool and window:
-    at cluster level, alone on the cluster) whose dynamic energy is not exactly the metered dynamic energy of
-    those pool-windows. Returns up to 20 offenders; checks every attribution level."""
+) -> tuple[list[tuple], int]:
+    """(offenders, requests tested): requests alone in every pool-window they touch (no other request in the
+    same GPU/host pool and window; at cluster level, alone on the cluster) must get exactly the metered dynamic
+    energy of those pool-windows. Returns up to 20 offenders and how many request-days were tested, so a check
+    that tested nothing shows it."""
     where, params = _day_filter(day, "o.day")
-    return con.execute(
+    con.execute(
         f"""
+        create or replace temp table _alone as
         with o as (
             select o.* from intermediate.int_request_window_overlaps o where {where}
         ),
@@ -93,54 +95,34 @@ def single_request_rule_violations(
             select request_id, day, cluster, window_index, 'host' as component, host_pool as pool from o
         ),
         pool_load as (
-            select day, cluster, component, pool, window_index, count(distinct request_id) as n
-            from touched group by all
+            -- one overlap row per request and window, so rows count requests
+            select day, cluster, component, pool, window_index, count(*) as n from touched group by all
         ),
-        alone as (
-            select t.request_id, t.day
-            from touched t join pool_load l using (day, cluster, component, pool, window_index)
-            group by t.request_id, t.day
-            having max(l.n) = 1
-        ),
-        expected as (
-            select t.request_id, t.day, sum(coalesce(p.dynamic_energy_j, 0)) as window_dynamic_j
+        per_request as (
+            select t.request_id, t.day, max(l.n) as most,
+                   sum(coalesce(p.dynamic_energy_j, 0)) as window_dynamic_j
             from touched t
-            semi join alone a on a.request_id = t.request_id and a.day = t.day
+            join pool_load l using (day, cluster, component, pool, window_index)
             left join intermediate.int_pool_window_energy p
               on p.day = t.day and p.cluster = t.cluster and p.component = t.component and p.pool = t.pool
              and p.window_index = t.window_index
             group by t.request_id, t.day
         )
-        select e.request_id, e.day, e.window_dynamic_j, r.dynamic_energy_j
-        from expected e
-        join intermediate.int_request_day_energy r on r.request_id = e.request_id and r.day = e.day
-        where abs(r.dynamic_energy_j - e.window_dynamic_j) > {rel_tol} * greatest(abs(e.window_dynamic_j), 1)
-        limit 20
+        select request_id, day, window_dynamic_j from per_request where most = 1
         """,
         params,
-    ).fetchall()
-
-
-def single_request_rule_coverage(con: duckdb.DuckDBPyConnection, day: dt.date | None = None) -> int:
-    """How many request-days the single-request rule actually tested (so a check that tests nothing shows)."""
-    where, params = _day_filter(day, "o.day")
-    (n,) = con.execute(
-        f"""
-        with o as (select * from intermediate.int_request_window_overlaps o where {where}),
-        touched as (
-            select request_id, day, cluster, window_index, 'gpu' as component, gpu_pool as pool from o
-            union all
-            select request_id, day, cluster, window_index, 'host' as component, host_pool as pool from o
-        ),
-        pool_load as (
-            select day, cluster, component, pool, window_index, count(distinct request_id) as n
-            from touched group by all
-        )
-        select count(*) from (
-            select t.request_id, t.day from touched t join pool_load l using (day, cluster, component, pool, window_index)
-            group by t.request_id, t.day having max(l.n) = 1
-        )
-        """,
-        params,
-    ).fetchone()
-    return int(n)
+    )
+    try:
+        (tested,) = con.execute("select count(*) from _alone").fetchone()
+        bad = con.execute(
+            f"""
+            select a.request_id, a.day, a.window_dynamic_j, r.dynamic_energy_j
+            from _alone a
+            join intermediate.int_request_day_energy r on r.request_id = a.request_id and r.day = a.day
+            where abs(r.dynamic_energy_j - a.window_dynamic_j) > {rel_tol} * greatest(abs(a.window_dynamic_j), 1)
+            limit 20
+            """
+        ).fetchall()
+    finally:
+        con.execute("drop table if exists _alone")
+    return bad, int(tested)

@@ -6,6 +6,7 @@ partition key `partition_day` so a re-materialised day replaces its rows instead
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -88,12 +89,22 @@ RAW_DDL: tuple[str, ...] = (
 )
 
 
+MEMORY_LIMIT_ENV = "IMPACT_DUCKDB_MEMORY_LIMIT"
+DEFAULT_MEMORY_LIMIT = "6GB"
+
+
+def memory_limit() -> str:
+    """DuckDB's memory limit for the pipeline (IMPACT_DUCKDB_MEMORY_LIMIT, default 6GB; dbt's profile reads the
+    same variable). Above it DuckDB spills to disk instead of growing."""
+    return os.environ.get(MEMORY_LIMIT_ENV) or DEFAULT_MEMORY_LIMIT
+
+
 def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse (creating its folder) with the session pinned to UTC."""
+    """Open the warehouse (creating its folder) with the session pinned to UTC and the memory limit applied."""
     path = Path(path)
-    if not read_only:
+    if not read_only and str(path) != ":memory:":
         path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path), read_only=read_only)
+    con = duckdb.connect(str(path), read_only=read_only, config={"memory_limit": memory_limit()})
     con.execute("set TimeZone = 'UTC'")
     return con
 

@@ -17,14 +17,27 @@ requests as (
     where partition_day = {{ partition_day() }}
 ),
 
-steps as (
-    select
-        cluster,
-        sample_epoch_s - lag(sample_epoch_s) over (
-            partition by cluster, node, gpu, quantity order by sample_epoch_s
-        ) as step_s
+needs_idle_estimate as (
+    select cluster from clusters where gpu_idle_w is null
+),
+
+first_series as (
+    -- the scrape interval is read off one GPU series per cluster (every series is scraped alike)
+    select cluster, min(node || '/' || gpu) as series
     from samples
     where quantity in ('gpu_power_w', 'gpu_energy_counter_j')
+    group by cluster
+),
+
+steps as (
+    select
+        s.cluster,
+        s.sample_epoch_s - lag(s.sample_epoch_s) over (
+            partition by s.cluster, s.quantity order by s.sample_epoch_s
+        ) as step_s
+    from samples as s
+    inner join first_series as f on s.cluster = f.cluster and s.node || '/' || s.gpu = f.series
+    where s.quantity in ('gpu_power_w', 'gpu_energy_counter_j')
 ),
 
 scrape as (
@@ -41,14 +54,16 @@ power_at_zero_util as (
         on
             u.cluster = p.cluster and u.node = p.node and u.gpu = p.gpu
             and u.sample_time = p.sample_time and u.quantity = 'gpu_utilization_ratio'
-    where p.quantity = 'gpu_power_w' and u.value = 0
+    where
+        p.quantity = 'gpu_power_w' and u.value = 0
+        and p.cluster in (select cluster from needs_idle_estimate)
     group by p.cluster
 ),
 
 power_any as (
     select cluster, quantile_cont(value, 0.05) as p05_w
     from samples
-    where quantity = 'gpu_power_w'
+    where quantity = 'gpu_power_w' and cluster in (select cluster from needs_idle_estimate)
     group by cluster
 ),
 

@@ -98,8 +98,9 @@ final as (
         least(sum(idle_nominal_j), sum(energy_j)) as idle_energy_j,
         sum(energy_j) - least(sum(idle_nominal_j), sum(energy_j)) as dynamic_energy_j,
         sum(idle_nominal_j) - least(sum(idle_nominal_j), sum(energy_j)) as idle_clipped_j,
-        count(distinct node) as nodes,
-        count(distinct case when gpu is not null then node || '/' || gpu end) as gpus,
+        -- one gpu row per GPU and one host row per node in each window: counting rows counts hardware
+        cast(sum(case when component = 'host' then 1 else 0 end) as bigint) as nodes,
+        cast(sum(case when component = 'gpu' then 1 else 0 end) as bigint) as gpus,
         sum(covered_s) as covered_s,
         sum(gap_covered_s) as gap_covered_s,
         sum(counter_resets) as counter_resets,

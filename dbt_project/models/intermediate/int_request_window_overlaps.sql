@@ -32,14 +32,27 @@ bounded as (
     where r.duration_s > 0
 ),
 
-expanded as (
+windowed as (
     select
         b.*,
-        unnest(generate_series(
-            greatest(cast(floor((b.t0_s - b.day0_s) / b.window_s) as bigint), 0),
-            least(cast(ceil((b.t1_s - b.day0_s) / b.window_s) as bigint) - 1, b.windows_per_day - 1)
-        )) as window_index
+        cast(floor((b.t0_s - b.day0_s) / b.window_s) as bigint) as first_window,
+        cast(ceil((b.t1_s - b.day0_s) / b.window_s) as bigint) - 1 as last_window
     from bounded as b
+),
+
+expanded as (
+    -- a request inside one window needs no expansion (the common case for short requests)
+    select w.*, w.first_window as window_index
+    from windowed as w
+    where w.first_window = w.last_window
+    union all
+    select
+        w.*,
+        unnest(generate_series(
+            greatest(w.first_window, 0), least(w.last_window, w.windows_per_day - 1)
+        )) as window_index
+    from windowed as w
+    where w.first_window <> w.last_window
 ),
 
 final as (
@@ -58,6 +71,7 @@ final as (
         - greatest(t0_s, day0_s + window_index * window_s) as overlap_s,
         tokens / duration_s as tokens_per_s
     from expanded
+    where window_index between 0 and windows_per_day - 1
 )
 
 select * from final

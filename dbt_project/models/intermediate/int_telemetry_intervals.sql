@@ -14,9 +14,29 @@ with params as (
     where day = {{ partition_day() }}
 ),
 
-samples as (
+all_samples as (
     select * from {{ ref('stg_raw__telemetry_samples') }}
     where partition_day = {{ partition_day() }}
+),
+
+counter_gpus as (
+    select distinct cluster, node, gpu from all_samples where quantity = 'gpu_energy_counter_j'
+),
+
+power_samples as (
+    select cluster, node, gpu, sample_epoch_s, value from all_samples where quantity = 'gpu_power_w'
+),
+
+samples as (
+    -- utilisation is not needed for energy; power of GPUs with a counter only fills counter resets (below)
+    select s.*
+    from all_samples as s
+    where s.quantity in ('gpu_energy_counter_j', 'cpu_utilization_ratio', 'cpu_seconds_counter_s')
+    union all
+    select s.*
+    from all_samples as s
+    anti join counter_gpus as c on s.cluster = c.cluster and s.node = c.node and s.gpu = c.gpu
+    where s.quantity = 'gpu_power_w'
 ),
 
 pairs as (
@@ -45,10 +65,6 @@ intervals as (
     where p.t0_s is not null and p.t1_s > p.t0_s
 ),
 
-counter_gpus as (
-    select distinct cluster, node, gpu from intervals where quantity = 'gpu_energy_counter_j'
-),
-
 power_intervals as (
     select
         cluster, node, gpu, t0_s, t1_s, dt_s, is_gap,
@@ -68,17 +84,17 @@ counter_intervals as (
 ),
 
 reset_power as (
-    -- Power over a reset interval, from the power intervals it overlaps (rare rows: a range join is cheap).
+    -- Power over a reset interval: the mean of the power readings inside it (inclusive) x its length.
+    -- Reset intervals are rare, so this range join is cheap.
     select
         c.cluster, c.node, c.gpu, c.t0_s,
-        sum(p.energy_j * (least(p.t1_s, c.t1_s) - greatest(p.t0_s, c.t0_s)) / p.dt_s)
-        / nullif(sum(least(p.t1_s, c.t1_s) - greatest(p.t0_s, c.t0_s)), 0) * c.dt_s as energy_j
+        avg(p.value) * c.dt_s as energy_j
     from counter_intervals as c
-    inner join power_intervals as p
+    inner join power_samples as p
         on
             c.cluster = p.cluster and c.node = p.node and c.gpu = p.gpu
-            and p.t0_s < c.t1_s and p.t1_s > c.t0_s and not p.is_gap
-    where c.is_reset
+            and p.sample_epoch_s between c.t0_s and c.t1_s
+    where c.is_reset and not c.is_gap
     group by c.cluster, c.node, c.gpu, c.t0_s, c.dt_s
 ),
 
@@ -122,7 +138,6 @@ gpu_energy as (
         case when not p.is_gap then p.energy_j end as energy_j,
         'power' as energy_source
     from power_intervals as p
-    anti join counter_gpus as cg using (cluster, node, gpu)
 ),
 
 cpu_util as (

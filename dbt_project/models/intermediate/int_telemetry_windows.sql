@@ -19,7 +19,9 @@ bounded as (
         i.*,
         p.window_s,
         {{ partition_day_epoch_s() }} as day0_s,
-        cast(ceil(86400 / p.window_s) as bigint) as windows_per_day
+        cast(ceil(86400 / p.window_s) as bigint) as windows_per_day,
+        cast(floor((i.t0_s - {{ partition_day_epoch_s() }}) / p.window_s) as bigint) as first_window,
+        cast(ceil((i.t1_s - {{ partition_day_epoch_s() }}) / p.window_s) as bigint) - 1 as last_window
     from intervals as i
     inner join params as p on i.cluster = p.cluster
     -- Power is not integrated across gaps (energy_j is null there); a CPU reading after a gap describes its
@@ -29,13 +31,18 @@ bounded as (
 ),
 
 expanded as (
+    -- most intervals lie inside one window (scrapes aligned with windows): no expansion needed for those
+    select b.*, b.first_window as window_index
+    from bounded as b
+    where b.first_window = b.last_window
+    union all
     select
         b.*,
         unnest(generate_series(
-            greatest(cast(floor((b.t0_s - b.day0_s) / b.window_s) as bigint), 0),
-            least(cast(ceil((b.t1_s - b.day0_s) / b.window_s) as bigint) - 1, b.windows_per_day - 1)
+            greatest(b.first_window, 0), least(b.last_window, b.windows_per_day - 1)
         )) as window_index
     from bounded as b
+    where b.first_window <> b.last_window
 ),
 
 window_overlaps as (
@@ -46,6 +53,7 @@ window_overlaps as (
         least(e.t1_s, e.day0_s + (e.window_index + 1) * e.window_s, e.day0_s + 86400)
         - greatest(e.t0_s, e.day0_s + e.window_index * e.window_s) as overlap_s
     from expanded as e
+    where e.window_index between 0 and e.windows_per_day - 1
 ),
 
 final as (
@@ -62,8 +70,8 @@ final as (
         sum(overlap_s) as covered_s,
         sum(cpu_utilization_ratio * overlap_s) as cpu_utilization_s,
         sum(case when is_gap then overlap_s else 0 end) as gap_covered_s,
-        count(distinct case when is_reset then t0_s end) as counter_resets,
-        string_agg(distinct energy_source, ', ' order by energy_source) as energy_source
+        -- an interval appears at most once per window, so this counts resets, not rows
+        cast(sum(case when is_reset then 1 else 0 end) as bigint) as counter_resets
     from window_overlaps
     where overlap_s > 0
     group by cluster, component, node, gpu, window_index

@@ -18,20 +18,33 @@ request_overlaps as (
     where day = {{ partition_day() }}
 ),
 
-pool_load as (
-    select cluster, window_index, gpu_pool, host_pool from request_overlaps group by all
+gpu_load as (
+    select distinct cluster, window_index, gpu_pool as pool from request_overlaps
+),
+
+host_load as (
+    select distinct cluster, window_index, host_pool as pool from request_overlaps
 ),
 
 unallocated as (
+    -- energy of the pool-windows no request touched (spread over the day's requests downstream)
     select p.cluster, p.window_index, sum(p.energy_j) as unallocated_energy_j
     from pools as p
-    where not exists (
-        select 1 from pool_load as l
-        where
-            l.cluster = p.cluster and l.window_index = p.window_index
-            and ((p.component = 'gpu' and l.gpu_pool = p.pool) or (p.component = 'host' and l.host_pool = p.pool))
-    )
+    anti join gpu_load as l on p.cluster = l.cluster and p.window_index = l.window_index and p.pool = l.pool
+    where p.component = 'gpu'
     group by p.cluster, p.window_index
+    union all
+    select p.cluster, p.window_index, sum(p.energy_j) as unallocated_energy_j
+    from pools as p
+    anti join host_load as l on p.cluster = l.cluster and p.window_index = l.window_index and p.pool = l.pool
+    where p.component = 'host'
+    group by p.cluster, p.window_index
+),
+
+unallocated_by_window as (
+    select cluster, window_index, sum(unallocated_energy_j) as unallocated_energy_j
+    from unallocated
+    group by cluster, window_index
 ),
 
 energy as (
@@ -103,7 +116,7 @@ final as (
     from energy as e
     full outer join load as l on e.cluster = l.cluster and e.window_index = l.window_index
     inner join params as p on coalesce(e.cluster, l.cluster) = p.cluster
-    left join unallocated as u on e.cluster = u.cluster and e.window_index = u.window_index
+    left join unallocated_by_window as u on e.cluster = u.cluster and e.window_index = u.window_index
 )
 
 select * from final

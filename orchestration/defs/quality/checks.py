@@ -74,8 +74,7 @@ def single_request_rule(context: dg.AssetCheckExecutionContext, settings: Impact
     day = _partition_day(context)
     con = connect(settings.warehouse_path, read_only=True)
     try:
-        bad = invariants.single_request_rule_violations(con, day)
-        tested = invariants.single_request_rule_coverage(con, day)
+        bad, tested = invariants.single_request_rule(con, day)
     finally:
         con.close()
     return dg.AssetCheckResult(

@@ -2,6 +2,7 @@
 
 
 import json
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,16 +39,16 @@ class ImpactDbtTranslator(DagsterDbtTranslator):
         )
 
 
-def dbt_build_args(partition_vars: Mapping[str, object]) -> list[str]:
+PARTITION_DAY_ENV = "IMPACT_PARTITION_DAY"
+
+
+def dbt_build_args(config_vars: Mapping[str, object]) -> list[str]:
     """The dbt CLI arguments of one partition's build. dbt unit tests check SQL logic, not data: they run in the
     test suite (`make test`), not in every daily build."""
-    return [
-        "build",
-        "--exclude-resource-type",
-        "unit_test",
-        "--vars",
-        json.dumps(dict(partition_vars), sort_keys=True),
-    ]
+    args = ["build", "--exclude-resource-type", "unit_test"]
+    if config_vars:
+        args += ["--vars", json.dumps(dict(config_vars), sort_keys=True)]
+    return args
 
 
 @dbt_assets(
@@ -60,5 +61,7 @@ def dbt_build_args(partition_vars: Mapping[str, object]) -> list[str]:
 )
 def impact_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: ImpactSettings):
     """Power per window, concurrency, energy per request-second and per-request attribution (METHODOLOGY 2-3)."""
-    args = dbt_build_args(settings.dbt_vars(context.partition_key))
-    yield from dbt.cli(args, context=context).stream()
+    # dbt inherits this process's environment; runs are sequential (one DuckDB writer), so setting it is safe.
+    os.environ[PARTITION_DAY_ENV] = context.partition_key
+    args = dbt_build_args(settings.dbt_vars())
+    yield from dbt.cli(args, context=context, target_path=settings.dbt_target_path).stream()
