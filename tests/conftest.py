@@ -43,6 +43,22 @@ def run_days(data_dir: Path, warehouse: Path, days: Iterable[str], **env: str):
     return results
 
 
+def assert_invariants(warehouse: Path, min_alone_requests: int = 1) -> None:
+    """The METHODOLOGY section 3 invariants on a built warehouse: exact conservation, no negative energy, and the
+    single-request rule, which must have tested at least `min_alone_requests` requests."""
+    from orchestration.lib import invariants
+    from orchestration.lib.warehouse import connect
+
+    con = connect(warehouse, read_only=True)
+    try:
+        assert invariants.conservation_violations(con) == []
+        assert invariants.negative_energy_rows(con) == []
+        bad, tested = invariants.single_request_rule(con)
+        assert bad == [] and tested >= min_alone_requests, (bad, tested)
+    finally:
+        con.close()
+
+
 def write_clusters(path: Path, clusters: list[dict]) -> None:
     import yaml
 

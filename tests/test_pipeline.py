@@ -4,9 +4,7 @@ import json
 
 import duckdb
 import pytest
-from conftest import run_days
-
-from orchestration.lib import invariants
+from conftest import assert_invariants, run_days
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("pipeline")]
 
@@ -82,14 +80,7 @@ def test_cluster_level_attribution_is_exact_and_rerun_changes_nothing(tiny_datas
     run_days(tiny_dataset, warehouse, ["2024-05-01"])
     assert snapshot() == before
 
-    con = duckdb.connect(str(warehouse), read_only=True)
-    try:
-        assert invariants.conservation_violations(con) == []
-        assert invariants.negative_energy_rows(con) == []
-        bad, tested = invariants.single_request_rule(con)
-        assert bad == [] and tested >= 1
-    finally:
-        con.close()
+    assert_invariants(warehouse)
 
 
 def test_gpu_level_attribution_charges_only_the_serving_gpu(tiny_dataset, tmp_path):

@@ -24,23 +24,8 @@ HOST = "127.0.0.1"
 STARTUP_TIMEOUT_S = 120.0
 SHUTDOWN_GRACE_S = 15.0
 
-EXPECTED_KEYS = {
-    "raw": {"raw/clusters", "raw/requests", "raw/telemetry_samples"},
-    "staging": {
-        "staging/stg_raw__clusters",
-        "staging/stg_raw__requests",
-        "staging/stg_raw__telemetry_samples",
-    },
-    "intermediate": {
-        "intermediate/int_cluster_day_params",
-        "intermediate/int_telemetry_intervals",
-        "intermediate/int_telemetry_windows",
-        "intermediate/int_pool_window_energy",
-        "intermediate/int_request_window_overlaps",
-        "intermediate/int_request_day_energy",
-    },
-    "marts": {"marts/fct_window_energy", "marts/fct_request_energy", "marts/fct_cluster_energy_daily"},
-}
+from test_definitions import EXPECTED_KEYS  # the same snapshot the UI must show
+
 ALL_KEYS = set().union(*EXPECTED_KEYS.values())
 # clusters.yml is a single snapshot; everything else is built per day.
 UNPARTITIONED = {"raw/clusters"}

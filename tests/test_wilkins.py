@@ -47,9 +47,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import SHARED_DATA, run_days
-
-from orchestration.lib import invariants
+from conftest import SHARED_DATA, assert_invariants, run_days
 
 pytestmark = [pytest.mark.integration, pytest.mark.shared_data, pytest.mark.xdist_group("pipeline")]
 
@@ -280,14 +278,7 @@ def test_window_and_idle_parameters(wilkins_run):
 
 def test_invariants_hold_on_real_data(wilkins_run):
     _, warehouse, _ = wilkins_run
-    con = duckdb.connect(str(warehouse), read_only=True)
-    try:
-        assert invariants.conservation_violations(con) == []
-        assert invariants.negative_energy_rows(con) == []
-        bad, tested = invariants.single_request_rule(con)
-        assert bad == [] and tested >= 1
-    finally:
-        con.close()
+    assert_invariants(warehouse)
     # The single-request rule at this (gpu) level: a request that is the only one in every window it touches gets
     # exactly the metered energy (idle + dynamic) of those windows.
     alone = _query(

@@ -959,11 +959,11 @@ def days_in_inputs(
     _install_macros(con)
     only_set = None if only is None else {Path(p).resolve() for p in only}
     days: set[dt.date] = set()
-    for sub, suffixes, field in (
+    for sub, suffixes, ts_field in (
         ("requests", REQUEST_SUFFIXES, "start_time"),
         ("telemetry", TELEMETRY_SUFFIXES, "timestamp"),
     ):
-        table, fields, typed = f"_days_{sub}", (field,), {field: "timestamp"}
+        table, fields, typed = f"_days_{sub}", (ts_field,), {ts_field: "timestamp"}
         _create_candidates(con, table, fields, typed)
         for path in discover_files(data_dir / sub, suffixes):
             if only_set is not None and path.resolve() not in only_set:
@@ -982,7 +982,7 @@ def days_in_inputs(
         # A telemetry sample at exactly 00:00:00 closes the previous day's last interval; alone it opens no day.
         only_inside = "" if sub == "requests" else " and cast(ts as time) <> time '00:00:00'"
         rows = con.execute(
-            f"select distinct cast(ts as date) from (select {_typed_value(field, typed)} as ts from {table}) "
+            f"select distinct cast(ts as date) from (select {_typed_value(ts_field, typed)} as ts from {table}) "
             f"where ts is not null and not impact_implausible_ts(ts){only_inside}"
         ).fetchall()
         days.update(r[0] for r in rows)

@@ -24,35 +24,14 @@ bounded as (
         r.duration_s,
         coalesce(r.input_tokens, 0) + coalesce(r.output_tokens, 0) as tokens,
         p.window_s,
-        p.attribution_level,
-        {{ partition_day_epoch_s() }} as day0_s,
-        cast(ceil(86400 / p.window_s) as bigint) as windows_per_day
+        p.attribution_level
     from requests as r
     inner join params as p on r.cluster = p.cluster
     where r.duration_s > 0
 ),
 
-windowed as (
-    select
-        b.*,
-        cast(floor((b.t0_s - b.day0_s) / b.window_s) as bigint) as first_window,
-        cast(ceil((b.t1_s - b.day0_s) / b.window_s) as bigint) - 1 as last_window
-    from bounded as b
-),
-
-expanded as (
-    -- a request inside one window needs no expansion (the common case for short requests)
-    select w.*, w.first_window as window_index
-    from windowed as w
-    where w.first_window = w.last_window
-    union all
-    select
-        w.*,
-        unnest(generate_series(
-            greatest(w.first_window, 0), least(w.last_window, w.windows_per_day - 1)
-        )) as window_index
-    from windowed as w
-    where w.first_window <> w.last_window
+request_windows as (
+    {{ split_by_window('bounded') }}
 ),
 
 final as (
@@ -67,12 +46,9 @@ final as (
             else '*'
         end as gpu_pool,
         case when attribution_level in ('gpu', 'node') then node else '*' end as host_pool,
-        least(t1_s, day0_s + (window_index + 1) * window_s, day0_s + 86400)
-        - greatest(t0_s, day0_s + window_index * window_s) as overlap_s,
+        overlap_s,
         tokens / duration_s as tokens_per_s
-    from expanded
-    where window_index between 0 and windows_per_day - 1
+    from request_windows
 )
 
 select * from final
-where overlap_s > 0

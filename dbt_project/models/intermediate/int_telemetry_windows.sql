@@ -15,13 +15,7 @@ intervals as (
 ),
 
 bounded as (
-    select
-        i.*,
-        p.window_s,
-        {{ partition_day_epoch_s() }} as day0_s,
-        cast(ceil(86400 / p.window_s) as bigint) as windows_per_day,
-        cast(floor((i.t0_s - {{ partition_day_epoch_s() }}) / p.window_s) as bigint) as first_window,
-        cast(ceil((i.t1_s - {{ partition_day_epoch_s() }}) / p.window_s) as bigint) - 1 as last_window
+    select i.*, p.window_s
     from intervals as i
     inner join params as p on i.cluster = p.cluster
     -- Power is not integrated across gaps (energy_j is null there); a CPU reading after a gap describes its
@@ -30,30 +24,8 @@ bounded as (
     where i.energy_j is not null or (i.cpu_utilization_ratio is not null and not i.is_gap)
 ),
 
-expanded as (
-    -- most intervals lie inside one window (scrapes aligned with windows): no expansion needed for those
-    select b.*, b.first_window as window_index
-    from bounded as b
-    where b.first_window = b.last_window
-    union all
-    select
-        b.*,
-        unnest(generate_series(
-            greatest(b.first_window, 0), least(b.last_window, b.windows_per_day - 1)
-        )) as window_index
-    from bounded as b
-    where b.first_window <> b.last_window
-),
-
 window_overlaps as (
-    select
-        e.*,
-        e.day0_s + e.window_index * e.window_s as window_start_s,
-        least(e.window_s, 86400 - e.window_index * e.window_s) as window_length_s,
-        least(e.t1_s, e.day0_s + (e.window_index + 1) * e.window_s, e.day0_s + 86400)
-        - greatest(e.t0_s, e.day0_s + e.window_index * e.window_s) as overlap_s
-    from expanded as e
-    where e.window_index between 0 and e.windows_per_day - 1
+    {{ split_by_window('bounded') }}
 ),
 
 final as (
@@ -73,7 +45,6 @@ final as (
         -- an interval appears at most once per window, so this counts resets, not rows
         cast(sum(case when is_reset then 1 else 0 end) as bigint) as counter_resets
     from window_overlaps
-    where overlap_s > 0
     group by cluster, component, node, gpu, window_index
 )
 

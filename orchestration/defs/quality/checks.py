@@ -37,6 +37,15 @@ def energy_conservation(context: dg.AssetCheckExecutionContext, settings: Impact
     con = connect(settings.warehouse_path, read_only=True)
     try:
         bad = invariants.conservation_violations(con, day)
+        summary = con.execute(
+            """
+            select cluster, cast(day as varchar), requests, round(metered_it_energy_j / 3.6e6, 3),
+                   round(attributed_energy_j / 3.6e6, 3), round(unattributed_energy_j / 3.6e6, 3),
+                   round(telemetry_coverage, 4), attribution_level
+            from marts.fct_cluster_energy_daily where $day is null or day = $day order by day, cluster
+            """,
+            {"day": day},
+        ).fetchall()
     finally:
         con.close()
     return dg.AssetCheckResult(
@@ -44,6 +53,11 @@ def energy_conservation(context: dg.AssetCheckExecutionContext, settings: Impact
         metadata={
             "violations": len(bad),
             "partition": str(day or "all"),
+            "metered_it_energy_kwh": float(sum(row[3] for row in summary)),
+            "summary": dg.MetadataValue.md(
+                _rows_md(("cluster", "day", "requests", "metered_kwh", "attributed_kwh", "unattributed_kwh",
+                          "coverage", "level"), summary)
+            ),
             "details": dg.MetadataValue.md(
                 _rows_md(("cluster", "day", "metered_j", "attributed_j", "unattributed_j"), bad) if bad else "none"
             ),

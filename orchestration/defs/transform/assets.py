@@ -1,6 +1,7 @@
 """dbt models (staging -> intermediate -> marts) as Dagster assets keyed [schema, table], one run per day."""
 
 
+import datetime as dt
 import json
 import os
 from collections.abc import Mapping
@@ -11,6 +12,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 
 from orchestration.defs.partitions import DAILY_PARTITIONS
 from orchestration.defs.resources import DBT_PROJECT, ImpactSettings
+from orchestration.lib.warehouse import connect, quote_ident
 
 LAYER_OWNERS = {
     "staging": ["team:platform"],
@@ -65,3 +67,24 @@ def impact_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, se
     os.environ[PARTITION_DAY_ENV] = context.partition_key
     args = dbt_build_args(settings.dbt_vars())
     yield from dbt.cli(args, context=context, target_path=settings.dbt_target_path).stream()
+    # Row counts of the day, once dbt has released the warehouse (DuckDB allows one writing process, so
+    # dagster-dbt's fetch_row_counts cannot read it while dbt runs): observations the UI plots over time.
+    yield from partition_row_counts(context, settings)
+
+
+def partition_row_counts(context: dg.AssetExecutionContext, settings: ImpactSettings):
+    """One AssetObservation per materialised (non-view) model with the partition's row count."""
+    day = dt.date.fromisoformat(context.partition_key)
+    tables = [key for key in context.selected_asset_keys if key.path[0] in ("intermediate", "marts")]
+    con = connect(settings.warehouse_path, read_only=True)
+    try:
+        for key in tables:
+            schema, table = key.path
+            (rows,) = con.execute(
+                f"select count(*) from {quote_ident(schema)}.{quote_ident(table)} where day = $day", {"day": day}
+            ).fetchone()
+            yield dg.AssetObservation(
+                asset_key=key, partition=context.partition_key, metadata={"dagster/row_count": int(rows)}
+            )
+    finally:
+        con.close()

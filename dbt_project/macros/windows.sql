@@ -1,0 +1,41 @@
+{#-
+    Split time spans over the partition day's windows (METHODOLOGY sections 2-3): one row per span and window it
+    overlaps, with window_index, window_start_s, window_length_s (the last window of a day may be shorter) and
+    overlap_s > 0, clipped to the day. `spans` is a relation or CTE with t0_s, t1_s (epoch seconds) and window_s.
+    Spans inside a single window (most scrape intervals and short requests) skip the expansion.
+-#}
+{% macro split_by_window(spans) -%}
+    select
+        e.*,
+        e.day0_s + e.window_index * e.window_s as window_start_s,
+        least(e.window_s, 86400 - e.window_index * e.window_s) as window_length_s,
+        least(e.t1_s, e.day0_s + (e.window_index + 1) * e.window_s, e.day0_s + 86400)
+        - greatest(e.t0_s, e.day0_s + e.window_index * e.window_s) as overlap_s
+    from (
+        select w.*, w.first_window as window_index
+        from ({{ _window_bounds(spans) }}) as w
+        where w.first_window = w.last_window
+        union all
+        select
+            w.*,
+            unnest(generate_series(
+                greatest(w.first_window, 0), least(w.last_window, w.windows_per_day - 1)
+            )) as window_index
+        from ({{ _window_bounds(spans) }}) as w
+        where w.first_window <> w.last_window
+    ) as e
+    where
+        e.window_index between 0 and e.windows_per_day - 1
+        and least(e.t1_s, e.day0_s + (e.window_index + 1) * e.window_s, e.day0_s + 86400)
+        - greatest(e.t0_s, e.day0_s + e.window_index * e.window_s) > 0
+{%- endmacro %}
+
+{% macro _window_bounds(spans) -%}
+    select
+        s.*,
+        {{ partition_day_epoch_s() }} as day0_s,
+        cast(ceil(86400 / s.window_s) as bigint) as windows_per_day,
+        cast(floor((s.t0_s - {{ partition_day_epoch_s() }}) / s.window_s) as bigint) as first_window,
+        cast(ceil((s.t1_s - {{ partition_day_epoch_s() }}) / s.window_s) as bigint) - 1 as last_window
+    from {{ spans }} as s
+{%- endmacro %}
