@@ -12,30 +12,29 @@
         least(e.t1_s, e.day0_s + (e.window_index + 1) * e.window_s, e.day0_s + 86400)
         - greatest(e.t0_s, e.day0_s + e.window_index * e.window_s) as overlap_s
     from (
-        select w.*, w.first_window as window_index
-        from ({{ _window_bounds(spans) }}) as w
-        where w.first_window = w.last_window
+        with bounds as materialized (
+            select
+                s.*,
+                {{ partition_day_epoch_s() }} as day0_s,
+                cast(ceil(86400 / s.window_s) as bigint) as windows_per_day,
+                cast(floor((s.t0_s - {{ partition_day_epoch_s() }}) / s.window_s) as bigint) as first_window,
+                cast(ceil((s.t1_s - {{ partition_day_epoch_s() }}) / s.window_s) as bigint) - 1 as last_window
+            from {{ spans }} as s
+        )
+        select b.*, b.first_window as window_index
+        from bounds as b
+        where b.first_window = b.last_window
         union all
         select
-            w.*,
+            b.*,
             unnest(generate_series(
-                greatest(w.first_window, 0), least(w.last_window, w.windows_per_day - 1)
+                greatest(b.first_window, 0), least(b.last_window, b.windows_per_day - 1)
             )) as window_index
-        from ({{ _window_bounds(spans) }}) as w
-        where w.first_window <> w.last_window
+        from bounds as b
+        where b.first_window <> b.last_window
     ) as e
     where
         e.window_index between 0 and e.windows_per_day - 1
         and least(e.t1_s, e.day0_s + (e.window_index + 1) * e.window_s, e.day0_s + 86400)
         - greatest(e.t0_s, e.day0_s + e.window_index * e.window_s) > 0
-{%- endmacro %}
-
-{% macro _window_bounds(spans) -%}
-    select
-        s.*,
-        {{ partition_day_epoch_s() }} as day0_s,
-        cast(ceil(86400 / s.window_s) as bigint) as windows_per_day,
-        cast(floor((s.t0_s - {{ partition_day_epoch_s() }}) / s.window_s) as bigint) as first_window,
-        cast(ceil((s.t1_s - {{ partition_day_epoch_s() }}) / s.window_s) as bigint) - 1 as last_window
-    from {{ spans }} as s
 {%- endmacro %}

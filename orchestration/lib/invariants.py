@@ -89,24 +89,26 @@ def single_request_rule(
         with o as (
             select o.* from intermediate.int_request_window_overlaps o where {where}
         ),
-        touched as (
-            select request_id, day, cluster, window_index, 'gpu' as component, gpu_pool as pool from o
-            union all
-            select request_id, day, cluster, window_index, 'host' as component, host_pool as pool from o
+        -- one overlap row per request and window, so rows count requests
+        gpu_load as (
+            select day, cluster, gpu_pool, window_index, count(*) as n from o group by all
         ),
-        pool_load as (
-            -- one overlap row per request and window, so rows count requests
-            select day, cluster, component, pool, window_index, count(*) as n from touched group by all
+        host_load as (
+            select day, cluster, host_pool, window_index, count(*) as n from o group by all
         ),
         per_request as (
-            select t.request_id, t.day, max(l.n) as most,
-                   sum(coalesce(p.dynamic_energy_j, 0)) as window_dynamic_j
-            from touched t
-            join pool_load l using (day, cluster, component, pool, window_index)
-            left join intermediate.int_pool_window_energy p
-              on p.day = t.day and p.cluster = t.cluster and p.component = t.component and p.pool = t.pool
-             and p.window_index = t.window_index
-            group by t.request_id, t.day
+            select o.request_id, o.day, max(greatest(g.n, h.n)) as most,
+                   sum(coalesce(pg.dynamic_energy_j, 0) + coalesce(ph.dynamic_energy_j, 0)) as window_dynamic_j
+            from o
+            join gpu_load g using (day, cluster, gpu_pool, window_index)
+            join host_load h using (day, cluster, host_pool, window_index)
+            left join intermediate.int_pool_window_energy pg
+              on pg.day = o.day and pg.cluster = o.cluster and pg.component = 'gpu' and pg.pool = o.gpu_pool
+             and pg.window_index = o.window_index
+            left join intermediate.int_pool_window_energy ph
+              on ph.day = o.day and ph.cluster = o.cluster and ph.component = 'host' and ph.pool = o.host_pool
+             and ph.window_index = o.window_index
+            group by o.request_id, o.day
         )
         select request_id, day, window_dynamic_j from per_request where most = 1
         """,

@@ -23,40 +23,54 @@ pools as (
     where day = {{ partition_day() }}
 ),
 
-request_pools as (
-    select request_id, cluster, window_index, 'gpu' as component, gpu_pool as pool, overlap_s, tokens_per_s
+pool_load as (
+    select cluster, 'gpu' as component, gpu_pool as pool, window_index,
+           sum(overlap_s) as request_seconds, sum(overlap_s * tokens_per_s) as token_seconds
     from request_overlaps
+    group by cluster, gpu_pool, window_index
     union all
-    select request_id, cluster, window_index, 'host' as component, host_pool as pool, overlap_s, tokens_per_s
+    select cluster, 'host' as component, host_pool as pool, window_index,
+           sum(overlap_s) as request_seconds, sum(overlap_s * tokens_per_s) as token_seconds
     from request_overlaps
+    group by cluster, host_pool, window_index
 ),
 
-pool_load as (
+pool_rates as (
+    -- energy per request-second (and per token-second) of each pool-window that requests ran in
     select
-        cluster, component, pool, window_index,
-        sum(overlap_s) as request_seconds,
-        sum(overlap_s * tokens_per_s) as token_seconds
-    from request_pools
-    group by cluster, component, pool, window_index
+        p.cluster, p.component, p.pool, p.window_index,
+        p.idle_energy_j / l.request_seconds as idle_per_s,
+        {% if var('dynamic_share') == 'tokens' -%}
+            case when l.token_seconds > 0 then p.dynamic_energy_j / l.token_seconds end as dynamic_per_token_s,
+        {%- else -%}
+            cast(null as double) as dynamic_per_token_s,
+        {%- endif %}
+        p.dynamic_energy_j / l.request_seconds as dynamic_per_s
+    from pools as p
+    inner join pool_load as l using (cluster, component, pool, window_index)
 ),
 
 shares as (
+    -- each overlap draws from its GPU pool and its host pool:
+    -- idle o x idle/RS; dynamic o x dyn/RS (or o x tokens/s x dyn/token-seconds)
     select
-        rp.request_id,
-        rp.cluster,
-        p.idle_energy_j * rp.overlap_s / l.request_seconds as idle_energy_j,
-        p.dynamic_energy_j
-        * {% if var('dynamic_share') == 'tokens' -%}
-            case
-                when l.token_seconds > 0 then rp.overlap_s * rp.tokens_per_s / l.token_seconds
-                else rp.overlap_s / l.request_seconds
-            end
-        {%- else -%}
-            rp.overlap_s / l.request_seconds
-        {%- endif %} as dynamic_energy_j
-    from request_pools as rp
-    inner join pool_load as l using (cluster, component, pool, window_index)
-    inner join pools as p using (cluster, component, pool, window_index)
+        o.request_id,
+        o.cluster,
+        o.overlap_s,
+        o.overlap_s * (coalesce(g.idle_per_s, 0) + coalesce(h.idle_per_s, 0)) as idle_energy_j,
+        o.overlap_s * (
+            coalesce(o.tokens_per_s * g.dynamic_per_token_s, g.dynamic_per_s, 0)
+            + coalesce(o.tokens_per_s * h.dynamic_per_token_s, h.dynamic_per_s, 0)
+        ) as dynamic_energy_j
+    from request_overlaps as o
+    left join pool_rates as g
+        on
+            g.component = 'gpu' and o.cluster = g.cluster and o.gpu_pool = g.pool
+            and o.window_index = g.window_index
+    left join pool_rates as h
+        on
+            h.component = 'host' and o.cluster = h.cluster and o.host_pool = h.pool
+            and o.window_index = h.window_index
 ),
 
 unallocated as (
@@ -66,22 +80,21 @@ unallocated as (
     group by p.cluster
 ),
 
-request_seconds as (
-    select request_id, cluster, sum(overlap_s) as request_seconds
-    from request_overlaps
+energy as (
+    select
+        request_id,
+        cluster,
+        sum(overlap_s) as request_seconds,
+        sum(idle_energy_j) as idle_energy_j,
+        sum(dynamic_energy_j) as dynamic_energy_j
+    from shares
     group by request_id, cluster
 ),
 
 cluster_seconds as (
     select cluster, sum(request_seconds) as request_seconds
-    from request_seconds
+    from energy
     group by cluster
-),
-
-energy as (
-    select request_id, sum(idle_energy_j) as idle_energy_j, sum(dynamic_energy_j) as dynamic_energy_j
-    from shares
-    group by request_id
 ),
 
 final as (
@@ -89,12 +102,11 @@ final as (
         {{ partition_day() }} as day,
         r.request_id,
         r.cluster,
-        coalesce(rs.request_seconds, 0) as request_seconds,
+        coalesce(e.request_seconds, 0) as request_seconds,
         coalesce(e.idle_energy_j, 0) as idle_energy_j,
         coalesce(e.dynamic_energy_j, 0) as dynamic_energy_j,
-        coalesce(u.energy_j * rs.request_seconds / nullif(cs.request_seconds, 0), 0) as unallocated_idle_energy_j
+        coalesce(u.energy_j * e.request_seconds / nullif(cs.request_seconds, 0), 0) as unallocated_idle_energy_j
     from requests as r
-    left join request_seconds as rs on r.request_id = rs.request_id
     left join energy as e on r.request_id = e.request_id
     left join cluster_seconds as cs on r.cluster = cs.cluster
     left join unallocated as u on r.cluster = u.cluster

@@ -26,6 +26,9 @@ energy as (
         count(*) as days
     from {{ ref('int_request_day_energy') }} as e
     semi join touched as t on e.request_id = t.request_id
+    -- a request is at most a day long (ingestion's limit is 6 h), so it has rows on the neighbouring days only:
+    -- reading just those keeps each day's cost independent of the warehouse's history
+    where e.day between {{ partition_day() }} - 1 and {{ partition_day() }} + 1
     group by e.request_id
 ),
 
