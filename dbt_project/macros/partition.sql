@@ -41,3 +41,25 @@
         select 1
     {%- endif -%}
 {%- endmacro %}
+
+{#-
+    Pre-hook of fct_request_energy (one row per request, keyed by its start day): before the day's requests are
+    inserted again, delete those that started that day and those that started the day before and ran into it
+    (requests last at most a day, so no others can be touched). Cheaper than delete+insert on millions of keys.
+-#}
+{% macro delete_requests_touched_by_partition() -%}
+    {%- set existing = adapter.get_relation(database=this.database, schema=this.schema, identifier=this.identifier) -%}
+    {%- if existing is not none and not flags.FULL_REFRESH -%}
+        delete from {{ this }}
+        where
+            day = {{ partition_day() }}
+            or (
+                day = {{ partition_day() }} - 1
+                and request_id in (
+                    select request_id from {{ ref('int_request_day_energy') }} where day = {{ partition_day() }}
+                )
+            )
+    {%- else -%}
+        select 1
+    {%- endif -%}
+{%- endmacro %}

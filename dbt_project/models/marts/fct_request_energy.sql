@@ -1,8 +1,6 @@
 {{
     config(
-        incremental_strategy='delete+insert',
-        unique_key='request_id',
-        pre_hook="{{ delete_partition('day') }}",
+        pre_hook="{{ delete_requests_touched_by_partition() }}",
     )
 }}
 
