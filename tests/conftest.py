@@ -23,6 +23,21 @@ def dbt_manifest() -> Path:
     return prepare_manifest()
 
 
+@pytest.fixture()
+def con():
+    """An in-memory DuckDB connection."""
+    import duckdb
+
+    connection = duckdb.connect()
+    yield connection
+    connection.close()
+
+
+def rows(rel) -> list[dict]:
+    """A DuckDB relation's rows as dicts."""
+    return [dict(zip(rel.columns, r)) for r in rel.fetchall()]
+
+
 def run_days(data_dir: Path, warehouse: Path, days: Iterable[str], **env: str):
     """Materialise the daily job for each day in-process, the way the schedule and `impact run` do."""
     os.environ[settings.DATA_DIR_ENV] = str(data_dir)

@@ -6,8 +6,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
-import duckdb
-import pytest
+from conftest import rows
 
 from orchestration.lib.otlp import read_otlp_spans
 
@@ -33,16 +32,6 @@ COLUMNS = [
 ]
 FIELDS = [name for name, _ in COLUMNS if name not in ("raw_record",)]
 
-
-@pytest.fixture()
-def con() -> duckdb.DuckDBPyConnection:
-    connection = duckdb.connect()
-    yield connection
-    connection.close()
-
-
-def rows(rel: duckdb.DuckDBPyRelation) -> list[dict]:
-    return [dict(zip(rel.columns, r)) for r in rel.fetchall()]
 
 
 def ts(text: str) -> dt.datetime:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from conftest import rows
 
 from orchestration.lib.prom import prom_samples_to_long, read_prom_lines
 from orchestration.lib.textlines import read_text_lines
@@ -23,16 +24,6 @@ LONG_COLUMNS = [
     "parse_error",
 ]  # fmt: skip
 
-
-@pytest.fixture()
-def con() -> duckdb.DuckDBPyConnection:
-    connection = duckdb.connect()
-    yield connection
-    connection.close()
-
-
-def rows(rel: duckdb.DuckDBPyRelation) -> list[dict]:
-    return [dict(zip(rel.columns, r)) for r in rel.fetchall()]
 
 
 def by_metric(rel: duckdb.DuckDBPyRelation, metric: str) -> list[dict]:

@@ -4,11 +4,11 @@ import json
 import os
 
 import dagster as dg
-
 from conftest import TINY_CLUSTER, write_clusters
+
+from orchestration.definitions import defs
 from orchestration.defs.automation.sensors import impact_new_input_files
 from orchestration.defs.resources import ImpactSettings
-from orchestration.definitions import defs
 
 
 def _evaluate(settings, cursor=None):
