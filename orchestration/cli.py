@@ -114,6 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not (data_dir / "clusters.yml").is_file():
         raise CliError(f"{data_dir}: no clusters.yml (see CONTRACT section 1 for the input layout)")
     warehouse = Path(args.warehouse or settings.DEFAULT_WAREHOUSE).expanduser().resolve()
+    warehouse.parent.mkdir(parents=True, exist_ok=True)
     os.environ[settings.DATA_DIR_ENV] = str(data_dir)
     os.environ[settings.WAREHOUSE_ENV] = str(warehouse)
 

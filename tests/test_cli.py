@@ -1,0 +1,32 @@
+"""`impact run` as a user runs it: exit codes, messages, progress and the summary table."""
+
+import json
+
+import pytest
+
+from orchestration.cli import main
+
+pytestmark = pytest.mark.xdist_group("pipeline")
+
+
+def test_missing_inputs_exit_2_with_the_cause(tmp_path, capsys):
+    assert main(["run", "--data-dir", str(tmp_path), "--warehouse", str(tmp_path / "wh.duckdb")]) == 2
+    assert "no clusters.yml" in capsys.readouterr().err
+    assert main(["run", "--data-dir", str(tmp_path), "--prometheus-url", "http://127.0.0.1:9"]) == 2
+    assert "--prometheus-url is not available yet" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_run_prints_progress_and_summary_and_survives_bad_rows(tiny_dataset, tmp_path, capsys):
+    good = {"request_id": "a", "cluster": "c1", "model": "m", "start_time": "2024-05-01T00:25:00Z",
+            "duration_s": 150, "input_tokens": 10, "output_tokens": 20}
+    (tiny_dataset / "requests" / "r.jsonl").write_text(json.dumps(good) + "\n{broken\n")
+    warehouse = tmp_path / "new" / "dir" / "wh.duckdb"
+    assert main(["run", "--data-dir", str(tiny_dataset), "--warehouse", str(warehouse)]) == 0
+    out = capsys.readouterr().out
+    assert "[1/1] 2024-05-01  ok" in out
+    summary = out.splitlines()[-1].split()
+    # day, cluster, requests, metered_kwh, attributed_kwh, unattributed_kwh, coverage, resets, rejected rows
+    assert summary[:3] == ["2024-05-01", "c1", "1"]
+    assert float(summary[3]) == pytest.approx(19_023_000 / 3.6e6, abs=1e-3)
+    assert summary[4] == summary[3] and summary[-1] == "1"
