@@ -2,6 +2,7 @@
 
     impact run --data-dir DIR --warehouse FILE [--start YYYY-MM-DD --end YYYY-MM-DD]
     impact simulate --out DIR ...            (see `impact simulate --help`)
+    impact fit PROFILING.csv [--json]         (see `impact fit --help`)
 
 `impact run` materialises every asset for every day in the inputs through the same Dagster job the schedule runs,
 so the warehouse, the checks and (with DAGSTER_HOME set) the run history are the same as from the UI.
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="only the final summary")
 
     sub.add_parser("simulate", help="write a simulated cluster day (inputs + ground truth)", add_help=False)
+    sub.add_parser("fit", help="fit e(tau_in, tau_out) and runtime models to profiling runs", add_help=False)
     return parser
 
 
@@ -200,6 +202,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from orchestration.lib import simulate
 
         return simulate.main(argv[1:])
+    if argv[:1] == ["fit"]:
+        from orchestration.lib import energy_models
+
+        return energy_models.fit_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return cmd_run(args)

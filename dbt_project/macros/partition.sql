@@ -15,7 +15,13 @@
         {%- endif -%}
         date '1970-01-01'
     {%- else -%}
-        date '{{ modules.datetime.date.fromisoformat(day | string).isoformat() }}'
+        {%- set day = day | string -%}
+        {#- only YYYY-MM-DD reaches the SQL: the value comes from the environment, never trusted as SQL -#}
+        {%- if day | length != 10 or day[4] != '-' or day[7] != '-' or (day | replace('-', '')) | int(-1) < 0
+              or (day | replace('-', '')) | length != 8 -%}
+            {{ exceptions.raise_compiler_error("partition day must be YYYY-MM-DD, not '" ~ day ~ "'") }}
+        {%- endif -%}
+        date '{{ day }}'
     {%- endif -%}
 {%- endmacro %}
 

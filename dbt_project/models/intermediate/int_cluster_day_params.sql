@@ -1,5 +1,10 @@
 {{ config(pre_hook="{{ delete_partition('day') }}") }}
 
+{%- set level_override = var('attribution_level') -%}
+{%- if level_override not in (none, 'cluster', 'node', 'gpu') -%}
+    {{ exceptions.raise_compiler_error("var attribution_level must be cluster, node or gpu, not " ~ level_override) }}
+{%- endif %}
+
 -- One row per cluster and day: the window length, GPU idle power (declared or estimated) and attribution level
 -- used by every downstream model of the day.
 
@@ -18,7 +23,8 @@ requests as (
 ),
 
 needs_idle_estimate as (
-    select cluster from clusters where gpu_idle_w is null
+    select cluster from clusters
+    where gpu_idle_w is null
 ),
 
 first_series as (
@@ -52,18 +58,18 @@ power_at_zero_util as (
     from samples as p
     inner join samples as u
         on
-            u.cluster = p.cluster and u.node = p.node and u.gpu = p.gpu
-            and u.sample_time = p.sample_time and u.quantity = 'gpu_utilization_ratio'
+            p.cluster = u.cluster and p.node = u.node and p.gpu = u.gpu
+            and p.sample_time = u.sample_time and u.quantity = 'gpu_utilization_ratio'
     where
         p.quantity = 'gpu_power_w' and u.value = 0
-        and p.cluster in (select cluster from needs_idle_estimate)
+        and p.cluster in (select n.cluster from needs_idle_estimate as n)
     group by p.cluster
 ),
 
 power_any as (
     select cluster, quantile_cont(value, 0.05) as p05_w
     from samples
-    where quantity = 'gpu_power_w' and cluster in (select cluster from needs_idle_estimate)
+    where quantity = 'gpu_power_w' and cluster in (select n.cluster from needs_idle_estimate as n)
     group by cluster
 ),
 
@@ -97,9 +103,9 @@ final as (
         c.host_idle_w,
         c.host_max_w,
         case
-            when {{ "'" ~ var('attribution_level') ~ "'" if var('attribution_level') is not none else 'null' }}
-                is not null
-                then {{ "'" ~ var('attribution_level') ~ "'" if var('attribution_level') is not none else 'null' }}
+            {% if level_override is not none -%}
+                when true then '{{ level_override }}'
+            {% endif -%}
             when c.attribution_level <> 'auto' then c.attribution_level
             when r.requests > 0 and r.with_gpu = r.requests then 'gpu'
             when r.requests > 0 and r.with_node = r.requests then 'node'

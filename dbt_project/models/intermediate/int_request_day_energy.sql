@@ -24,13 +24,15 @@ pools as (
 ),
 
 pool_load as (
-    select cluster, 'gpu' as component, gpu_pool as pool, window_index,
-           sum(overlap_s) as request_seconds, sum(overlap_s * tokens_per_s) as token_seconds
+    select
+        cluster, 'gpu' as component, gpu_pool as pool, window_index,
+        sum(overlap_s) as request_seconds, sum(overlap_s * tokens_per_s) as token_seconds
     from request_overlaps
     group by cluster, gpu_pool, window_index
     union all
-    select cluster, 'host' as component, host_pool as pool, window_index,
-           sum(overlap_s) as request_seconds, sum(overlap_s * tokens_per_s) as token_seconds
+    select
+        cluster, 'host' as component, host_pool as pool, window_index,
+        sum(overlap_s) as request_seconds, sum(overlap_s * tokens_per_s) as token_seconds
     from request_overlaps
     group by cluster, host_pool, window_index
 ),
@@ -47,7 +49,10 @@ pool_rates as (
         {%- endif %}
         p.dynamic_energy_j / l.request_seconds as dynamic_per_s
     from pools as p
-    inner join pool_load as l using (cluster, component, pool, window_index)
+    inner join pool_load as l
+        on
+            p.cluster = l.cluster and p.component = l.component and p.pool = l.pool
+            and p.window_index = l.window_index
 ),
 
 shares as (
@@ -76,7 +81,10 @@ shares as (
 unallocated as (
     select p.cluster, sum(p.energy_j) as energy_j
     from pools as p
-    anti join pool_load as l using (cluster, component, pool, window_index)
+    anti join pool_load as l
+        on
+            p.cluster = l.cluster and p.component = l.component and p.pool = l.pool
+            and p.window_index = l.window_index
     group by p.cluster
 ),
 

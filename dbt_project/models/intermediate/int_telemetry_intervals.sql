@@ -20,11 +20,13 @@ all_samples as (
 ),
 
 counter_gpus as (
-    select distinct cluster, node, gpu from all_samples where quantity = 'gpu_energy_counter_j'
+    select distinct cluster, node, gpu from all_samples
+    where quantity = 'gpu_energy_counter_j'
 ),
 
 power_samples as (
-    select cluster, node, gpu, sample_epoch_s, value from all_samples where quantity = 'gpu_power_w'
+    select cluster, node, gpu, sample_epoch_s, value from all_samples
+    where quantity = 'gpu_power_w'
 ),
 
 samples as (

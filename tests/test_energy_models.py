@@ -1,0 +1,280 @@
+"""Energy / runtime models (orchestration.lib.energy_models): statistics against hand-computed values, recovery of
+known coefficients, the paper's table on Wilkins et al.'s data (skipped when ../shared is absent), and the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import SHARED_DATA
+from scipy import stats
+
+from orchestration.lib import energy_models as em
+
+FIXTURE = Path(__file__).parent / "fixtures" / "profiling" / "synthetic_profiling.csv"
+WILKINS = SHARED_DATA / "wilkins-energy-inference"
+WILKINS_RAW = WILKINS / "summary_csv" / "plots" / "independence-test" / "all-stats-raw.csv"
+WILKINS_REFIT = WILKINS / "reference_results" / "refit_energy_runtime_models_swing_a100.csv"
+TS = pd.Timestamp("2024-05-01T00:00:00Z")
+
+# Published (HotCarbon'24) uncentred R^2 and F per model, A100 node.
+PUBLISHED = {
+    "falcon-7b": ("Falcon 7B", 0.964, 681.2),
+    "falcon-40b": ("Falcon 40B", 0.972, 904.5),
+    "Llama-2-7b-chat-hf": ("Llama-2 7B", 0.973, 942.3),
+    "Llama-2-13b-chat-hf": ("Llama-2 13B", 0.972, 887.8),
+    "Llama-2-70b-chat-hf": ("Llama-2 70B", 0.976, 1022.0),
+    "Mistral-7B-v0.1": ("Mistral 7B", 0.975, 997.0),
+    "Mixtral-8x7B-v0.1": ("Mixtral 8x7B", 0.980, 1238.0),
+}
+
+
+def tiny() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "input_tokens": [8, 16, 32, 64, 8, 128, 256, 32],
+            "output_tokens": [8, 32, 16, 64, 128, 8, 32, 256],
+            "energy_j": [30.0, 95.0, 70.0, 410.0, 380.0, 120.0, 700.0, 1290.0],
+        }
+    )
+
+
+def synthetic(n_side: int = 9, seed: int = 1, coef=(0.8, 30.0, 0.04), rel_noise=0.05) -> pd.DataFrame:
+    grid = np.array([8, 16, 32, 64, 128, 256, 512, 1024, 2048])[:n_side]
+    tin, tout = (a.ravel().astype(float) for a in np.meshgrid(grid, grid))
+    tin, tout = np.tile(tin, 2), np.tile(tout, 2)
+    mean = coef[0] * tin + coef[1] * tout + coef[2] * tin * tout
+    y = mean + np.random.default_rng(seed).normal(0.0, rel_noise * mean.mean(), len(mean))
+    return pd.DataFrame({"input_tokens": tin, "output_tokens": tout, "energy_j": y})
+
+
+# ------------------------------------------------------------------------------- hand-computed statistics
+
+
+def test_paper_form_matches_hand_computation():
+    df = tiny()
+    fit = em.fit_energy_model(df, "energy_j", fitted_at=TS)
+    row = fit.row
+    tin, tout, y = (df[c].to_numpy(float) for c in ("input_tokens", "output_tokens", "energy_j"))
+    x = np.column_stack([tin, tout, tin * tout])
+    n, k = x.shape
+    beta, *_ = np.linalg.lstsq(x, y, rcond=None)
+    resid = y - x @ beta
+    ssr = resid @ resid
+    sigma2 = ssr / (n - k)
+    se = np.sqrt(np.diag(sigma2 * np.linalg.inv(x.T @ x)))
+    ess_unc = np.sum((x @ beta) ** 2)
+    f = (ess_unc / k) / (ssr / (n - k))
+    tcrit = stats.t.ppf(0.975, n - k)
+
+    np.testing.assert_allclose([row["alpha_in"], row["alpha_out"], row["alpha_in_out"]], beta, rtol=1e-9)
+    np.testing.assert_allclose([row["se_in"], row["se_out"], row["se_in_out"]], se, rtol=1e-9)
+    np.testing.assert_allclose([row["ci_low_in"], row["ci_high_in"]], [beta[0] - tcrit * se[0],
+                               beta[0] + tcrit * se[0]], rtol=1e-9)  # fmt: skip
+    np.testing.assert_allclose(row["p_out"], 2 * stats.t.sf(abs(beta[1] / se[1]), n - k), rtol=1e-6)
+    assert row["r_squared_uncentered"] == pytest.approx(1 - ssr / np.sum(y**2), rel=1e-12)
+    assert row["r_squared"] == pytest.approx(1 - ssr / np.sum((y - y.mean()) ** 2), rel=1e-12)
+    assert row["r_squared_uncentered"] == pytest.approx(
+        fit.results.rsquared, rel=1e-12
+    )  # statsmodels: uncentred
+    assert row["f_statistic"] == pytest.approx(f, rel=1e-9)
+    assert row["f_pvalue"] == pytest.approx(stats.f.sf(f, k, n - k), rel=1e-6, abs=1e-300)
+    assert row["nobs"] == n
+    loglik = -n / 2 * (np.log(2 * np.pi) + np.log(ssr / n) + 1)
+    assert row["aic"] == pytest.approx(-2 * loglik + 2 * k, rel=1e-9)
+    assert row["bic"] == pytest.approx(-2 * loglik + k * np.log(n), rel=1e-9)
+    assert row["fitted_at"] == TS
+    # HC3 by hand: (X'X)^-1 X' diag(e^2/(1-h)^2) X (X'X)^-1
+    xtx_inv = np.linalg.inv(x.T @ x)
+    h = np.einsum("ij,jk,ik->i", x, xtx_inv, x)
+    hc3 = xtx_inv @ (x.T * (resid**2 / (1 - h) ** 2)) @ x @ xtx_inv
+    np.testing.assert_allclose([row["se_hc3_in"], row["se_hc3_out"], row["se_hc3_in_out"]],
+                               np.sqrt(np.diag(hc3)), rtol=1e-9)  # fmt: skip
+    # Breusch-Pagan (Koenker): n * R^2 of e^2 on [1, X]
+    aux = np.column_stack([np.ones(n), x])
+    g, *_ = np.linalg.lstsq(aux, resid**2, rcond=None)
+    u = resid**2
+    r2_aux = 1 - np.sum((u - aux @ g) ** 2) / np.sum((u - u.mean()) ** 2)
+    assert row["bp_lm"] == pytest.approx(n * r2_aux, rel=1e-9)
+    assert 0 <= row["bp_pvalue"] <= 1
+    assert row["condition_number"] > 1
+    assert set(em.FIT_COLUMNS) <= set(row)
+
+
+def test_cross_validation_folds_and_errors_by_hand():
+    df = tiny()
+    folds = em.kfold_indices(len(df), 4, seed=3)
+    assert sorted(np.concatenate(folds).tolist()) == list(range(len(df)))
+    assert all(np.array_equal(a, b) for a, b in zip(folds, em.kfold_indices(len(df), 4, seed=3)))
+    tin, tout, y = (df[c].to_numpy(float) for c in ("input_tokens", "output_tokens", "energy_j"))
+    x = np.column_stack([tin, tout, tin * tout])
+    pred = np.empty(len(y))
+    for test in folds:
+        train = np.setdiff1d(np.arange(len(y)), test)
+        beta, *_ = np.linalg.lstsq(x[train], y[train], rcond=None)
+        pred[test] = x[test] @ beta
+    row = em.fit_energy_model(df, "energy_j", cv_folds=4, seed=3).row
+    assert row["cv_mape"] == pytest.approx(np.mean(np.abs((y - pred) / y)), rel=1e-9)
+    assert row["cv_rmse"] == pytest.approx(np.sqrt(np.mean((y - pred) ** 2)), rel=1e-9)
+
+
+def test_anova_type2_no_intercept():
+    df = synthetic()
+    fit = em.fit_energy_model(df, "energy_j")
+    table = em.anova_table(fit).set_index("term")
+    assert list(table.index) == ["tau_in", "tau_out", "tau_in:tau_out", "Residual"]
+    assert (table["anova_type"] == "II").all()
+    assert table.loc["Residual", "sum_sq"] == pytest.approx(fit.results.ssr, rel=1e-9)
+    # Type II SS of the interaction = SSR increase when it is dropped (no intercept in either model).
+    x2 = np.column_stack([df.input_tokens, df.output_tokens]).astype(float)
+    b2, *_ = np.linalg.lstsq(x2, df.energy_j, rcond=None)
+    ssr2 = np.sum((df.energy_j - x2 @ b2) ** 2)
+    assert table.loc["tau_in:tau_out", "sum_sq"] == pytest.approx(ssr2 - fit.results.ssr, rel=1e-6)
+
+
+# ------------------------------------------------------------------------------------- known coefficients
+
+
+def test_recovers_known_coefficients_within_three_se():
+    coef = (0.8, 30.0, 0.04)
+    fit = em.fit_energy_model(synthetic(coef=coef), "energy_j")
+    for k, true in zip(em.PARAM_KEYS, coef):
+        est, se = fit.row[f"alpha_{k}"], fit.row[f"se_{k}"]
+        assert abs(est - true) < 3 * se, (k, est, true, se)
+        assert fit.row[f"ci_low_{k}"] < true < fit.row[f"ci_high_{k}"]
+    assert fit.row["r_squared_uncentered"] > fit.row["r_squared"] > 0.9
+
+
+def test_other_forms_and_comparison():
+    df = synthetic()
+    df["mean_concurrency"] = np.random.default_rng(5).uniform(1, 8, len(df))
+    ll = em.fit_energy_model(df, "energy_j", form="loglog")
+    assert math.isnan(ll.row["alpha_in_out"]) and not math.isnan(ll.row["intercept"])
+    ic = em.fit_energy_model(df, "energy_j", form="intercept")
+    assert not math.isnan(ic.row["intercept"])
+    cc = em.fit_energy_model(df, "energy_j", form="concurrency")
+    assert not math.isnan(cc.row["alpha_concurrency"])
+    assert set(em.anova_table(cc)["term"]) >= {"concurrency", "Residual"}
+    cmp = em.compare_forms(df, "energy_j").set_index("form")
+    assert list(cmp.index) == ["paper", "intercept", "loglog", "concurrency"]
+    assert cmp.loc["loglog", "aic_scale"] == "log" and cmp.loc["paper", "aic_scale"] == "original"
+    assert cmp[["cv_mape", "cv_rmse"]].notna().all().all()
+    # The data are generated by the paper's form: it beats log-log out of sample.
+    assert cmp.loc["paper", "cv_rmse"] < cmp.loc["loglog", "cv_rmse"]
+    with pytest.raises(ValueError):
+        em.fit_energy_model(df, "energy_j", form="cubic")
+
+
+def test_fit_groups_skips_small_and_singular_groups():
+    a = synthetic().assign(model="m1", hardware="h1", runtime_s=lambda d: d.energy_j / 300)
+    small = pd.DataFrame({"model": "m2", "hardware": "h1", "input_tokens": [8, 16], "output_tokens": [8, 8],
+                          "energy_j": [1.0, 2.0], "runtime_s": [0.1, 0.2]})  # fmt: skip
+    # tau_in constant and tau_out constant: tau_in*tau_out is collinear with tau_in -> singular
+    singular = pd.DataFrame({"model": "m3", "hardware": "h1", "input_tokens": [8] * 6, "output_tokens": [16] * 6,
+                             "energy_j": np.arange(1.0, 7.0), "runtime_s": np.arange(1.0, 7.0)})  # fmt: skip
+    out = em.fit_groups(pd.concat([a, small, singular]), fitted_at=TS)
+    assert len(out) == 6
+    assert list(out.columns[:4]) == ["model", "hardware", "source", "target"]
+    assert set(em.CONTRACT_COLUMNS) <= set(out.columns)
+    ok = out[out.skip_reason.isna()]
+    assert set(zip(ok.model, ok.target)) == {("m1", "energy"), ("m1", "runtime")}
+    reasons = out.set_index(["model", "target"]).skip_reason
+    assert "too few rows" in reasons["m2", "energy"]
+    assert "singular" in reasons["m3", "runtime"]
+    assert (out.source == "profiling").all()
+
+
+# ------------------------------------------------------------------------------------------------- input
+
+
+def test_read_profiling_csv_reports_rejects(tmp_path):
+    rows, rejects = em.read_profiling_csv(FIXTURE)
+    assert list(rows.columns) == list(em.PROFILING_COLUMNS)
+    assert len(rows) == 52 and rows.input_tokens.dtype == "int64"
+    assert list(rejects.columns) == list(em.REJECT_COLUMNS)
+    assert rejects.source_row.tolist() == [11, 32]
+    assert "input_tokens not a finite number" in rejects.reason.iloc[0]
+    assert "energy_j not positive" in rejects.reason.iloc[1] and "runtime_s" in rejects.reason.iloc[1]
+    assert json.loads(rejects.raw_record.iloc[0])["input_tokens"] == "12x"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("model,hardware,input_tokens\nm,h,1\n")
+    with pytest.raises(ValueError, match="missing profiling columns"):
+        em.read_profiling_csv(bad)
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+
+
+def test_fit_main_json(capsys):
+    assert em.fit_main([str(FIXTURE), "--json"]) == 0
+    captured = capsys.readouterr()
+    records = json.loads(captured.out)
+    assert len(records) == 4  # 2 models x 2 targets; toy-tiny (2 rows) is skipped
+    for rec in records:
+        assert list(rec) == list(em.CONTRACT_COLUMNS)
+        assert rec["source"] == "profiling" and rec["target"] in {"energy", "runtime"}
+    byk = {(r["model"], r["target"]): r for r in records}
+    r = byk["toy-7b", "energy"]
+    for k, true in zip(em.PARAM_KEYS, (0.5, 30.0, 0.04)):  # the fixture's generating coefficients
+        assert abs(r[f"alpha_{k}"] - true) < 3 * r[f"se_{k}"]
+    assert "2 row(s) rejected" in captured.err and "toy-tiny" in captured.err
+
+
+def test_fit_main_table_and_errors(capsys, tmp_path):
+    assert em.fit_main([str(FIXTURE)]) == 0
+    out = capsys.readouterr().out
+    assert "toy-7b on A100-40GB: energy" in out and "alpha_in_out" in out and "R2 uncentred" in out
+    assert em.fit_main([str(tmp_path / "absent.csv")]) == 2
+
+
+# ------------------------------------------------------------------------------ the paper's table (shared)
+
+
+@pytest.mark.shared_data
+def test_replicates_wilkins_table():
+    if not WILKINS_RAW.is_file():
+        pytest.skip(f"{WILKINS_RAW} absent")
+    raw = pd.read_csv(WILKINS_RAW)  # a CSV parser: the Prompt column has quoted newlines
+    inf = raw[raw["Phase"].astype(str).str.contains("inference")]
+    df = pd.DataFrame(
+        {
+            "model": inf["Model"],
+            "hardware": "argonne-swing A100",
+            "input_tokens": inf["Number of Input Tokens"],
+            "output_tokens": inf["Number of Output Tokens"],
+            "energy_j": inf["GPU Energy (mJ)"] / 1000.0,
+            "runtime_s": inf["Runtime (s)"],
+        }
+    )
+    fits = em.fit_groups(df, source="profiling")
+    assert fits.skip_reason.isna().all()
+    energy = fits[fits.target == "energy"].set_index("model")
+    print()
+    print(f"{'model':<22}{'nobs':>5}{'R2 ours':>10}{'R2 pub':>8}{'F ours':>10}{'F pub':>9}{'F diff':>8}")
+    failures = []
+    for model, (label, r2_pub, f_pub) in PUBLISHED.items():
+        r = energy.loc[model]
+        r2, f = r["r_squared_uncentered"], r["f_statistic"]
+        print(
+            f"{label:<22}{r['nobs']:>5}{r2:>10.4f}{r2_pub:>8.3f}{f:>10.1f}{f_pub:>9.1f}{f / f_pub - 1:>+8.1%}"
+        )
+        if abs(r2 - r2_pub) > 0.002 or abs(f / f_pub - 1) > 0.10:
+            failures.append(label)
+    assert not failures, failures
+
+    ref = pd.read_csv(WILKINS_REFIT)
+    ref["target"] = ref["target"].map({"energy_J": "energy", "runtime_s": "runtime"})
+    merged = ref.merge(fits, on=["model", "target"], validate="one_to_one")
+    assert len(merged) == 14
+    for ours, theirs in [("alpha_in", "coef_tin"), ("alpha_out", "coef_tout"), ("alpha_in_out", "coef_tin_x_tout"),
+                         ("se_in", "se_tin"), ("se_out", "se_tout"), ("se_in_out", "se_tin_x_tout"),
+                         ("r_squared_uncentered", "r2_uncentered"), ("nobs", "n")]:  # fmt: skip
+        np.testing.assert_allclose(merged[ours].astype(float), merged[theirs].astype(float), rtol=1e-6)
+    author = merged.dropna(subset=["author_coef_tin"])
+    for ours, theirs in [("alpha_in", "author_coef_tin"), ("alpha_out", "author_coef_tout"),
+                         ("alpha_in_out", "author_coef_tin_x_tout")]:  # fmt: skip
+        np.testing.assert_allclose(author[ours], author[theirs], rtol=5e-3)
