@@ -60,6 +60,9 @@ def test_cluster_level_attribution_is_exact_and_rerun_changes_nothing(tiny_datas
     assert energy["b"][4] == 2
     # unallocated idle is spread by request-seconds of the day (150 : 60)
     assert energy["a"][2] / energy["b"][2] == pytest.approx(150 / 60, rel=1e-9)
+    # each ran alone: the concurrency it saw is 1
+    assert dict(_query(warehouse, "select request_id, mean_concurrency from marts.fct_request_energy")) == {
+        "a": pytest.approx(1.0), "b": pytest.approx(1.0)}
 
     # the next day has requests (b) but no telemetry: coverage 0, nothing metered, nothing invented
     (metered2, coverage2) = _query(

@@ -47,7 +47,8 @@ pool_rates as (
         {%- else -%}
             cast(null as double) as dynamic_per_token_s,
         {%- endif %}
-        p.dynamic_energy_j / l.request_seconds as dynamic_per_s
+        p.dynamic_energy_j / l.request_seconds as dynamic_per_s,
+        l.request_seconds
     from pools as p
     inner join pool_load as l
         on
@@ -62,6 +63,8 @@ shares as (
         o.request_id,
         o.cluster,
         o.overlap_s,
+        -- concurrency the request saw: requests running in its GPU pool during the window, weighted by its time
+        o.overlap_s * coalesce(g.request_seconds, o.overlap_s) / o.window_length_s as concurrency_seconds,
         o.overlap_s * (coalesce(g.idle_per_s, 0) + coalesce(h.idle_per_s, 0)) as idle_energy_j,
         o.overlap_s * (
             coalesce(o.tokens_per_s * g.dynamic_per_token_s, g.dynamic_per_s, 0)
@@ -93,6 +96,7 @@ energy as (
         request_id,
         cluster,
         sum(overlap_s) as request_seconds,
+        sum(concurrency_seconds) as concurrency_seconds,
         sum(idle_energy_j) as idle_energy_j,
         sum(dynamic_energy_j) as dynamic_energy_j
     from shares
@@ -111,6 +115,7 @@ final as (
         r.request_id,
         r.cluster,
         coalesce(e.request_seconds, 0) as request_seconds,
+        coalesce(e.concurrency_seconds, 0) as concurrency_seconds,
         coalesce(e.idle_energy_j, 0) as idle_energy_j,
         coalesce(e.dynamic_energy_j, 0) as dynamic_energy_j,
         coalesce(u.energy_j * e.request_seconds / nullif(cs.request_seconds, 0), 0) as unallocated_idle_energy_j

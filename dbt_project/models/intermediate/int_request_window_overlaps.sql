@@ -47,6 +47,7 @@ final as (
         end as gpu_pool,
         case when attribution_level in ('gpu', 'node') then node else '*' end as host_pool,
         overlap_s,
+        window_length_s,
         tokens / duration_s as tokens_per_s
     from request_windows
 )

@@ -17,6 +17,7 @@ energy as (
     select
         e.request_id,
         sum(e.request_seconds) as request_seconds,
+        sum(e.concurrency_seconds) / nullif(sum(e.request_seconds), 0) as mean_concurrency,
         sum(e.idle_energy_j) as idle_energy_j,
         sum(e.dynamic_energy_j) as dynamic_energy_j,
         sum(e.unallocated_idle_energy_j) as unallocated_idle_energy_j,
@@ -55,7 +56,8 @@ final as (
         a.endpoint,
         a.node,
         a.gpu,
-        cast(e.days as integer) as days_spanned
+        cast(e.days as integer) as days_spanned,
+        e.mean_concurrency
     from attributes as a
     inner join energy as e on a.request_id = e.request_id
 )
