@@ -3,6 +3,7 @@
     impact run --data-dir DIR --warehouse FILE [--start YYYY-MM-DD --end YYYY-MM-DD]
     impact simulate --out DIR ...            (see `impact simulate --help`)
     impact fit PROFILING.csv [--json]         (see `impact fit --help`)
+    impact predict --model M --input-tokens N --output-tokens N [--cluster C] [--at T] [--warehouse FILE]
 
 `impact run` materialises every asset for every day in the inputs through the same Dagster job the schedule runs,
 so the warehouse, the checks and (with DAGSTER_HOME set) the run history are the same as from the UI.
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("simulate", help="write a simulated cluster day (inputs + ground truth)", add_help=False)
     sub.add_parser("fit", help="fit e(tau_in, tau_out) and runtime models to profiling runs", add_help=False)
+    sub.add_parser("predict", help="predicted duration and energy of a hypothetical request", add_help=False)
     return parser
 
 
@@ -144,10 +146,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from orchestration.definitions import defs
-    from orchestration.defs.automation.jobs import DAILY_JOB_NAME
+    from orchestration.defs.automation.jobs import DAILY_JOB_NAME, MODELS_JOB_NAME
 
     logging.getLogger("dagster").setLevel(logging.WARNING)
-    job = defs().resolve_job_def(DAILY_JOB_NAME)
+    definitions = defs()
+    job = definitions.resolve_job_def(DAILY_JOB_NAME)
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
     failures: list[str] = []
     say(f"Materialising {len(days)} day(s) into {warehouse}")
@@ -174,6 +177,20 @@ def cmd_run(args: argparse.Namespace) -> int:
             + (f"  checks not passed: {', '.join(failed_checks)}" if failed_checks else ""))
         if not result.success:
             failures.append(f"{day}: {_failure_cause(result)}")
+
+    if not failures and MODELS_JOB_NAME in {job.name for job in definitions.resolve_all_job_defs()}:
+        # then the unpartitioned assets: model fits, diagnostics and predictions over the trailing window
+        began = time.monotonic()
+        with log_path.open("a") as log, contextlib.redirect_stdout(log):
+            result = definitions.resolve_job_def(MODELS_JOB_NAME).execute_in_process(
+                instance=instance,
+                raise_on_error=False,
+                run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
+            )
+        say(f"[models] energy and runtime models  {'ok' if result.success else 'FAILED'}  "
+            f"{time.monotonic() - began:.1f} s")
+        if not result.success:
+            failures.append(f"models: {_failure_cause(result)}")
 
     rows = _summary_rows(warehouse, days) if warehouse.exists() else []
     header = ("day", "cluster", "requests", "metered_kwh", "attributed_kwh", "unattributed_kwh",
@@ -206,6 +223,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from orchestration.lib import energy_models
 
         return energy_models.fit_main(argv[1:])
+    if argv[:1] == ["predict"]:
+        from orchestration.lib import predictions
+
+        return predictions.predict_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return cmd_run(args)

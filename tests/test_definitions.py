@@ -14,6 +14,12 @@ EXPECTED_KEYS = {
         "intermediate/int_request_day_energy",
     },
     "marts": {"marts/fct_window_energy", "marts/fct_request_energy", "marts/fct_cluster_energy_daily"},
+    "models": {
+        "models/energy_model_fits",
+        "models/energy_model_anova",
+        "models/model_comparison",
+        "models/request_predictions",
+    },
 }
 
 
@@ -54,6 +60,7 @@ def test_jobs_schedules_sensors_checks():
     assert job.partitions_def is not None
     schedule = d.resolve_schedule_def("impact_daily_schedule")
     assert schedule.cron_schedule == "0 2 * * *"
+    assert d.resolve_schedule_def("impact_models_schedule").cron_schedule == "0 3 * * *"
     assert d.resolve_sensor_def("impact_new_input_files").job_name == "impact_daily"
     check_names = {key.name for key in d.resolve_asset_graph().asset_check_keys}
     assert {"energy_conservation", "no_negative_energy", "telemetry_coverage", "single_request_rule"} <= check_names

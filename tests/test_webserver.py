@@ -27,14 +27,15 @@ SHUTDOWN_GRACE_S = 15.0
 from test_definitions import EXPECTED_KEYS  # the same snapshot the UI must show
 
 ALL_KEYS = set().union(*EXPECTED_KEYS.values())
-# clusters.yml is a single snapshot; everything else is built per day.
-UNPARTITIONED = {"raw/clusters"}
+# clusters.yml is one snapshot and the models read a trailing window of the marts: neither is per day.
+UNPARTITIONED = {"raw/clusters"} | EXPECTED_KEYS["models"]
 # Which layers each layer may read from: lineage flows raw -> staging -> intermediate -> marts, never backwards.
 ALLOWED_UPSTREAM_GROUPS = {
     "raw": {"raw"},
     "staging": {"raw"},
     "intermediate": {"staging", "intermediate"},
     "marts": {"staging", "intermediate", "marts"},
+    "models": {"raw", "marts", "models"},
 }
 
 ASSET_NODES_QUERY = """

@@ -206,12 +206,13 @@ def _varchar_projection(present: Iterable[str], wanted: Iterable[str], prefix: s
 def _create_candidates(
     con: duckdb.DuckDBPyConnection, table: str, fields: tuple[str, ...], typed: dict[str, str]
 ) -> None:
-    """The staging table every reader appends to: text fields plus a typed shadow per typed field."""
+    """The staging table every reader appends to: text fields plus a typed shadow per typed field. A row is
+    identified by (source_file, source_row, source_index); source_index tells apart the spans of one OTLP line."""
     text = ", ".join(f'"{f}" varchar' for f in fields)
     shadows = ", ".join(f'"{f}__v" {kind}' for f, kind in typed.items())
     con.execute(
-        f"create or replace temp table {table} (source_file varchar, source_row bigint, raw_record varchar, "
-        f"parse_error varchar, {text}, {shadows})"
+        f"create or replace temp table {table} (source_file varchar, source_row bigint, "
+        f"source_index integer default 0, raw_record varchar, parse_error varchar, {text}, {shadows})"
     )
 
 
@@ -567,9 +568,9 @@ def _otlp_candidates(
     typed_fields = tuple(f for f in fields if f in REQUEST_TYPED and f in spans.columns)
     con.execute(
         f"""
-        insert into {table} (source_file, source_row, raw_record, parse_error,
+        insert into {table} (source_file, source_row, source_index, raw_record, parse_error,
             {", ".join([*(f'"{f}"' for f in text_fields), *(f'"{f}__v"' for f in typed_fields)])})
-        select $display, source_row, raw_record, parse_error,
+        select $display, source_row, span_index, raw_record, parse_error,
             {", ".join(filter(None, [_varchar_projection(spans.columns, text_fields),
                                      ", ".join(f'"{f}"' for f in typed_fields)]))}
         from _otlp_spans
@@ -629,32 +630,29 @@ def ingest_requests(
             _parquet_candidates(con, path, display, REQUEST_FIELDS, REQUEST_TYPED, "_req_candidates")
     summary.ignored_by_reason = {k: v for k, v in ignored.items() if v}
 
+    start_ts, dur = _typed_value("start_time", REQUEST_TYPED), _typed_value("duration_s", REQUEST_TYPED)
+    # 1. rows with something wrong (few): the reason is only rendered for them
     con.execute(
         f"""
-        create or replace temp table _req_checked as
-        with typed as (
-            select c.*,
-                   {_typed_value("start_time", REQUEST_TYPED)} as start_ts,
-                   {_typed_value("duration_s", REQUEST_TYPED)} as dur
-            from _req_candidates c
-        ),
-        reasoned as (
-            select t.*,
+        create or replace temp table _req_bad as
+        select source_file, source_row, source_index, reason from (
+            select source_file, source_row, source_index,
                 case
                     when parse_error is not null then parse_error
                     when impact_blank(request_id) then 'missing request_id'
                     when not {_present("start_time")} then 'missing start_time'
-                    when start_ts is null then replace(impact_ts_problem(start_time, start_ts), 'timestamp', 'start_time')
-                    when impact_implausible_ts(start_ts)
+                    when {start_ts} is null
+                        then replace(impact_ts_problem(start_time, {start_ts}), 'timestamp', 'start_time')
+                    when impact_implausible_ts({start_ts})
                         then 'implausible start_time ' || impact_quote(coalesce(trim(start_time),
-                            strftime(start_ts, '%Y-%m-%dT%H:%M:%S.%fZ')))
+                            strftime({start_ts}, '%Y-%m-%dT%H:%M:%S.%fZ')))
                             || ' (before 2000 or in the future: clock skew?)'
                     when not {_present("duration_s")} then 'missing duration_s'
-                    when dur is null then 'non-numeric duration_s ' || impact_quote({_shown("duration_s")})
-                    when isnan(dur) then 'duration_s is NaN'
-                    when isinf(dur) then 'duration_s is infinite'
-                    when dur < 0 then 'negative duration_s (' || {_shown("duration_s")} || ')'
-                    when dur > $max_dur
+                    when {dur} is null then 'non-numeric duration_s ' || impact_quote({_shown("duration_s")})
+                    when isnan({dur}) then 'duration_s is NaN'
+                    when isinf({dur}) then 'duration_s is infinite'
+                    when {dur} < 0 then 'negative duration_s (' || {_shown("duration_s")} || ')'
+                    when {dur} > $max_dur
                         then 'duration_s ' || {_shown("duration_s")} || ' exceeds the limit of ' || $max_dur || ' s'
                     {_integer_checks(INTEGER_REQUEST_FIELDS)}
                     when impact_blank(model) then 'missing model'
@@ -662,70 +660,80 @@ def ingest_requests(
                     when trim(cluster) not in (select cluster from raw.clusters)
                         then 'unknown cluster ' || impact_quote(cluster) || ' (not in clusters.yml)'
                 end as reason
-            from typed t
-        ),
-        repeated as (
-            -- ids seen more than once among valid rows: only these need ranking (cheap on millions of rows)
-            select trim(request_id) as rid from reasoned where reason is null group by 1 having count(*) > 1
-        ),
-        ranked as (
-            select source_file, source_row,
-                row_number() over (partition by trim(request_id) order by source_file, source_row) as copy_no,
-                first(source_file || ':' || source_row) over (
-                    partition by trim(request_id) order by source_file, source_row) as first_at
-            from reasoned
-            where reason is null and trim(request_id) in (select rid from repeated)
-        ),
-        file_days as (
-            select source_file, mode(cast(start_ts as date)) as modal_day
-            from reasoned where start_ts is not null and not impact_implausible_ts(start_ts) group by source_file
+            from _req_candidates
         )
-        select r.*,
-            coalesce(r.reason, case when k.copy_no > 1
-                then 'duplicate request_id ' || impact_quote(trim(request_id)) || ' (first at ' || k.first_at || ')'
-            end) as final_reason,
-            coalesce(
-                case when not impact_implausible_ts(r.start_ts) then cast(r.start_ts as date) end, f.modal_day
-            ) as reject_day
-        from reasoned r
-        left join ranked k using (source_file, source_row)
-        left join file_days f using (source_file)
+        where reason is not null
         """,
         {"max_dur": max_request_duration_s},
     )
+    # 2. duplicate ids among the good rows, across all files and days: the first (file, line) is kept
+    con.execute(
+        """
+        create or replace temp table _req_dups as
+        with good as (
+            select source_file, source_row, source_index, trim(request_id) as rid
+            from _req_candidates c anti join _req_bad b using (source_file, source_row, source_index)
+        ),
+        repeated as (select rid from good group by rid having count(*) > 1),
+        ranked as (
+            select source_file, source_row, source_index, rid,
+                row_number() over (partition by rid order by source_file, source_row, source_index) as copy_no,
+                first(source_file || ':' || source_row) over (
+                    partition by rid order by source_file, source_row, source_index) as first_at
+            from good semi join repeated using (rid)
+        )
+        select source_file, source_row, source_index,
+            'duplicate request_id ' || impact_quote(rid) || ' (first at ' || first_at || ')' as reason
+        from ranked where copy_no > 1
+        """
+    )
+    con.execute(
+        f"""
+        create or replace temp table _req_rejects as
+        with file_days as (
+            select source_file, mode(cast(ts as date)) as modal_day
+            from (select source_file, {start_ts} as ts from _req_candidates)
+            where ts is not null and not impact_implausible_ts(ts) group by source_file
+        ),
+        bad as (select * from _req_bad union all select * from _req_dups)
+        select b.source_file, b.source_row, b.source_index, b.reason,
+            coalesce(
+                case when not impact_implausible_ts({start_ts}) then cast({start_ts} as date) end, f.modal_day
+            ) as reject_day,
+            {_fill_raw_record_sql(REQUEST_FIELDS, REQUEST_TYPED)} as raw_record
+        from bad b
+        join _req_candidates c using (source_file, source_row, source_index)
+        left join file_days f using (source_file)
+        """
+    )
     day_start = dt.datetime.combine(day, dt.time())
     day_end = day_start + dt.timedelta(days=1)
-    params = f"timestamp '{day_start.isoformat(sep=' ')}'", f"timestamp '{day_end.isoformat(sep=' ')}'"
+    lo, hi = f"timestamp '{day_start.isoformat(sep=' ')}'", f"timestamp '{day_end.isoformat(sep=' ')}'"
     in_scope = (
-        f"final_reason is null and start_ts < {params[1]} "
-        f"and (start_ts + to_microseconds(cast(round(dur * 1e6) as bigint)) > {params[0]} "
-        f"or cast(start_ts as date) = date '{day.isoformat()}')"
+        f"{start_ts} < {hi} and ({start_ts} + to_microseconds(try_cast(round({dur} * 1e6) as bigint)) > {lo} "
+        f"or cast({start_ts} as date) = date '{day.isoformat()}')"
     )
     counts = {f: f"cast(coalesce({f}__v, try_cast(trim({f}) as double)) as bigint)" for f in INTEGER_REQUEST_FIELDS}
+    good = "_req_candidates anti join _req_rejects using (source_file, source_row, source_index)"
     loaded_sql = f"""
-        select date '{day.isoformat()}', trim(request_id), trim(cluster), trim(model), start_ts, dur,
+        select date '{day.isoformat()}', trim(request_id), trim(cluster), trim(model), {start_ts}, {dur},
                {counts['input_tokens']}, {counts['output_tokens']},
                nullif(trim(tenant), ''), nullif(trim(endpoint), ''), nullif(trim(node), ''), nullif(trim(gpu), ''),
                {counts['input_pixels']}, {counts['output_pixels']}, {counts['quality_steps']},
                nullif(trim(lora), ''), source_file, source_row, $loaded_at
-        from _req_checked where {in_scope}
+        from {good} where {in_scope}
     """
     rejected_sql = f"""
-        select reject_day, 'requests', source_file, source_row, final_reason,
-               {_fill_raw_record_sql(REQUEST_FIELDS, REQUEST_TYPED)}, now()::timestamp
-        from _req_checked
-        where final_reason is not null and (reject_day = date '{day.isoformat()}' or reject_day is null)
+        select reject_day, 'requests', source_file, source_row, reason, raw_record, now()::timestamp
+        from _req_rejects
+        where reject_day = date '{day.isoformat()}' or reject_day is null
     """
     _store(con, "requests", day, "raw.requests", loaded_sql, rejected_sql, displays)
-    (summary.loaded,) = con.execute(f"select count(*) from _req_checked where {in_scope}").fetchone()
-    con.execute(
-        "create or replace temp table _req_rejects as select final_reason as reason, reject_day "
-        "from _req_checked where final_reason is not null"
-    )
+    (summary.loaded,) = con.execute(f"select count(*) from {good} where {in_scope}").fetchone()
     summary.rejected_by_reason = _reason_counts(con, "_req_rejects", day)
     summary.rejected = sum(summary.rejected_by_reason.values())
     summary.lines_in_scope = summary.loaded + summary.rejected
-    for table in ("_req_candidates", "_req_checked", "_req_rejects"):
+    for table in ("_req_candidates", "_req_bad", "_req_dups", "_req_rejects"):
         con.execute(f"drop table if exists {table}")
     return summary
 

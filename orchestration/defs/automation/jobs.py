@@ -5,6 +5,7 @@ import dagster as dg
 from orchestration.defs.partitions import DAILY_PARTITIONS
 
 DAILY_JOB_NAME = "impact_daily"
+MODELS_JOB_NAME = "impact_models"
 
 DAILY_SELECTION = dg.AssetSelection.groups("raw", "staging", "intermediate", "marts")
 
@@ -13,4 +14,11 @@ impact_daily_job = dg.define_asset_job(
     selection=DAILY_SELECTION,
     partitions_def=DAILY_PARTITIONS,
     description="Materialise one UTC day: load inputs, attribute energy, run the invariants.",
+)
+
+impact_models_job = dg.define_asset_job(
+    name=MODELS_JOB_NAME,
+    selection=dg.AssetSelection.groups("models"),
+    description="Fit the energy and runtime models on the marts' trailing window and profiling runs, with ANOVA, "
+    "form comparison and per-request predictions.",
 )

@@ -5,9 +5,10 @@ import os
 import dagster as dg
 
 from orchestration import settings
-from orchestration.defs.automation.jobs import impact_daily_job
+from orchestration.defs.automation.jobs import impact_daily_job, impact_models_job
 
 DAILY_SCHEDULE_NAME = "impact_daily_schedule"
+MODELS_SCHEDULE_NAME = "impact_models_schedule"
 
 
 def schedule_lag_hours() -> int:
@@ -26,4 +27,13 @@ impact_daily_schedule = dg.build_schedule_from_partitioned_job(
     hour_of_day=schedule_lag_hours(),
     minute_of_hour=0,
     description="Yesterday's partition (UTC), after the configured lag for late data.",
+)
+
+
+impact_models_schedule = dg.ScheduleDefinition(
+    name=MODELS_SCHEDULE_NAME,
+    job=impact_models_job,
+    cron_schedule=f"0 {(schedule_lag_hours() + 1) % 24} * * *",
+    execution_timezone="UTC",
+    description="Refit the models an hour after the daily partition job, on the trailing window of the marts.",
 )

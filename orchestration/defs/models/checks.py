@@ -1,0 +1,136 @@
+"""Checks on the energy models: fit quality of the latest fits, and coefficient drift against the previous fit
+(a serving-stack or driver upgrade shows up as drift)."""
+
+import math
+
+import dagster as dg
+import duckdb
+import pandas as pd
+
+from orchestration.defs.models.assets import FITS_KEY, FITS_TABLE
+from orchestration.defs.resources import ImpactSettings
+from orchestration.lib.energy_models import KEY_COLUMNS, PARAM_KEYS
+from orchestration.lib.warehouse import connect
+
+FIT_QUALITY_CHECK = "fit_quality"
+COEFFICIENT_DRIFT_CHECK = "coefficient_drift"
+
+MIN_R_SQUARED_UNCENTERED = 0.9
+MAX_CV_MAPE = 0.25
+DRIFT_K = 3.0  # standard errors (of the previous fit) a coefficient may move before the check warns
+MAX_ROWS_SHOWN = 20
+
+
+def _fits_at(con: duckdb.DuckDBPyConnection, rank: int) -> pd.DataFrame:
+    """The fits of the `rank`-th most recent fitted_at (1 = latest); empty when there is none."""
+    return con.execute(
+        f"""
+        with runs as (
+            select fitted_at, row_number() over (order by fitted_at desc) as k
+            from (select distinct fitted_at from {FITS_TABLE})
+        )
+        select f.* from {FITS_TABLE} as f join runs using (fitted_at) where runs.k = $rank
+        """,
+        {"rank": rank},
+    ).df()
+
+
+def _read(settings: ImpactSettings, ranks: tuple[int, ...]) -> list[pd.DataFrame] | None:
+    """The fits of each rank, or None when the table does not exist yet."""
+    con = connect(settings.warehouse_path, read_only=True)
+    try:
+        (exists,) = con.execute(
+            "select count(*) from information_schema.tables "
+            "where table_schema = 'models' and table_name = 'energy_model_fits'"
+        ).fetchone()
+        return [_fits_at(con, k) for k in ranks] if exists else None
+    finally:
+        con.close()
+
+
+def quality_offenders(fits: pd.DataFrame, min_r2: float, max_cv_mape: float) -> pd.DataFrame:
+    """Fits whose uncentred R-squared is below `min_r2` or whose CV MAPE is above `max_cv_mape` (NaN fails)."""
+    r2 = fits["r_squared_uncentered"].astype(float)
+    mape = fits["cv_mape"].astype(float)
+    bad = ~(r2 >= min_r2) | ~(mape <= max_cv_mape)
+    return fits.loc[bad, [*KEY_COLUMNS, "r_squared_uncentered", "cv_mape", "nobs"]]
+
+
+def coefficient_drift(latest: pd.DataFrame, previous: pd.DataFrame, k: float) -> tuple[pd.DataFrame, int]:
+    """Coefficients of groups present in both fits that moved more than k previous standard errors.
+
+    Returns (offenders: key columns, coefficient, previous, latest, se_previous, shift_se; number of groups
+    compared). A coefficient with a zero or missing previous SE drifts when it changed at all.
+    """
+    both = latest.merge(previous, on=list(KEY_COLUMNS), suffixes=("", "_prev"))
+    rows = []
+    for p in PARAM_KEYS:  # a loop over the three coefficients; vectorised over groups
+        now, before, se = both[f"alpha_{p}"], both[f"alpha_{p}_prev"], both[f"se_{p}_prev"]
+        shift = (now - before).abs()
+        moved = shift > k * se.where(se > 0, 0.0)
+        part = both.loc[moved, list(KEY_COLUMNS)].assign(
+            coefficient=f"alpha_{p}", previous=before[moved], latest=now[moved], se_previous=se[moved],
+            shift_se=(shift / se)[moved],
+        )  # fmt: skip
+        rows.append(part)
+    offenders = pd.concat(rows, ignore_index=True)
+    return offenders, len(both)
+
+
+def _md(df: pd.DataFrame) -> str:
+    if df.empty:
+        return "none"
+    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
+    for r in df.head(MAX_ROWS_SHOWN).itertuples(index=False):  # display only
+        cells = [f"{v:.4g}" if isinstance(v, float) and math.isfinite(v) else str(v) for v in r]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+@dg.asset_check(asset=FITS_KEY, name=FIT_QUALITY_CHECK)
+def fit_quality(settings: ImpactSettings) -> dg.AssetCheckResult:
+    """Warns when a latest fit explains energy or runtime poorly: uncentred R-squared below 0.9 or an
+    out-of-sample MAPE above 25 %. Its predictions for that model and hardware should not be trusted as is."""
+    fits = _read(settings, (1,))
+    latest = fits[0] if fits is not None else pd.DataFrame()
+    bad = quality_offenders(latest, MIN_R_SQUARED_UNCENTERED, MAX_CV_MAPE) if len(latest) else latest
+    return dg.AssetCheckResult(
+        passed=bool(len(bad) == 0),
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "min_r_squared_uncentered": MIN_R_SQUARED_UNCENTERED,
+            "max_cv_mape": MAX_CV_MAPE,
+            "fits_checked": len(latest),
+            "fits_below": len(bad),
+            "lowest_r_squared_uncentered": float(latest["r_squared_uncentered"].min()) if len(latest) else 1.0,
+            "details": dg.MetadataValue.md(_md(bad)),
+        },
+    )
+
+
+@dg.asset_check(asset=FITS_KEY, name=COEFFICIENT_DRIFT_CHECK)
+def coefficient_drift_check(settings: ImpactSettings) -> dg.AssetCheckResult:
+    """Warns when a coefficient of a model moved by more than 3 standard errors (of the previous fit) since the
+    previous fit of the same model, hardware, source and target: the serving stack, the hardware or the traffic
+    changed, and the energy estimates built on the old coefficients are stale."""
+    fits = _read(settings, (1, 2))
+    if fits is None or fits[1].empty:
+        return dg.AssetCheckResult(
+            passed=True,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"k_standard_errors": DRIFT_K, "details": dg.MetadataValue.md("no previous fit")},
+        )
+    latest, previous = fits
+    offenders, compared = coefficient_drift(latest, previous, DRIFT_K)
+    return dg.AssetCheckResult(
+        passed=bool(offenders.empty),
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "k_standard_errors": DRIFT_K,
+            "latest_fitted_at": str(latest["fitted_at"].iloc[0]) if len(latest) else "none",
+            "previous_fitted_at": str(previous["fitted_at"].iloc[0]),
+            "groups_compared": compared,
+            "coefficients_drifted": len(offenders),
+            "details": dg.MetadataValue.md(_md(offenders)),
+        },
+    )

@@ -1,0 +1,477 @@
+"""Predicted duration, forward passes and energy of requests from the e_K / r_K models (METHODOLOGY section 4).
+
+Pure library code: pandas / DuckDB in, pandas out; no Dagster.
+
+Why refit here: a 95 % *prediction* interval for a new request needs the coefficient covariance
+(X'X)^-1 sigma^2, which ``models.energy_model_fits`` does not store. So the predictions fit the paper's form
+(``energy_models.fit_energy_model``, no-intercept OLS on tau_in, tau_out, tau_in * tau_out) once per
+model x hardware on the training frame and call statsmodels' ``get_prediction(exog).summary_frame(alpha=0.05)`` on
+the whole exog matrix of that group's requests (``obs_ci_lower`` / ``obs_ci_upper``; clipped at 0).
+
+Definitions (one, used everywhere in this module):
+- ``predicted_energy_j`` = e_K(tau_in, tau_out) fitted to **it_energy_j** of ``marts.fct_request_energy``: the
+  request's total attributed IT energy, i.e. its dynamic energy + its idle share + its share of unallocated idle
+  energy, each as attributed by METHODOLOGY section 3 (the idle shares are per request-second). The idle share per
+  request-second is therefore already *inside* the fitted target, at the concurrency the fleet ran at during the
+  training window; it is not added a second time.
+- ``predicted_request_duration_s`` = r_K(tau_in, tau_out) fitted to ``duration_s``.
+- ``predicted_inferences`` = output_tokens + 1 (one forward pass per generated token plus the prefill).
+- Training data: telemetry-attributed requests (``marts.fct_request_energy`` joined to ``raw.clusters`` for the
+  hardware = the cluster's gpu_model), trailing ``WINDOW_DAYS`` days.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from orchestration.lib.energy_models import SingularDesignError, fit_energy_model
+
+WINDOW_DAYS = 28
+ALPHA = 0.05
+ENERGY_TARGET = "it_energy_j"
+RUNTIME_TARGET = "duration_s"
+STATUS_OK = "ok"
+ENERGY_DEFINITION = (
+    "e_K(tau_in, tau_out) fitted (no-intercept OLS, paper form) to it_energy_j of marts.fct_request_energy: "
+    "dynamic + idle share + unallocated idle share as attributed per request-second on telemetry; the idle share "
+    "is inside the fitted target and is not added again"
+)
+TRAINING_SOURCE = (
+    "marts.fct_request_energy (telemetry-attributed it_energy_j, duration_s) x raw.clusters.gpu_model"
+)
+
+PREDICTION_COLUMNS: tuple[str, ...] = (
+    "predicted_request_duration_s",
+    "predicted_duration_low_s",
+    "predicted_duration_high_s",
+    "predicted_inferences",
+    "predicted_energy_j",
+    "predicted_energy_low_j",
+    "predicted_energy_high_j",
+    "prediction_status",
+)
+
+# models.request_predictions and models.prediction_errors (column -> DuckDB type)
+REQUEST_PREDICTIONS_SCHEMA: dict[str, str] = {
+    "request_id": "varchar",
+    "model": "varchar",
+    "hardware": "varchar",
+    "cluster": "varchar",
+    "day": "date",
+    "input_tokens": "bigint",
+    "output_tokens": "bigint",
+    "attributed_it_energy_j": "double",
+    "predicted_request_duration_s": "double",
+    "predicted_duration_low_s": "double",
+    "predicted_duration_high_s": "double",
+    "predicted_inferences": "bigint",
+    "predicted_energy_j": "double",
+    "predicted_energy_low_j": "double",
+    "predicted_energy_high_j": "double",
+    "prediction_status": "varchar",
+    "predicted_at": "timestamp",
+}
+PREDICTION_ERRORS_SCHEMA: dict[str, str] = {
+    "model": "varchar",
+    "hardware": "varchar",
+    "n_requests": "bigint",
+    "n": "bigint",
+    "mape": "double",
+    "median_ratio": "double",
+    "interval_coverage": "double",
+    "computed_at": "timestamp",
+}
+
+
+class NoTrainingDataError(ValueError):
+    """No attributed requests to train on for the model (and cluster / window) asked for."""
+
+
+# ------------------------------------------------------------------------------------------------ predict
+
+
+def _group_fit(train: pd.DataFrame, target: str):
+    """The statsmodels results of the paper form for one group and target, or the reason there is none."""
+    try:
+        fit = fit_energy_model(train, target, form="paper", cv_folds=2)
+    except (SingularDesignError, KeyError) as exc:
+        return None, str(exc)
+    return fit.results, None
+
+
+def _interval(results, exog: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean prediction and the 95 % prediction interval for new observations, clipped at 0 (vectorised)."""
+    frame = results.get_prediction(exog).summary_frame(alpha=ALPHA)
+    return (
+        frame["mean"].to_numpy(float),
+        np.clip(frame["obs_ci_lower"].to_numpy(float), 0.0, None),
+        np.clip(frame["obs_ci_upper"].to_numpy(float), 0.0, None),
+    )
+
+
+def predict_requests(
+    requests_df: pd.DataFrame,
+    training_df: pd.DataFrame,
+    group_cols: Sequence[str] = ("model", "hardware"),
+) -> pd.DataFrame:
+    """``requests_df`` with PREDICTION_COLUMNS appended (same row order and index).
+
+    requests_df needs the group columns, input_tokens and output_tokens; training_df also it_energy_j and
+    duration_s. One energy fit and one runtime fit per group of training_df (no-intercept paper form), then one
+    vectorised prediction per group over all of that group's requests. Requests of a group without a fit get NULL
+    predictions and prediction_status 'no fit for model X on hardware Y' (with the reason when a fit failed);
+    requests with missing token counts get 'missing token counts'. predicted_inferences = output_tokens + 1
+    whenever output_tokens is known, fit or not.
+    """
+    group_cols = list(group_cols)
+    out = requests_df.copy()
+    n = len(out)
+    tin = pd.to_numeric(out["input_tokens"], errors="coerce").to_numpy(float)
+    tout = pd.to_numeric(out["output_tokens"], errors="coerce").to_numpy(float)
+    cols = {
+        c: np.full(n, np.nan)
+        for c in PREDICTION_COLUMNS
+        if c not in ("prediction_status", "predicted_inferences")
+    }
+    status = np.full(n, None, dtype=object)
+    tokens_ok = np.isfinite(tin) & np.isfinite(tout)
+
+    train_groups = {
+        (k if isinstance(k, tuple) else (k,)): g
+        for k, g in training_df.dropna(subset=group_cols).groupby(group_cols, sort=False)
+    }
+
+    if n:
+        keys = out[group_cols].astype(object).where(out[group_cols].notna(), None)
+        for key, pos in keys.groupby(
+            group_cols, sort=False, dropna=False
+        ).indices.items():  # a loop over groups
+            key = key if isinstance(key, tuple) else (key,)
+            label = "no fit for " + " on ".join(f"{c} {v}" for c, v in zip(group_cols, key))
+            train = train_groups.get(key)
+            if train is None:
+                status[pos] = label + ": no training data"
+                continue
+            e_res, e_why = _group_fit(train, ENERGY_TARGET)
+            r_res, r_why = _group_fit(train, RUNTIME_TARGET)
+            if e_res is None or r_res is None:
+                status[pos] = f"{label}: {e_why or r_why}"
+                continue
+            ok = pos[tokens_ok[pos]]
+            status[pos[~tokens_ok[pos]]] = "missing token counts"
+            if not len(ok):
+                continue
+            exog = np.column_stack([tin[ok], tout[ok], tin[ok] * tout[ok]])
+            for res, names in (
+                (e_res, ("predicted_energy_j", "predicted_energy_low_j", "predicted_energy_high_j")),
+                (
+                    r_res,
+                    ("predicted_request_duration_s", "predicted_duration_low_s", "predicted_duration_high_s"),
+                ),
+            ):
+                mean, low, high = _interval(res, exog)
+                cols[names[0]][ok] = mean
+                cols[names[1]][ok] = low
+                cols[names[2]][ok] = high
+            status[ok] = STATUS_OK
+
+    for c in PREDICTION_COLUMNS:
+        if c == "prediction_status":
+            out[c] = status
+        elif c == "predicted_inferences":
+            out[c] = pd.array(np.where(np.isfinite(tout), tout + 1, np.nan), dtype="Float64").astype("Int64")
+        else:
+            out[c] = cols[c]
+    return out
+
+
+def prediction_errors(
+    pred_df: pd.DataFrame,
+    attributed_col: str = "attributed_it_energy_j",
+    group_cols: Sequence[str] = ("model", "hardware"),
+) -> pd.DataFrame:
+    """Per group: n_requests, n (requests with a prediction and attributed energy > 0), MAPE (fraction) and median
+    of predicted / attributed energy, and the share of attributed energies inside the 95 % prediction interval."""
+    group_cols = list(group_cols)
+    att = pd.to_numeric(pred_df[attributed_col], errors="coerce")
+    pred = pd.to_numeric(pred_df["predicted_energy_j"], errors="coerce")
+    usable = att.gt(0) & pred.notna()
+    ratio = (pred / att).where(usable)
+    work = pd.DataFrame(
+        {
+            **{c: pred_df[c].astype(object).where(pred_df[c].notna(), None) for c in group_cols},
+            "usable": usable.astype(int),
+            "ape": (ratio - 1).abs(),
+            "ratio": ratio,
+            "inside": (
+                (att >= pred_df["predicted_energy_low_j"]) & (att <= pred_df["predicted_energy_high_j"])
+            )
+            .astype(float)
+            .where(usable),
+        }
+    )
+    if not len(work):
+        return pd.DataFrame(
+            columns=[*group_cols, "n_requests", "n", "mape", "median_ratio", "interval_coverage"]
+        )
+    g = work.groupby(group_cols, sort=True, dropna=False)
+    out = g.agg(
+        n_requests=("usable", "size"),
+        n=("usable", "sum"),
+        mape=("ape", "mean"),
+        median_ratio=("ratio", "median"),
+        interval_coverage=("inside", "mean"),
+    ).reset_index()
+    out["n_requests"] = out["n_requests"].astype("int64")
+    out["n"] = out["n"].astype("int64")
+    return out
+
+
+def errors_markdown(errors: pd.DataFrame) -> str:
+    """A markdown table of prediction_errors for the Dagster UI."""
+    lines = [
+        "| model | hardware | requests | n | MAPE | median ratio | 95 % PI coverage |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+
+    def f(v, pct: bool = False) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "-"
+        return f"{100 * v:.1f} %" if pct else f"{v:.3f}"
+
+    for r in errors.itertuples(index=False):
+        lines.append(
+            f"| {r.model} | {r.hardware} | {r.n_requests} | {r.n} | {f(r.mape, True)} | {f(r.median_ratio)} "
+            f"| {f(r.interval_coverage, True)} |"
+        )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------- warehouse reads
+
+_TRAINING_SQL = """
+    select
+        f.request_id, f.model, c.gpu_model as hardware, f.cluster, f.day, f.start_time,
+        f.input_tokens, f.output_tokens, f.it_energy_j, f.duration_s
+    from marts.fct_request_energy as f
+    left join raw.clusters as c on c.cluster = f.cluster
+"""
+
+
+def latest_day(con) -> dt.date | None:
+    """The latest request day in marts.fct_request_energy (None when empty)."""
+    return con.execute("select max(day) from marts.fct_request_energy").fetchone()[0]
+
+
+def window_requests(con, end_day: dt.date | None = None, days: int = WINDOW_DAYS) -> pd.DataFrame:
+    """Requests of marts.fct_request_energy with hardware, over the ``days`` days ending with end_day (inclusive;
+    default the latest day)."""
+    end_day = end_day or latest_day(con)
+    if end_day is None:
+        return con.execute(_TRAINING_SQL + " where false").df()
+    start = end_day - dt.timedelta(days=days - 1)
+    return con.execute(
+        _TRAINING_SQL + " where f.day between ? and ? order by f.day, f.request_id", [start, end_day]
+    ).df()
+
+
+def _parse_at(at: str | None) -> pd.Timestamp | None:
+    if at is None:
+        return None
+    ts = pd.Timestamp(at)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def predict_one(
+    con,
+    model: str,
+    input_tokens: int,
+    output_tokens: int,
+    cluster: str | None = None,
+    at: str | None = None,
+    days: int = WINDOW_DAYS,
+) -> dict:
+    """Predict one hypothetical request of ``model`` from the warehouse's attributed requests.
+
+    Training data: the model's requests in marts.fct_request_energy over the ``days`` days before ``at``
+    (RFC 3339; start_time in [at - days, at)) or, without ``at``, the ``days`` days ending with the model's latest
+    day. With ``cluster`` the hardware is that cluster's gpu_model (all clusters of that hardware train it);
+    without, the hardware with the most training requests. Raises NoTrainingDataError when there is nothing to
+    train on, ValueError on a bad ``at`` or unknown cluster.
+    """
+    hardware = None
+    if cluster is not None:
+        row = con.execute("select gpu_model from raw.clusters where cluster = ?", [cluster]).fetchone()
+        if row is None:
+            raise ValueError(f"unknown cluster {cluster!r} (not in raw.clusters)")
+        hardware = row[0]
+    at_ts = _parse_at(at)
+    where, params = ["f.model = ?"], [model]
+    if hardware is not None:
+        where.append("c.gpu_model = ?")
+        params.append(hardware)
+    if at_ts is not None:
+        end = at_ts.tz_convert("UTC").tz_localize(None).to_pydatetime()
+        where.append("f.start_time >= ? and f.start_time < ?")
+        params += [end - dt.timedelta(days=days), end]
+        window = (str(end - dt.timedelta(days=days)), str(end))
+    else:
+        where.append(
+            f"f.day > (select max(day) from marts.fct_request_energy where model = ?) - interval {int(days)} day"
+        )
+        params.append(model)
+        window = None
+    train = con.execute(_TRAINING_SQL + " where " + " and ".join(where), params).df()
+    train = train[train["hardware"].notna()]
+    if not len(train):
+        scope = f" on cluster {cluster} ({hardware})" if cluster else ""
+        when = f" in the {days} days before {at}" if at else ""
+        raise NoTrainingDataError(f"no attributed requests of model {model!r}{scope}{when} in the warehouse")
+    counts = train["hardware"].value_counts()
+    if hardware is None:
+        hardware = str(counts.index[0])
+    train = train[train["hardware"] == hardware]
+    if window is None:
+        window = (str(pd.Timestamp(train["day"].min()).date()), str(pd.Timestamp(train["day"].max()).date()))
+    req = pd.DataFrame(
+        {
+            "model": [model],
+            "hardware": [hardware],
+            "input_tokens": [input_tokens],
+            "output_tokens": [output_tokens],
+        }
+    )
+    p = predict_requests(req, train).iloc[0]
+
+    def num(v):
+        return None if v is None or pd.isna(v) else float(v)
+
+    return {
+        "model": model,
+        "hardware": hardware,
+        "cluster": cluster,
+        "input_tokens": int(input_tokens),
+        "output_tokens": int(output_tokens),
+        "predicted_inferences": int(output_tokens) + 1,
+        "predicted_request_duration_s": num(p["predicted_request_duration_s"]),
+        "predicted_duration_low_s": num(p["predicted_duration_low_s"]),
+        "predicted_duration_high_s": num(p["predicted_duration_high_s"]),
+        "predicted_energy_j": num(p["predicted_energy_j"]),
+        "predicted_energy_low_j": num(p["predicted_energy_low_j"]),
+        "predicted_energy_high_j": num(p["predicted_energy_high_j"]),
+        "interval": "95 % prediction interval",
+        "prediction_status": p["prediction_status"],
+        "nobs": len(train),
+        "training_source": TRAINING_SOURCE,
+        "training_clusters": sorted(train["cluster"].dropna().unique().tolist()),
+        "training_window_start": window[0],
+        "training_window_end": window[1],
+        "other_hardware": [str(h) for h in counts.index if h != hardware],
+        "energy_definition": ENERGY_DEFINITION,
+    }
+
+
+# ------------------------------------------------------------------------------------------------------ CLI
+
+
+def format_prediction(p: dict) -> str:
+    """A readable summary of predict_one's result."""
+
+    def rng(mid, low, high, unit: str) -> str:
+        if mid is None:
+            return "n/a"
+        return f"{mid:,.2f} {unit} (95 % PI {low:,.2f} - {high:,.2f})"
+
+    dur = [
+        p[c]
+        for c in ("predicted_request_duration_s", "predicted_duration_low_s", "predicted_duration_high_s")
+    ]
+    energy = [p[c] for c in ("predicted_energy_j", "predicted_energy_low_j", "predicted_energy_high_j")]
+    lines = [
+        f"model {p['model']} on {p['hardware']}" + (f" (cluster {p['cluster']})" if p["cluster"] else ""),
+        f"  request: {p['input_tokens']} input tokens, {p['output_tokens']} output tokens",
+        "  predicted duration:   " + rng(*dur, "s"),
+        "  predicted energy:     " + rng(*energy, "J"),
+        f"  predicted inferences: {p['predicted_inferences']} (output tokens + 1)",
+        f"  status: {p['prediction_status']}",
+        (
+            f"  trained on {p['nobs']} request(s) of {', '.join(p['training_clusters'])} "
+            f"from {p['training_window_start']} to {p['training_window_end']}"
+        ),
+        f"  energy: {p['energy_definition']}",
+    ]
+    if p["other_hardware"]:
+        lines.append(f"  also served on: {', '.join(p['other_hardware'])} (pick with --cluster)")
+    return "\n".join(lines)
+
+
+def _default_warehouse() -> Path:
+    from orchestration import settings
+
+    return settings.warehouse_path()
+
+
+def predict_main(argv: Sequence[str] | None = None) -> int:
+    """``impact predict --model M --input-tokens N --output-tokens N [--cluster C] [--at TIMESTAMP]
+    [--warehouse FILE] [--json]`` (CONTRACT section 2). Exit 0 on a prediction, 2 when the warehouse is missing,
+    the model has no data or an argument is invalid."""
+    parser = argparse.ArgumentParser(
+        prog="impact predict",
+        description="Predict duration and energy of a hypothetical request, with 95 % PIs.",
+    )
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--input-tokens", type=int, required=True)
+    parser.add_argument("--output-tokens", type=int, required=True)
+    parser.add_argument("--cluster", default=None, help="restrict the hardware to this cluster's GPU model")
+    parser.add_argument("--at", default=None, help="RFC 3339 time: train on the 28 days before it")
+    parser.add_argument("--warehouse", default=None, help="DuckDB file (default IMPACT_WAREHOUSE or data/)")
+    parser.add_argument("--json", action="store_true", help="print the prediction as a JSON object")
+    args = parser.parse_args(list(argv) if argv is not None else None)
+
+    if args.input_tokens < 0 or args.output_tokens < 0:
+        print("impact predict: token counts must be non-negative", file=sys.stderr)
+        return 2
+    path = Path(args.warehouse).expanduser() if args.warehouse else _default_warehouse()
+    if not path.is_file():
+        print(
+            f"impact predict: no warehouse at {path}; run `impact run` first or pass --warehouse",
+            file=sys.stderr,
+        )
+        return 2
+    import duckdb
+
+    from orchestration.lib.warehouse import connect
+
+    try:
+        con = connect(path, read_only=True)
+    except duckdb.Error as exc:
+        print(f"impact predict: cannot open {path}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        result = predict_one(con, args.model, args.input_tokens, args.output_tokens, args.cluster, args.at)
+    except NoTrainingDataError as exc:
+        print(f"impact predict: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, duckdb.CatalogException) as exc:
+        print(f"impact predict: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        con.close()
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(format_prediction(result))
+    return 0 if result["prediction_status"] == STATUS_OK else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(predict_main())

@@ -1,0 +1,220 @@
+"""Predictions from the e_K / r_K models: point estimates, 95 % prediction intervals, missing fits, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from orchestration.lib import predictions
+
+# known coefficients of the paper form: y = a_in tau_in + a_out tau_out + a_io tau_in tau_out + noise
+ENERGY = (0.02, 0.5, 0.0004)
+RUNTIME = (0.0001, 0.02, 0.000001)
+ENERGY_SD, RUNTIME_SD = 5.0, 0.2
+
+
+def synthetic(n: int, seed: int, model: str = "m7b", hardware: str = "A100") -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    tin = rng.integers(10, 2000, n)
+    tout = rng.integers(1, 500, n)
+
+    def paper(c):
+        return c[0] * tin + c[1] * tout + c[2] * tin * tout
+
+    return pd.DataFrame(
+        {
+            "model": model,
+            "hardware": hardware,
+            "input_tokens": tin,
+            "output_tokens": tout,
+            "true_energy_j": paper(ENERGY),
+            "true_duration_s": paper(RUNTIME),
+            "it_energy_j": paper(ENERGY) + rng.normal(0, ENERGY_SD, n),
+            "duration_s": paper(RUNTIME) + rng.normal(0, RUNTIME_SD, n),
+        }
+    )
+
+
+def test_predictions_match_known_coefficients_and_intervals_cover():
+    train, test = synthetic(3000, seed=1), synthetic(4000, seed=2)
+    p = predictions.predict_requests(test, train)
+    assert (p["prediction_status"] == predictions.STATUS_OK).all()
+    np.testing.assert_allclose(p["predicted_energy_j"], p["true_energy_j"], rtol=0.02, atol=1.0)
+    np.testing.assert_allclose(p["predicted_request_duration_s"], p["true_duration_s"], rtol=0.02, atol=0.05)
+    assert (p["predicted_energy_low_j"] <= p["predicted_energy_j"]).all()
+    assert (p["predicted_energy_j"] <= p["predicted_energy_high_j"]).all()
+    assert (p["predicted_energy_low_j"] >= 0).all() and (p["predicted_duration_low_s"] >= 0).all()
+    e_cov = p["it_energy_j"].between(p["predicted_energy_low_j"], p["predicted_energy_high_j"]).mean()
+    # duration intervals are clipped at 0, which can only raise coverage of the (noisy, sometimes negative) truth
+    d_cov = p["duration_s"].between(p["predicted_duration_low_s"], p["predicted_duration_high_s"]).mean()
+    assert 0.90 <= e_cov <= 0.99, e_cov
+    assert 0.90 <= d_cov <= 0.99, d_cov
+    # the half-width of a prediction interval is about 1.96 sigma when the coefficients are well determined
+    half = (p["predicted_energy_high_j"] - p["predicted_energy_low_j"]) / 2
+    assert half.median() == pytest.approx(1.96 * ENERGY_SD, rel=0.1)
+
+
+def test_predicted_inferences_is_output_plus_one_and_order_is_kept():
+    train = synthetic(200, seed=3)
+    test = synthetic(50, seed=4).sample(frac=1.0, random_state=0)
+    p = predictions.predict_requests(test, train)
+    assert list(p.index) == list(test.index)
+    assert (p["predicted_inferences"] == test["output_tokens"] + 1).all()
+
+
+def test_model_without_training_data_gets_a_status():
+    train = synthetic(200, seed=5)
+    test = pd.concat(
+        [synthetic(5, seed=6), synthetic(3, seed=7, model="other"), synthetic(2, seed=8, hardware="H100")],
+        ignore_index=True,
+    )
+    test.loc[1, "output_tokens"] = None
+    test.loc[9, "hardware"] = None
+    p = predictions.predict_requests(test, train)
+    status = p["prediction_status"]
+    assert (status.iloc[[0, 2, 3, 4]] == "ok").all()
+    assert status.iloc[1] == "missing token counts"
+    assert pd.isna(p["predicted_inferences"].iloc[1])
+    assert status.iloc[5].startswith("no fit for model other on hardware A100")
+    assert status.iloc[8].startswith("no fit for model m7b on hardware H100")
+    assert status.iloc[9].startswith("no fit for model m7b")
+    assert p.loc[5:, "predicted_energy_j"].isna().all()
+    assert (p.loc[5:, "predicted_inferences"] == test.loc[5:, "output_tokens"] + 1).all()
+
+
+def test_too_few_rows_gives_status_with_reason():
+    p = predictions.predict_requests(synthetic(5, seed=9), synthetic(2, seed=10))
+    assert p["prediction_status"].str.contains("too few rows").all()
+    assert p["predicted_energy_j"].isna().all()
+
+
+def test_prediction_errors():
+    pred = pd.DataFrame(
+        {
+            "model": ["a", "a", "a", "b"],
+            "hardware": ["A100"] * 4,
+            "attributed_it_energy_j": [100.0, 200.0, 0.0, 10.0],
+            "predicted_energy_j": [110.0, 180.0, 5.0, np.nan],
+            "predicted_energy_low_j": [90.0, 190.0, 0.0, np.nan],
+            "predicted_energy_high_j": [120.0, 210.0, 10.0, np.nan],
+        }
+    )
+    e = predictions.prediction_errors(pred).set_index("model")
+    assert e.loc["a", "n_requests"] == 3 and e.loc["a", "n"] == 2
+    assert e.loc["a", "mape"] == pytest.approx(0.1)
+    assert e.loc["a", "median_ratio"] == pytest.approx((1.1 + 0.9) / 2)
+    assert e.loc["a", "interval_coverage"] == pytest.approx(1.0)
+    assert e.loc["b", "n"] == 0 and np.isnan(e.loc["b", "mape"])
+    assert "| a | A100 | 3 | 2 | 10.0 % |" in predictions.errors_markdown(e.reset_index())
+
+
+def _small_warehouse(path: Path) -> None:
+    frame = synthetic(400, seed=11)
+    frame["request_id"] = [f"r{i}" for i in range(len(frame))]
+    frame["cluster"] = np.where(np.arange(len(frame)) % 2 == 0, "c1", "c2")
+    frame["start_time"] = pd.Timestamp("2024-05-01") + pd.to_timedelta(np.arange(len(frame)) * 300, unit="s")
+    frame["day"] = frame["start_time"].dt.date
+    con = duckdb.connect(str(path))
+    con.execute("create schema marts")
+    con.execute("create schema raw")
+    con.execute(
+        "create table marts.fct_request_energy as select request_id, cluster, model, start_time, duration_s, "
+        "input_tokens, output_tokens, it_energy_j, cast(day as date) as day from frame"
+    )
+    con.execute("create table raw.clusters (cluster varchar, gpu_model varchar)")
+    con.execute("insert into raw.clusters values ('c1', 'A100'), ('c2', 'A100'), ('c3', 'H100')")
+    con.close()
+
+
+def test_cli_predict_json(tmp_path, capsys):
+    wh = tmp_path / "wh.duckdb"
+    _small_warehouse(wh)
+    args = ["--model", "m7b", "--input-tokens", "500", "--output-tokens", "100", "--warehouse", str(wh)]
+    assert predictions.predict_main([*args, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    truth = ENERGY[0] * 500 + ENERGY[1] * 100 + ENERGY[2] * 500 * 100
+    assert out["predicted_energy_j"] == pytest.approx(truth, rel=0.05)
+    assert out["predicted_energy_low_j"] < out["predicted_energy_j"] < out["predicted_energy_high_j"]
+    assert (
+        out["predicted_duration_low_s"]
+        < out["predicted_request_duration_s"]
+        < out["predicted_duration_high_s"]
+    )
+    assert out["predicted_inferences"] == 101
+    assert out["nobs"] == 400 and out["hardware"] == "A100"
+    assert out["training_clusters"] == ["c1", "c2"]
+    assert out["prediction_status"] == "ok"
+
+    assert predictions.predict_main([*args, "--cluster", "c1", "--at", "2024-05-01T12:00:00Z", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["nobs"] == 144  # 12 h of one request every 5 minutes, both A100 clusters
+
+    assert predictions.predict_main(args) == 0
+    assert "predicted energy" in capsys.readouterr().out
+
+
+def test_cli_predict_errors(tmp_path, capsys):
+    wh = tmp_path / "wh.duckdb"
+    args = ["--input-tokens", "5", "--output-tokens", "5", "--warehouse"]
+    assert predictions.predict_main(["--model", "m7b", *args, str(wh)]) == 2
+    assert "no warehouse" in capsys.readouterr().err
+    _small_warehouse(wh)
+    assert predictions.predict_main(["--model", "nope", *args, str(wh)]) == 2
+    assert "no attributed requests of model 'nope'" in capsys.readouterr().err
+    assert predictions.predict_main(["--model", "m7b", *args, str(wh), "--cluster", "c3"]) == 2
+    assert "H100" in capsys.readouterr().err
+    assert predictions.predict_main(["--model", "m7b", *args, str(wh), "--cluster", "zz"]) == 2
+    assert "unknown cluster" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+@pytest.mark.xdist_group("pipeline")
+def test_request_predictions_asset(tmp_path):
+    import dagster as dg
+    from conftest import run_days
+
+    from orchestration.defs.predictions.assets import request_predictions
+    from orchestration.defs.resources import ImpactSettings
+    from orchestration.lib.simulate import ClusterSpec, SimConfig, simulate, write_dataset
+    from orchestration.lib.warehouse import connect
+
+    cfg = SimConfig(
+        days=["2024-05-01"],
+        clusters=[ClusterSpec(cluster_id="p-a100", nodes=2, gpus_per_node=2)],
+        requests_per_day=1500,
+        arrivals="poisson",
+        seed=5,
+    )
+    data_dir, warehouse = tmp_path / "inputs", tmp_path / "wh.duckdb"
+    write_dataset(simulate(cfg), data_dir)
+    run_days(data_dir, warehouse, ["2024-05-01"])
+    result = dg.materialize(
+        [request_predictions],
+        resources={"settings": ImpactSettings(data_dir=str(data_dir), warehouse=str(warehouse))},
+    )
+    assert result.success
+    con = connect(warehouse, read_only=True)
+    try:
+        n_fct = con.execute("select count(*) from marts.fct_request_energy").fetchone()[0]
+        missing = con.execute(
+            "select count(*) from marts.fct_request_energy f anti join models.request_predictions p "
+            "using (request_id)"
+        ).fetchone()[0]
+        n_pred, n_ok, bad_inf = con.execute(
+            "select count(*), count(*) filter (prediction_status = 'ok'), "
+            "count(*) filter (predicted_inferences != output_tokens + 1) from models.request_predictions"
+        ).fetchone()
+        errors = con.execute("select * from models.prediction_errors").df()
+    finally:
+        con.close()
+    assert n_fct > 1000 and missing == 0 and n_pred == n_fct
+    assert n_ok == n_pred and bad_inf == 0
+    assert len(errors) >= 1 and (errors["n"] > 0).all() and errors["mape"].notna().all()
+    mat = result.asset_materializations_for_node(request_predictions.op.name)[0]
+    assert mat.metadata["dagster/row_count"].value == n_fct
+    assert "MAPE" in mat.metadata["prediction_errors"].value
