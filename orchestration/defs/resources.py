@@ -28,6 +28,11 @@ class ImpactSettings(dg.ConfigurableResource):
     max_request_duration_s: float = DEFAULT_MAX_REQUEST_DURATION_S
     telemetry_margin_s: float = DEFAULT_TELEMETRY_MARGIN_S
     coverage_warn_below: float = 0.95
+    # model checks (issue 3): a fit warns below this uncentred R-squared or above this CV MAPE; a coefficient
+    # warns when it moved by more than this many standard errors of the previous fit
+    fit_min_r_squared_uncentered: float = 0.9
+    fit_max_cv_mape: float = 0.25
+    drift_k_standard_errors: float = 3.0
     window_s: float | None = None
     dynamic_share: str = "request_seconds"
     attribution_level: str | None = None

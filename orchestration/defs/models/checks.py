@@ -15,9 +15,6 @@ from orchestration.lib.warehouse import connect
 FIT_QUALITY_CHECK = "fit_quality"
 COEFFICIENT_DRIFT_CHECK = "coefficient_drift"
 
-MIN_R_SQUARED_UNCENTERED = 0.9
-MAX_CV_MAPE = 0.25
-DRIFT_K = 3.0  # standard errors (of the previous fit) a coefficient may move before the check warns
 MAX_ROWS_SHOWN = 20
 
 
@@ -89,17 +86,19 @@ def _md(df: pd.DataFrame) -> str:
 
 @dg.asset_check(asset=FITS_KEY, name=FIT_QUALITY_CHECK)
 def fit_quality(settings: ImpactSettings) -> dg.AssetCheckResult:
-    """Warns when a latest fit explains energy or runtime poorly: uncentred R-squared below 0.9 or an
-    out-of-sample MAPE above 25 %. Its predictions for that model and hardware should not be trusted as is."""
+    """Warns when a latest fit explains energy or runtime poorly: uncentred R-squared below
+    `fit_min_r_squared_uncentered` (default 0.9) or an out-of-sample MAPE above `fit_max_cv_mape` (default 25 %).
+    Its predictions for that model and hardware should not be trusted as is."""
     fits = _read(settings, (1,))
     latest = fits[0] if fits is not None else pd.DataFrame()
-    bad = quality_offenders(latest, MIN_R_SQUARED_UNCENTERED, MAX_CV_MAPE) if len(latest) else latest
+    min_r2, max_mape = settings.fit_min_r_squared_uncentered, settings.fit_max_cv_mape
+    bad = quality_offenders(latest, min_r2, max_mape) if len(latest) else latest
     return dg.AssetCheckResult(
         passed=bool(len(bad) == 0),
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
-            "min_r_squared_uncentered": MIN_R_SQUARED_UNCENTERED,
-            "max_cv_mape": MAX_CV_MAPE,
+            "min_r_squared_uncentered": min_r2,
+            "max_cv_mape": max_mape,
             "fits_checked": len(latest),
             "fits_below": len(bad),
             "lowest_r_squared_uncentered": float(latest["r_squared_uncentered"].min()) if len(latest) else 1.0,
@@ -110,23 +109,26 @@ def fit_quality(settings: ImpactSettings) -> dg.AssetCheckResult:
 
 @dg.asset_check(asset=FITS_KEY, name=COEFFICIENT_DRIFT_CHECK)
 def coefficient_drift_check(settings: ImpactSettings) -> dg.AssetCheckResult:
-    """Warns when a coefficient of a model moved by more than 3 standard errors (of the previous fit) since the
-    previous fit of the same model, hardware, source and target: the serving stack, the hardware or the traffic
-    changed, and the energy estimates built on the old coefficients are stale."""
+    """Warns when a coefficient of a model moved by more than `drift_k_standard_errors` (default 3) standard errors
+    (of the previous fit) since the previous fit of the same model, hardware, source and target: the serving
+    stack, the hardware or the traffic changed, and the energy estimates built on the old coefficients are stale."""
     fits = _read(settings, (1, 2))
     if fits is None or fits[1].empty:
         return dg.AssetCheckResult(
             passed=True,
             severity=dg.AssetCheckSeverity.WARN,
-            metadata={"k_standard_errors": DRIFT_K, "details": dg.MetadataValue.md("no previous fit")},
+            metadata={
+                "k_standard_errors": settings.drift_k_standard_errors,
+                "details": dg.MetadataValue.md("no previous fit"),
+            },
         )
     latest, previous = fits
-    offenders, compared = coefficient_drift(latest, previous, DRIFT_K)
+    offenders, compared = coefficient_drift(latest, previous, settings.drift_k_standard_errors)
     return dg.AssetCheckResult(
         passed=bool(offenders.empty),
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
-            "k_standard_errors": DRIFT_K,
+            "k_standard_errors": settings.drift_k_standard_errors,
             "latest_fitted_at": str(latest["fitted_at"].iloc[0]) if len(latest) else "none",
             "previous_fitted_at": str(previous["fitted_at"].iloc[0]),
             "groups_compared": compared,
