@@ -12,7 +12,7 @@ from orchestration.defs.automation.jobs import MODELS_JOB_NAME
 from orchestration.defs.models import assets as model_assets
 from orchestration.defs.models import checks as model_checks
 from orchestration.defs.resources import ImpactSettings
-from orchestration.lib.energy_models import CONTRACT_COLUMNS
+from orchestration.lib.energy_models import CONTRACT_COLUMNS, coefficient_drift, quality_offenders
 from orchestration.lib.simulate import ClusterSpec, SimConfig, simulate, write_dataset
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("pipeline")]
@@ -147,7 +147,7 @@ def test_drift_flags_a_coefficient_moved_beyond_k_standard_errors():
     previous = pd.DataFrame([{**key, "alpha_in": 1.0, "alpha_out": 2.0, "alpha_in_out": 0.0,
                               "se_in": 0.1, "se_out": 0.1, "se_in_out": 0.01}])  # fmt: skip
     latest = previous.assign(alpha_in=1.25, alpha_out=2.5)  # 2.5 SE: fine; 5 SE: drift
-    offenders, compared = model_checks.coefficient_drift(latest, previous, 3.0)
+    offenders, compared = coefficient_drift(latest, previous, 3.0)
     assert compared == 1
     assert list(offenders["coefficient"]) == ["alpha_out"]
     assert offenders["shift_se"].iloc[0] == pytest.approx(5.0)
@@ -158,7 +158,7 @@ def test_quality_flags_low_r_squared_high_mape_and_nan():
         {"model": ["a", "b", "c", "d"], "hardware": "h", "source": "profiling", "target": "energy",
          "r_squared_uncentered": [0.95, 0.85, 0.99, float("nan")], "cv_mape": [0.1, 0.1, 0.3, 0.1], "nobs": 10}
     )  # fmt: skip
-    bad = model_checks.quality_offenders(fits, 0.9, 0.25)
+    bad = quality_offenders(fits, 0.9, 0.25)
     assert list(bad["model"]) == ["b", "c", "d"]
 
 

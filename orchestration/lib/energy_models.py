@@ -565,3 +565,35 @@ def fit_main(argv: Sequence[str] | None = None) -> int:
     else:
         print(format_fits(fits) if len(fits) else "no profiling rows to fit")
     return 0 if len(ok) else 1
+
+
+# ------------------------------------------------------------------------------------------- monitoring
+
+
+def quality_offenders(fits: pd.DataFrame, min_r2: float, max_cv_mape: float) -> pd.DataFrame:
+    """Fits whose uncentred R-squared is below `min_r2` or whose CV MAPE is above `max_cv_mape` (NaN fails)."""
+    r2 = fits["r_squared_uncentered"].astype(float)
+    mape = fits["cv_mape"].astype(float)
+    bad = ~(r2 >= min_r2) | ~(mape <= max_cv_mape)
+    return fits.loc[bad, [*KEY_COLUMNS, "r_squared_uncentered", "cv_mape", "nobs"]]
+
+
+def coefficient_drift(latest: pd.DataFrame, previous: pd.DataFrame, k: float) -> tuple[pd.DataFrame, int]:
+    """Coefficients of groups present in both fits that moved more than k previous standard errors.
+
+    Returns (offenders: key columns, coefficient, previous, latest, se_previous, shift_se; number of groups
+    compared). A coefficient with a zero or missing previous SE drifts when it changed at all.
+    """
+    both = latest.merge(previous, on=list(KEY_COLUMNS), suffixes=("", "_prev"))
+    rows = []
+    for p in PARAM_KEYS:  # a loop over the three coefficients; vectorised over groups
+        now, before, se = both[f"alpha_{p}"], both[f"alpha_{p}_prev"], both[f"se_{p}_prev"]
+        shift = (now - before).abs()
+        moved = shift > k * se.where(se > 0, 0.0)
+        part = both.loc[moved, list(KEY_COLUMNS)].assign(
+            coefficient=f"alpha_{p}", previous=before[moved], latest=now[moved], se_previous=se[moved],
+            shift_se=(shift / se)[moved],
+        )  # fmt: skip
+        rows.append(part)
+    offenders = pd.concat(rows, ignore_index=True)
+    return offenders, len(both)
