@@ -165,16 +165,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 raise_on_error=False,
                 run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
             )
-        failed_checks = [
-            f"{e.asset_check_evaluation_data.check_name} on "
-            f"{e.asset_check_evaluation_data.asset_key.to_user_string()}"
-            for e in result.all_events
-            if e.event_type_value == "ASSET_CHECK_EVALUATION"
-            and not e.asset_check_evaluation_data.passed
-        ]
         status = "ok" if result.success else "FAILED"
-        say(f"[{i}/{len(days)}] {day}  {status}  {time.monotonic() - began:.1f} s"
-            + (f"  checks not passed: {', '.join(failed_checks)}" if failed_checks else ""))
+        say(f"[{i}/{len(days)}] {day}  {status}  {time.monotonic() - began:.1f} s{_failed_checks(result)}")
         if not result.success:
             failures.append(f"{day}: {_failure_cause(result)}")
 
@@ -188,7 +180,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
             )
         say(f"[models] energy and runtime models  {'ok' if result.success else 'FAILED'}  "
-            f"{time.monotonic() - began:.1f} s")
+            f"{time.monotonic() - began:.1f} s{_failed_checks(result)}")
         if not result.success:
             failures.append(f"models: {_failure_cause(result)}")
 
@@ -200,6 +192,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("\nFailed:\n  " + "\n  ".join(failures) + f"\n(full log: {log_path})", file=sys.stderr)
         return 1
     return 0
+
+
+def _failed_checks(result) -> str:
+    """'  checks not passed: ...' naming each asset check that did not pass (warnings included), or ''."""
+    names = [
+        f"{e.asset_check_evaluation_data.check_name} on {e.asset_check_evaluation_data.asset_key.to_user_string()}"
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.asset_check_evaluation_data.passed
+    ]
+    return f"  checks not passed: {', '.join(names)}" if names else ""
 
 
 def _failure_cause(result) -> str:
