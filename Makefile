@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 MANIFEST := dbt_project/target/manifest.json
 WAREHOUSE ?= data/warehouse.duckdb
 DATA_DIR ?= data/sample/inputs
-export DAGSTER_HOME ?= $(CURDIR)/dagster_home
+# run history for the demo and the UI (tests use ephemeral Dagster instances)
+DAGSTER_HOME ?= $(CURDIR)/dagster_home
 
 .PHONY: demo test ui setup manifest lint benchmark clean
 
@@ -28,14 +29,14 @@ $(MANIFEST): $(STAMP) $(shell find dbt_project/models dbt_project/macros -type f
 manifest: $(MANIFEST)
 
 demo: $(MANIFEST)
-	$(BIN)/impact run --data-dir $(DATA_DIR) --warehouse $(WAREHOUSE)
+	DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/impact run --data-dir $(DATA_DIR) --warehouse $(WAREHOUSE)
 
 test: $(MANIFEST)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 ui: $(MANIFEST)
 	@mkdir -p $(DAGSTER_HOME)
-	IMPACT_DATA_DIR=$(abspath $(DATA_DIR)) IMPACT_WAREHOUSE=$(abspath $(WAREHOUSE)) \
+	DAGSTER_HOME=$(DAGSTER_HOME) IMPACT_DATA_DIR=$(abspath $(DATA_DIR)) IMPACT_WAREHOUSE=$(abspath $(WAREHOUSE)) \
 		$(BIN)/dagster dev -m orchestration.definitions -h 127.0.0.1 -p 3000
 
 lint: $(STAMP)

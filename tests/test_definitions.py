@@ -64,3 +64,18 @@ def test_jobs_schedules_sensors_checks():
     assert d.resolve_sensor_def("impact_new_input_files").job_name == "impact_daily"
     check_names = {key.name for key in d.resolve_asset_graph().asset_check_keys}
     assert {"energy_conservation", "no_negative_energy", "telemetry_coverage", "single_request_rule"} <= check_names
+
+
+def test_definitions_load_under_dagster_dev_without_the_venv_on_path():
+    """`make ui` runs `dagster dev` from an un-activated venv: the code location must load with no dbt on PATH
+    (dagster-dbt's prepare_if_dev() did not, and the UI showed an error instead of the asset graph)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DAGSTER_IS_DEV_CLI": "1", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-c", "from orchestration.definitions import defs; print(len(list(defs().assets)))"],
+        env=env, capture_output=True, text=True, check=False, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]

@@ -9,11 +9,14 @@ import dagster as dg
 from dagster_dbt import DbtCliResource, DbtProject
 
 from orchestration import settings
-from orchestration.dbt_manifest import dbt_executable
+from orchestration.dbt_manifest import dbt_executable, prepare_manifest
 from orchestration.lib.ingest import DEFAULT_MAX_REQUEST_DURATION_S, DEFAULT_TELEMETRY_MARGIN_S
 
 DBT_PROJECT = DbtProject(project_dir=settings.DBT_PROJECT_DIR, profiles_dir=settings.DBT_PROJECT_DIR)
-DBT_PROJECT.prepare_if_dev()
+if os.environ.get("DAGSTER_IS_DEV_CLI"):
+    # Under `dagster dev` (make ui), re-parse when the dbt project changed, with the venv's dbt: dagster-dbt's own
+    # prepare_if_dev() looks for `dbt` on PATH, which an un-activated venv does not provide.
+    prepare_manifest()
 
 
 class ImpactSettings(dg.ConfigurableResource):
