@@ -91,6 +91,26 @@ def _summary_rows(warehouse: Path, days: Sequence[dt.date]) -> list[tuple]:
         con.close()
 
 
+def _rejection_reasons(warehouse: Path, days: Sequence[dt.date]) -> list[tuple]:
+    """Rejected rows of these days (and undated ones) by input and kind of reason, with one example each."""
+    from orchestration.lib.warehouse import connect
+
+    con = connect(warehouse, read_only=True)
+    try:
+        return con.execute(
+            """
+            select input, regexp_replace(reason, ' ''[^'']*''| \\([^)]*\\)|: .*', '', 'g') as kind, count(*),
+                   min(source_file || ':' || source_row || '  ' || reason)
+            from raw.rejected_rows
+            where partition_day is null or list_contains($days, partition_day)
+            group by all order by count(*) desc, kind limit 20
+            """,
+            {"days": list(days)},
+        ).fetchall()
+    finally:
+        con.close()
+
+
 def format_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A plain fixed-width table for the terminal."""
 
@@ -105,7 +125,11 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
     lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
+    # numbers right-aligned, text left-aligned
+    lines += [
+        "  ".join(c.rjust(w) if isinstance(v, (int, float)) else c.ljust(w) for c, w, v in zip(r, widths, row))
+        for r, row in zip(cells, rows)
+    ]
     return "\n".join(lines)
 
 
@@ -188,6 +212,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     header = ("day", "cluster", "requests", "metered_kwh", "attributed_kwh", "unattributed_kwh",
               "coverage", "counter_resets", "rejected_rows")
     print(format_table(header, rows))
+    reasons = _rejection_reasons(warehouse, days) if warehouse.exists() else []
+    if reasons:
+        print("\nRejected rows (details in raw.rejected_rows):")
+        print(format_table(("input", "reason", "rows", "example"), reasons))
     if failures:
         print("\nFailed:\n  " + "\n  ".join(failures) + f"\n(full log: {log_path})", file=sys.stderr)
         return 1

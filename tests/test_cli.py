@@ -25,8 +25,10 @@ def test_run_prints_progress_and_summary_and_survives_bad_rows(tiny_dataset, tmp
     assert main(["run", "--data-dir", str(tiny_dataset), "--warehouse", str(warehouse)]) == 0
     out = capsys.readouterr().out
     assert "[1/1] 2024-05-01  ok" in out
-    summary = out.splitlines()[-1].split()
+    summary = next(line for line in out.splitlines() if line.startswith("2024-05-01  ")).split()
     # day, cluster, requests, metered_kwh, attributed_kwh, unattributed_kwh, coverage, resets, rejected rows
     assert summary[:3] == ["2024-05-01", "c1", "1"]
     assert float(summary[3]) == pytest.approx(19_023_000 / 3.6e6, abs=1e-3)
     assert summary[4] == summary[3] and summary[-1] == "1"
+    # and why: the rejection, with its file and line
+    assert "requests/r.jsonl:2  malformed JSON" in out

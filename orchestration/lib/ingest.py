@@ -89,6 +89,8 @@ CLUSTER_NUMERIC_KEYS: tuple[str, ...] = (
 ATTRIBUTION_LEVELS: tuple[str, ...] = ("auto", "cluster", "node", "gpu")
 
 DEFAULT_MAX_REQUEST_DURATION_S = 6 * 3600.0
+# A rejection reason without its quoted values, parenthesised details and ': ...' tails: the kind to count by.
+REASON_KIND_SQL = r"regexp_replace(reason, ' ''[^'']*''| \([^)]*\)|: .*', '', 'g')"
 DEFAULT_TELEMETRY_MARGIN_S = 600.0
 
 
@@ -430,7 +432,7 @@ def _store(
 def _reason_counts(con: duckdb.DuckDBPyConnection, table: str, day: dt.date) -> dict[str, int]:
     rows = con.execute(
         f"""
-        select regexp_replace(reason, ' ''[^'']*''| \\([^)]*\\)|: .*', '', 'g') as kind, count(*)
+        select {REASON_KIND_SQL} as kind, count(*)
         from {table} where reject_day = $day or reject_day is null
         group by kind order by count(*) desc, kind
         """,
