@@ -397,6 +397,38 @@ def _fill_raw_record_sql(fields: tuple[str, ...], typed: dict[str, str]) -> str:
     return f"coalesce(raw_record, cast(json_object({pairs}) as varchar))"
 
 
+def _rejects_table(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    rows_table: str,
+    bad_tables: tuple[str, ...],
+    keys: tuple[str, ...],
+    ts_sql: str,
+    raw_record_sql: str,
+) -> None:
+    """The rejected rows (the union of `bad_tables`: keys + reason) with their day and raw record. A row whose
+    time is unreadable or implausible is filed under the day most rows of its file belong to."""
+    con.execute(
+        f"""
+        create or replace temp table {name} as
+        with file_days as (
+            select source_file, mode(cast(ts as date)) as modal_day
+            from (select source_file, {ts_sql} as ts from {rows_table})
+            where ts is not null and not impact_implausible_ts(ts) group by source_file
+        ),
+        bad as ({" union all ".join(f"select * from {t}" for t in bad_tables)})
+        select {", ".join(f"b.{k}" for k in keys)}, b.reason,
+            coalesce(
+                case when not impact_implausible_ts({ts_sql}) then cast({ts_sql} as date) end, f.modal_day
+            ) as reject_day,
+            {raw_record_sql} as raw_record
+        from bad b
+        join {rows_table} using ({", ".join(keys)})
+        left join file_days f using (source_file)
+        """
+    )
+
+
 def _store(
     con: duckdb.DuckDBPyConnection,
     input_name: str,
@@ -689,24 +721,9 @@ def ingest_requests(
         from ranked where copy_no > 1
         """
     )
-    con.execute(
-        f"""
-        create or replace temp table _req_rejects as
-        with file_days as (
-            select source_file, mode(cast(ts as date)) as modal_day
-            from (select source_file, {start_ts} as ts from _req_candidates)
-            where ts is not null and not impact_implausible_ts(ts) group by source_file
-        ),
-        bad as (select * from _req_bad union all select * from _req_dups)
-        select b.source_file, b.source_row, b.source_index, b.reason,
-            coalesce(
-                case when not impact_implausible_ts({start_ts}) then cast({start_ts} as date) end, f.modal_day
-            ) as reject_day,
-            {_fill_raw_record_sql(REQUEST_FIELDS, REQUEST_TYPED)} as raw_record
-        from bad b
-        join _req_candidates c using (source_file, source_row, source_index)
-        left join file_days f using (source_file)
-        """
+    _rejects_table(
+        con, "_req_rejects", "_req_candidates", ("_req_bad", "_req_dups"),
+        ("source_file", "source_row", "source_index"), start_ts, _fill_raw_record_sql(REQUEST_FIELDS, REQUEST_TYPED),
     )
     day_start = dt.datetime.combine(day, dt.time())
     day_end = day_start + dt.timedelta(days=1)
@@ -901,25 +918,9 @@ def ingest_telemetry(
         from ranked where copy_no > 1
         """
     )
-    con.execute(
-        f"""
-        create or replace temp table _tel_rejects as
-        with file_days as (
-            select source_file, mode(cast(ts as date)) as modal_day
-            from _tel_typed where ts is not null and not impact_implausible_ts(ts) group by source_file
-        ),
-        bad as (select * from _tel_bad union all select * from _tel_dups)
-        select b.source_file, b.source_row, b.reason,
-            coalesce(case when not impact_implausible_ts(t.ts) then cast(t.ts as date) end, f.modal_day)
-                as reject_day,
-            coalesce(t.raw_record, cast(json_object(
-                'timestamp', {_shown("timestamp")}, 'cluster', t.cluster, 'metric', t.metric,
-                'value', {_shown("value")}, 'node', t.node, 'gpu', t.gpu, 'cpu', t.cpu, 'mode', t.mode
-            ) as varchar)) as raw_record
-        from bad b
-        join _tel_typed t using (source_file, source_row)
-        left join file_days f using (source_file)
-        """
+    _rejects_table(
+        con, "_tel_rejects", "_tel_typed", ("_tel_bad", "_tel_dups"),
+        ("source_file", "source_row"), "ts", _fill_raw_record_sql(TELEMETRY_FIELDS, TELEMETRY_TYPED),
     )
     in_scope = f"quantity is not null and ts >= {lo_sql} and ts < {hi_sql}"
     loaded_sql = f"""
