@@ -23,9 +23,5 @@ DEFAULT_PARTITIONS_START = "2023-01-01"
 DEFAULT_SCHEDULE_LAG_HOURS = 2
 
 
-def data_dir() -> Path:
-    return Path(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR).resolve()
-
-
 def warehouse_path() -> Path:
     return Path(os.environ.get(WAREHOUSE_ENV) or DEFAULT_WAREHOUSE).resolve()

@@ -124,7 +124,7 @@ def _small_warehouse(path: Path) -> None:
     con.execute("create schema raw")
     con.execute(
         "create table marts.fct_request_energy as select request_id, cluster, model, start_time, duration_s, "
-        "input_tokens, output_tokens, it_energy_j, cast(day as date) as day from frame"
+        "input_tokens, output_tokens, it_energy_j, cast(day as date) as day, 1.0 as mean_concurrency from frame"
     )
     con.execute("create table raw.clusters (cluster varchar, gpu_model varchar)")
     con.execute("insert into raw.clusters values ('c1', 'A100'), ('c2', 'A100'), ('c3', 'H100')")

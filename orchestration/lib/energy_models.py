@@ -279,6 +279,51 @@ def fit_energy_model(
     return FitResult(results=res, row=row, form=form, target=target, data=data, exog_names=names)
 
 
+def fit_group_results(
+    df: pd.DataFrame,
+    group_cols: Sequence[str] = ("model", "hardware"),
+    targets: Sequence[str] = ("energy_j", "runtime_s"),
+    source: str = "profiling",
+    tau_in: str = "input_tokens",
+    tau_out: str = "output_tokens",
+    form: str = "paper",
+    cv_folds: int = 5,
+    seed: int = 0,
+    fitted_at: pd.Timestamp | None = None,
+) -> tuple[pd.DataFrame, list[FitResult | None]]:
+    """As fit_groups, plus each row's FitResult (None for a skipped group), in row order, for callers that need
+    the statsmodels results too (ANOVA, plots) without fitting every group twice."""
+    fitted_at = fitted_at if fitted_at is not None else pd.Timestamp.now(tz="UTC")
+    group_cols = list(group_cols)
+    work = df.copy()
+    for c in group_cols:
+        if c not in work.columns:
+            work[c] = ""
+    rows: list[dict] = []
+    results: list[FitResult | None] = []
+    for key, g in work.groupby(group_cols, sort=True, dropna=False):  # a loop over groups
+        key = key if isinstance(key, tuple) else (key,)
+        for target in targets:
+            base = dict(zip(group_cols, key))
+            base.update({"source": source, "target": TARGET_NAMES.get(target, target)})
+            try:
+                fit = fit_energy_model(
+                    g, target, tau_in, tau_out, form=form, cv_folds=cv_folds, seed=seed, fitted_at=fitted_at
+                )
+                rows.append({**base, **fit.row, "skip_reason": None})
+                results.append(fit)
+            except (SingularDesignError, KeyError) as exc:
+                # the reason is in the returned row (skip_reason); callers report it
+                log.info("energy model skipped for %s %s: %s", dict(zip(group_cols, key)), target, exc)
+                empty = {c: math.nan for c in (*FIT_COLUMNS, *EXTRA_COLUMNS)}
+                empty.update({"form": form, "fitted_at": fitted_at, "nobs": len(g)})
+                rows.append({**base, **empty, "skip_reason": str(exc)})
+                results.append(None)
+    cols = [*group_cols, "source", "target", *FIT_COLUMNS, *EXTRA_COLUMNS, "skip_reason"]
+    cols = list(dict.fromkeys(cols))
+    return pd.DataFrame(rows, columns=cols), results
+
+
 def fit_groups(
     df: pd.DataFrame,
     group_cols: Sequence[str] = ("model", "hardware"),
@@ -297,32 +342,11 @@ def fit_groups(
     ``skip_reason`` and are logged; the fitted rows have skip_reason None. ``target`` is "energy" / "runtime"
     for energy_j / runtime_s (else the column name). A missing group column (e.g. no hardware) is filled with "".
     """
-    fitted_at = fitted_at if fitted_at is not None else pd.Timestamp.now(tz="UTC")
-    group_cols = list(group_cols)
-    work = df.copy()
-    for c in group_cols:
-        if c not in work.columns:
-            work[c] = ""
-    rows: list[dict] = []
-    for key, g in work.groupby(group_cols, sort=True, dropna=False):  # a loop over groups
-        key = key if isinstance(key, tuple) else (key,)
-        for target in targets:
-            base = dict(zip(group_cols, key))
-            base.update({"source": source, "target": TARGET_NAMES.get(target, target)})
-            try:
-                fit = fit_energy_model(
-                    g, target, tau_in, tau_out, form=form, cv_folds=cv_folds, seed=seed, fitted_at=fitted_at
-                )
-                rows.append({**base, **fit.row, "skip_reason": None})
-            except (SingularDesignError, KeyError) as exc:
-                # the reason is in the returned row (skip_reason); callers report it
-                log.info("energy model skipped for %s %s: %s", dict(zip(group_cols, key)), target, exc)
-                empty = {c: math.nan for c in (*FIT_COLUMNS, *EXTRA_COLUMNS)}
-                empty.update({"form": form, "fitted_at": fitted_at, "nobs": len(g)})
-                rows.append({**base, **empty, "skip_reason": str(exc)})
-    cols = [*group_cols, "source", "target", *FIT_COLUMNS, *EXTRA_COLUMNS, "skip_reason"]
-    cols = list(dict.fromkeys(cols))
-    return pd.DataFrame(rows, columns=cols)
+    rows, _ = fit_group_results(
+        df, group_cols, targets, source, tau_in, tau_out, form=form, cv_folds=cv_folds, seed=seed,
+        fitted_at=fitted_at,
+    )  # fmt: skip
+    return rows
 
 
 # ------------------------------------------------------------------------------------------- diagnostics

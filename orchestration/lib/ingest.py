@@ -107,16 +107,6 @@ class IngestSummary:
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     ignored_by_reason: dict[str, int] = field(default_factory=dict)
 
-    def as_metadata(self) -> dict[str, object]:
-        return {
-            "files": self.files,
-            "lines_in_scope": self.lines_in_scope,
-            "loaded": self.loaded,
-            "rejected": self.rejected,
-            "rejected_by_reason": dict(self.rejected_by_reason),
-            "ignored_by_reason": dict(self.ignored_by_reason),
-        }
-
 
 # --------------------------------------------------------------------------------------------------------------
 # SQL helpers shared by the loaders
@@ -622,7 +612,7 @@ def _integer_checks(fields: tuple[str, ...]) -> str:
     """CASE branches rejecting present-but-invalid counts (non-numeric, non-finite, negative, fractional)."""
     branches = []
     for f in fields:
-        value, shown, present = f"coalesce({f}__v, try_cast(trim({f}) as double))", _shown(f), _present(f)
+        value, shown, present = _typed_value(f, REQUEST_TYPED), _shown(f), _present(f)
         branches.append(
             f"""
             when {present} and {value} is null then 'non-numeric {f} ' || impact_quote({shown})
@@ -732,7 +722,7 @@ def ingest_requests(
         f"{start_ts} < {hi} and ({start_ts} + to_microseconds(try_cast(round({dur} * 1e6) as bigint)) > {lo} "
         f"or cast({start_ts} as date) = date '{day.isoformat()}')"
     )
-    counts = {f: f"cast(coalesce({f}__v, try_cast(trim({f}) as double)) as bigint)" for f in INTEGER_REQUEST_FIELDS}
+    counts = {f: f"cast({_typed_value(f, REQUEST_TYPED)} as bigint)" for f in INTEGER_REQUEST_FIELDS}
     good = "_req_candidates anti join _req_rejects using (source_file, source_row, source_index)"
     loaded_sql = f"""
         select date '{day.isoformat()}', trim(request_id), trim(cluster), trim(model), {start_ts}, {dur},

@@ -261,7 +261,7 @@ def errors_markdown(errors: pd.DataFrame) -> str:
 _TRAINING_SQL = """
     select
         f.request_id, f.model, c.gpu_model as hardware, f.cluster, f.day, f.start_time,
-        f.input_tokens, f.output_tokens, f.it_energy_j, f.duration_s
+        f.input_tokens, f.output_tokens, f.it_energy_j, f.duration_s, f.mean_concurrency
     from marts.fct_request_energy as f
     left join raw.clusters as c on c.cluster = f.cluster
 """

@@ -15,6 +15,7 @@ import pandas as pd
 from orchestration.defs.resources import ImpactSettings
 from orchestration.lib import energy_models as em
 from orchestration.lib.model_plots import diagnostics_markdown
+from orchestration.lib.predictions import window_requests
 from orchestration.lib.warehouse import quote_ident, warehouse
 
 OWNERS = ["team:sustainability"]
@@ -71,21 +72,15 @@ class EnergyModelConfig(dg.Config):
 
 
 def read_telemetry_requests(con: duckdb.DuckDBPyConnection, trailing_days: int) -> pd.DataFrame:
-    """Attributed requests of the trailing window (ending on the latest day present), in the column names of the
-    profiling runs: model, hardware (the cluster's gpu_model), input_tokens, output_tokens, energy_j (IT energy),
-    runtime_s (duration), mean_concurrency."""
+    """Attributed requests of the trailing window (ending on the latest day present; the same window the
+    predictions use), in the column names of the profiling runs: model, hardware (the cluster's gpu_model),
+    input_tokens, output_tokens, energy_j (IT energy), runtime_s (duration), mean_concurrency."""
     if trailing_days <= 0:
         raise ValueError(f"trailing_days must be positive, not {trailing_days}")
-    return con.execute(
-        """
-        select r.model, coalesce(c.gpu_model, '') as hardware, r.input_tokens, r.output_tokens,
-               r.it_energy_j as energy_j, r.duration_s as runtime_s, r.mean_concurrency
-        from marts.fct_request_energy as r
-        left join raw.clusters as c on c.cluster = r.cluster
-        where r.day > (select max(day) from marts.fct_request_energy) - cast($days as integer)
-        """,
-        {"days": trailing_days},
-    ).df()
+    window = window_requests(con, days=trailing_days)
+    return window.assign(hardware=window["hardware"].fillna("")).rename(
+        columns={"it_energy_j": "energy_j", "duration_s": "runtime_s"}
+    )[["model", "hardware", "input_tokens", "output_tokens", "energy_j", "runtime_s", "mean_concurrency"]]
 
 
 def read_profiling_dir(data_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -126,21 +121,17 @@ def group_frames(inputs: dict[str, pd.DataFrame]) -> dict[tuple[str, str, str], 
     return out
 
 
-def fit_all(inputs: dict[str, pd.DataFrame], fitted_at: pd.Timestamp) -> pd.DataFrame:
-    """fit_groups (paper form) for each source, both targets; skipped groups keep their skip_reason."""
-    frames = [
-        em.fit_groups(df, source=source, fitted_at=fitted_at) for source, df in inputs.items() if not df.empty
+def fit_all(
+    inputs: dict[str, pd.DataFrame], fitted_at: pd.Timestamp
+) -> tuple[pd.DataFrame, list[em.FitResult | None]]:
+    """fit_group_results (paper form) for each source, both targets: the rows (skipped groups keep their
+    skip_reason) and, in the same order, the fits behind them (for ANOVA and plots, without refitting)."""
+    parts = [
+        em.fit_group_results(df, source=source, fitted_at=fitted_at) for source, df in inputs.items() if not df.empty
     ]
-    if not frames:
-        return pd.DataFrame(columns=[*FIT_TABLE_COLUMNS, "skip_reason"])
-    return pd.concat(frames, ignore_index=True)
-
-
-def refit(groups: dict[tuple[str, str, str], pd.DataFrame], row: pd.Series, fitted_at: pd.Timestamp) -> em.FitResult:
-    """The FitResult behind one fitted row (ANOVA and the plots need the statsmodels results, fit_groups keeps
-    only the flat row); same data, same form, so the same estimates."""
-    g = groups[(row["model"], row["hardware"], row["source"])]
-    return em.fit_energy_model(g, TARGETS[row["target"]], form=row["form"], fitted_at=fitted_at)
+    if not parts:
+        return pd.DataFrame(columns=[*FIT_TABLE_COLUMNS, "skip_reason"]), []
+    return pd.concat([rows for rows, _ in parts], ignore_index=True), [fit for _, fits in parts for fit in fits]
 
 
 def anova_rows(fit: em.FitResult, row: pd.Series) -> pd.DataFrame:
@@ -327,13 +318,15 @@ def energy_models(
         replace_profiling_rejects(con, rejects, fitted_at)
         inputs = {"telemetry": telemetry, "profiling": profiling}
         groups = group_frames(inputs)
-        all_fits = fit_all(inputs, fitted_at)
-        fits = all_fits[all_fits["skip_reason"].isna()].reset_index(drop=True)
-        skipped = all_fits[all_fits["skip_reason"].notna()]
+        all_fits, results = fit_all(inputs, fitted_at)
+        fitted = all_fits["skip_reason"].isna().to_numpy()
+        fits = all_fits[fitted].reset_index(drop=True)
+        skipped = all_fits[~fitted]
+        fit_results = [fit for fit, ok in zip(results, fitted) if ok]
 
         anova_parts, plots = [], {}
-        for i, row in fits.iterrows():  # one refit per fitted group, for ANOVA and plots
-            fit = refit(groups, row, fitted_at)
+        for i, row in fits.iterrows():  # per fitted group: ANOVA and plots from its fit
+            fit = fit_results[i]
             anova_parts.append(anova_rows(fit, row))
             if i < MAX_PLOT_GROUPS:
                 title = f"{row['model']} / {row['hardware'] or '-'} / {row['source']} / {row['target']}"
