@@ -149,6 +149,28 @@ def test_recovers_known_coefficients_within_three_se():
     assert fit.row["r_squared_uncentered"] > fit.row["r_squared"] > 0.9
 
 
+def test_stored_covariance_reproduces_statsmodels_prediction_interval():
+    """The covariance, residual variance and t quantile stored per fit give, by plain arithmetic (as the impact
+    mart does in SQL), the same 95 % observation interval as statsmodels' get_prediction."""
+    fit = em.fit_energy_model(synthetic(), "energy_j")
+    r = fit.row
+    cov = np.array(
+        [
+            [r["cov_in_in"], r["cov_in_out"], r["cov_in_in_out"]],
+            [r["cov_in_out"], r["cov_out_out"], r["cov_out_in_out"]],
+            [r["cov_in_in_out"], r["cov_out_in_out"], r["cov_in_out_in_out"]],
+        ]
+    )
+    x = np.array([300.0, 120.0, 300.0 * 120.0])
+    mean = x @ np.array([r["alpha_in"], r["alpha_out"], r["alpha_in_out"]])
+    half = r["t_975"] * math.sqrt(x @ cov @ x + r["resid_variance"])
+    frame = fit.results.get_prediction(pd.DataFrame([x], columns=fit.exog_names)).summary_frame(alpha=0.05)
+    assert mean - half == pytest.approx(frame["obs_ci_lower"].iloc[0], rel=1e-10)
+    assert mean + half == pytest.approx(frame["obs_ci_upper"].iloc[0], rel=1e-10)
+    assert r["df_resid"] == r["nobs"] - 3
+    assert math.isnan(em.fit_energy_model(synthetic(), "energy_j", form="intercept").row["t_975"])
+
+
 def test_other_forms_and_comparison():
     df = synthetic()
     df["mean_concurrency"] = np.random.default_rng(5).uniform(1, 8, len(df))

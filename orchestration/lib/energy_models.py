@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 import statsmodels.api as sm
 import statsmodels.formula.api as smf
+from scipy import stats
 from statsmodels.stats.anova import anova_lm
 from statsmodels.stats.diagnostic import het_breuschpagan
 
@@ -74,6 +75,12 @@ EXTRA_COLUMNS: tuple[str, ...] = (
     "intercept",
     "alpha_concurrency",
     "n_dropped",
+    # paper form only: the coefficient covariance, residual variance and t quantile, so that SQL can compute the
+    # same 95 % prediction interval as statsmodels' get_prediction (x' V x + scale, times t_975(df_resid))
+    *(f"cov_{a}_{b}" for i, a in enumerate(PARAM_KEYS) for b in PARAM_KEYS[i:]),
+    "resid_variance",
+    "df_resid",
+    "t_975",
 )
 TARGET_NAMES: dict[str, str] = {"energy_j": "energy", "runtime_s": "runtime"}
 
@@ -243,6 +250,14 @@ def fit_energy_model(
         row[f"ci_high_{k}"] = float(ci.loc[name, 1])
         row[f"p_{k}"] = float(res.pvalues[name])
         row[f"se_hc3_{k}"] = float(hc3[name])
+    if form == "paper":
+        cov = res.cov_params()
+        for i, a in enumerate(PARAM_KEYS):
+            for b in PARAM_KEYS[i:]:
+                row[f"cov_{a}_{b}"] = float(cov.iloc[i, PARAM_KEYS.index(b)])
+        row["resid_variance"] = float(res.scale)
+        row["df_resid"] = float(res.df_resid)
+        row["t_975"] = float(stats.t.ppf(0.975, res.df_resid))
     if "const" in names:
         row["intercept"] = float(res.params["const"])
     if "concurrency" in names:
