@@ -97,7 +97,8 @@ Telemetry (what the exporters would have scraped)
 
 Truth (``truth/``, not read by the pipeline)
     ``cluster_day.csv``: cluster, day, gpu_energy_j, host_energy_j, it_energy_j, idle_energy_j (= gpu_idle_w x
-    present GPU-seconds + host_idle_w x present node-seconds), requests (started that day); energies are integrals
+    present GPU-seconds + host_idle_w x present node-seconds), node_seconds and gpu_seconds (hardware-seconds
+    provisioned, which embodied carbon and water are amortised over), requests (started that day); energies are integrals
     over [00:00, 24:00) UTC exactly. ``requests.parquet``: request_id, cluster, node, gpu, start_time (epoch s),
     duration_s, true_gpu_dynamic_energy_j, true_host_dynamic_energy_j, true_dynamic_energy_j, alone_on_gpu. A
     request's dynamic energy is the integral over its whole interval (past midnight too) of its equal share of the
@@ -781,6 +782,9 @@ def _truth_per_day(phys: _Physics, line: _Timeline, start: np.ndarray) -> pd.Dat
                 "host_energy_j": host_j,
                 "it_energy_j": gpu_j + host_j,
                 "idle_energy_j": (spec.gpus_per_node * spec.gpu_idle_w + spec.host_idle_w) * node_s,
+                # hardware-seconds provisioned: what embodied carbon and water are amortised over
+                "node_seconds": node_s,
+                "gpu_seconds": node_s * spec.gpus_per_node,
                 "requests": int(np.sum((start >= offset) & (start < offset + DAY_S))),
             }
         )
