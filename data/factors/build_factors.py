@@ -25,7 +25,7 @@ CCF = SHARED / "cloud-carbon-footprint-coefficients"
 MALT = SHARED / "making-ai-less-thirsty-factors"
 
 EM_SOURCE = (
-    "Electricity Maps hourly carbon intensity, 'direct' (location-based, combustion) and 'LCA' columns, "
+    "Electricity Maps hourly carbon intensity, columns direct (location-based, combustion) and LCA (life cycle), "
     "https://www.electricitymaps.com/data-portal, via HewlettPackard/sustain-cluster@293fbd152dae52a4b77fee50362b0b61641f16d1 "
     "data/carbon_intensity/{zone}/{year}/{zone}_{year}_hourly.csv"
 )
@@ -167,6 +167,11 @@ def annual(con: duckdb.DuckDBPyConnection) -> None:
                'MIT (codecarbon); range also uses MPL-2.0 (ecologits) and MIT (carbontracker) values',
                'codecarbon 3.3.2, data year ' || year
         from mix
+        -- a country whose Electricity Maps zone-year is shipped keeps the hourly-derived row only
+        where (iso2, cast(year as integer)) not in (
+            select (trim("Zone Id"), cast(year(cast("Datetime (UTC)" as timestamp)) as integer))
+            from read_csv('{EM_DIR}/*_hourly.csv', all_varchar = true, header = true)
+        )
 
         union all
         -- (d) WORLD: generation-weighted mean of the codecarbon country intensities
@@ -251,7 +256,7 @@ def water(con: duckdb.DuckDBPyConnection) -> None:
         "(Ren-Research/Making-AI-Less-Thirsty@d0014defd0fe1b67dd2bb842781e23e214c7f4bb utils/dataloader.py; "
         "NREL/Macknick et al. 2012: NG 1.136, coal 1.703, oil 1.325, nuclear 2.271, other 1.798, hydro/solar/wind 0 "
         "L/kWh) over the country generation mix of codecarbon 3.3.2 global_energy_mix.json (coal, gas, oil, "
-        "nuclear, hydro, solar, wind, other renewables incl. biofuel as 'other')"
+        "nuclear, hydro, solar, wind, other renewables incl. biofuel as other)"
     ).replace("'", "''")
     con.execute(
         f"""
