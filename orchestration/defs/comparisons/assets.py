@@ -1,0 +1,59 @@
+"""marts.cmp_ecologits: per model x hardware x cluster, our measured per-request energy and carbon next to what
+EcoLogits estimates for the same tokens, latency and model size, and ML.ENERGY's measured GPU energy per token.
+
+A thin wrapper over orchestration.lib.ecologits_cmp (the method and its conventions are documented there)."""
+
+import dagster as dg
+
+from orchestration.defs.resources import ImpactSettings
+from orchestration.lib import ecologits_cmp
+from orchestration.lib.warehouse import connect
+
+OWNERS = ["team:sustainability"]
+CMP_ECOLOGITS_KEY = dg.AssetKey(["marts", "cmp_ecologits"])
+FCT_REQUEST_IMPACT_KEY = dg.AssetKey(["marts", "fct_request_impact"])
+FACTORS_MODELS_KEY = dg.AssetKey(["factors", "models"])
+CMP_TABLE = "marts.cmp_ecologits"
+
+
+@dg.asset(
+    key=CMP_ECOLOGITS_KEY,
+    group_name="comparisons",
+    kinds={"ecologits", "duckdb"},
+    owners=OWNERS,
+    deps=[FCT_REQUEST_IMPACT_KEY, FACTORS_MODELS_KEY],
+)
+def cmp_ecologits(context: dg.AssetExecutionContext, settings: ImpactSettings) -> dg.MaterializeResult:
+    """Measured vs estimated, per model x hardware x cluster over the trailing 28 days of
+    marts.fct_request_impact: our mean IT, accelerator, host and facility energy (Wh/request) and operational
+    carbon (g/request) against EcoLogits 0.11.3's estimate for the same output tokens and latency of each request
+    and the model's parameter count (factors.models), at our PUE and at the grid mix each request actually used
+    (and, labelled, at EcoLogits' default world mix). EcoLogits min/mean/max, ratios ours/EcoLogits and a verdict
+    (within EcoLogits range +-25 %, below, above). Also ML.ENERGY v2's measured GPU J/output token (best-batched,
+    smallest batch, batch-1 bound) for the same or a same-size model on the nearest GPU class, and whether our
+    accelerator J/output token lies in its plausibility band (check mlenergy_plausibility). A model with no
+    parameter count gets a row with that status. Replaces the table on each run."""
+    with connect(settings.warehouse_path) as con:
+        df = ecologits_cmp.build(con)
+        ecologits_cmp.replace_table(con, df, CMP_TABLE)
+    for r in df[df["status"] != ecologits_cmp.STATUS_OK].itertuples(index=False):
+        context.log.warning(f"{r.model} on {r.hardware} ({r.cluster}): {r.status}")
+    window = (
+        f"{df['window_start'].iloc[0]} to {df['window_end'].iloc[0]}"
+        if len(df)
+        else "no requests in marts.fct_request_impact"
+    )
+    calls = int(df["ecologits_calls"].max()) if len(df) and df["ecologits_calls"].notna().any() else 0
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": dg.MetadataValue.int(len(df)),
+            "window": dg.MetadataValue.text(window),
+            "ecologits_calls": dg.MetadataValue.int(calls),
+            "comparison": dg.MetadataValue.md(ecologits_cmp.to_markdown(df)),
+            "method": dg.MetadataValue.text(
+                "EcoLogits 0.11.3 compute_llm_impacts per distinct (parameters, PUE, output tokens, latency to 3 "
+                "significant figures); usage GWP scaled per request by the grid mix it used; ML.ENERGY v2 "
+                "(Apache-2.0) band = [best-batched J/token / 1.5, batch-1 bound x 1.5]"
+            ),
+        }
+    )
