@@ -221,7 +221,12 @@ SPECS: tuple[_Spec, ...] = (
     ),
     _Spec(
         table="water_intensity",
-        columns={"zone": "text", "ewif_l_per_kwh": "double", "low_l_per_kwh": "double", "high_l_per_kwh": "double"},
+        columns={
+            "zone": "text",
+            "ewif_l_per_kwh": "double",
+            "low_l_per_kwh": "double",
+            "high_l_per_kwh": "double",
+        },
         required=("zone", "ewif_l_per_kwh"),
         key=("zone",),
         user_paths=("water.csv",),
@@ -243,7 +248,10 @@ SPECS: tuple[_Spec, ...] = (
         key=("provider",),
         user_paths=("datacenter.csv",),
         nonnegative=("wue_onsite_l_per_kwh", "wue_low_l_per_kwh", "wue_high_l_per_kwh"),
-        bands=(("pue", "pue_low", "pue_high"), ("wue_onsite_l_per_kwh", "wue_low_l_per_kwh", "wue_high_l_per_kwh")),
+        bands=(
+            ("pue", "pue_low", "pue_high"),
+            ("wue_onsite_l_per_kwh", "wue_low_l_per_kwh", "wue_high_l_per_kwh"),
+        ),
         extra_checks=tuple(
             (f"v_{c} < 1", f"'{c} (' || v_{c} || ') is below 1 (PUE = facility / IT energy)'")
             for c in ("pue", "pue_low", "pue_high")
@@ -392,7 +400,9 @@ def _header(con: duckdb.DuckDBPyConnection, path: Path) -> list[str]:
     )
 
 
-def _reject_file(con: duckdb.DuckDBPyConnection, spec: _Spec, display: str, row: int | None, reason: str, raw: str):
+def _reject_file(
+    con: duckdb.DuckDBPyConnection, spec: _Spec, display: str, row: int | None, reason: str, raw: str
+):
     con.execute(
         "insert into _fc_rejects values ($input, $file, $row, $reason, $raw)",
         {"input": spec.input_name, "file": display, "row": row, "reason": reason, "raw": raw[:2000]},
@@ -447,7 +457,9 @@ def _scalar_text(value: object) -> str | None:
     return str(value)
 
 
-def _read_models_yaml(con: duckdb.DuckDBPyConnection, spec: _Spec, path: Path, display: str, origin: str) -> None:
+def _read_models_yaml(
+    con: duckdb.DuckDBPyConnection, spec: _Spec, path: Path, display: str, origin: str
+) -> None:
     """models.yml: a top-level `models:` list (or a bare list) of mappings. The entries (a handful) are checked
     for shape here; their values are typed and checked in SQL like every other table's."""
     text = path.read_text()
@@ -486,7 +498,10 @@ def _read_models_yaml(con: duckdb.DuckDBPyConnection, spec: _Spec, path: Path, d
     if rows:
         cols = ", ".join(f'"{c}"' for c in _fields(spec))
         marks = ", ".join("?" for _ in range(4 + len(_fields(spec))))
-        con.executemany(f"insert into _fc_cand (source_file, source_row, raw_record, origin, {cols}) values ({marks})", rows)
+        con.executemany(
+            f"insert into _fc_cand (source_file, source_row, raw_record, origin, {cols}) values ({marks})",
+            rows,
+        )
     if aliases:
         con.executemany("insert into _fc_alias_cand values (?, ?, ?, ?, ?)", aliases)
 
@@ -514,7 +529,10 @@ def _unparseable_sql(name: str, kind: str) -> tuple[str, str]:
     if kind == "timestamp":
         return f"v_{name} is null", f"'{name} ' || impact_ts_problem({shown}, null)"
     if kind == "double":
-        return f"v_{name} is null or not isfinite(v_{name})", f"'unparseable {name} ' || impact_quote({shown})"
+        return (
+            f"v_{name} is null or not isfinite(v_{name})",
+            f"'unparseable {name} ' || impact_quote({shown})",
+        )
     if kind == "integer":
         return f"v_{name} is null", f"'unparseable {name} (whole number expected) ' || impact_quote({shown})"
     if kind == "boolean":
@@ -550,8 +568,12 @@ def _checks(spec: _Spec) -> list[tuple[str, str]]:
     checks += [(f"v_{c} < 0", f"'negative {c} (' || v_{c} || ')'") for c in spec.nonnegative]
     checks += list(spec.extra_checks)
     for value, low, high in spec.bands:
-        checks.append((f"v_{low} > v_{value}", f"'{low} (' || v_{low} || ') is above {value} (' || v_{value} || ')'"))
-        checks.append((f"v_{high} < v_{value}", f"'{high} (' || v_{high} || ') is below {value} (' || v_{value} || ')'"))
+        checks.append(
+            (f"v_{low} > v_{value}", f"'{low} (' || v_{low} || ') is above {value} (' || v_{value} || ')'")
+        )
+        checks.append(
+            (f"v_{high} < v_{value}", f"'{high} (' || v_{high} || ') is below {value} (' || v_{value} || ')'")
+        )
     return checks
 
 
@@ -629,7 +651,9 @@ def _display(path: Path, root: Path, origin: str) -> str:
     return f"shipped:{path.relative_to(root.parent)}" if origin == "shipped" else str(path.relative_to(root))
 
 
-def load_factors(con: duckdb.DuckDBPyConnection, data_dir: Path, shipped_dir: Path) -> dict[str, FactorSummary]:
+def load_factors(
+    con: duckdb.DuckDBPyConnection, data_dir: Path, shipped_dir: Path
+) -> dict[str, FactorSummary]:
     """Replace every factors.* table from the shipped defaults overlaid with the user's factor files.
 
     ``data_dir`` is the input directory (the user's files are in ``data_dir/factors``; none is fine), ``shipped_dir``
