@@ -138,6 +138,10 @@ def test_rows_ours_and_status(built):
     assert a["ours_operational_g_co2e_per_request"] == pytest.approx(1.0 / 3)
     assert a["ours_accelerator_share"] + a["ours_host_share"] + a["ours_overhead_share"] == pytest.approx(1.0)
     assert a["mean_output_tokens"] == pytest.approx(400 / 3)
+    assert a["ours_facility_wh_median"] == pytest.approx(1.1 * 3000.0 / 3600)
+    assert a["ours_accelerator_wh_median"] == pytest.approx(2400.0 / 3600)
+    assert a["ours_operational_g_co2e_median"] == pytest.approx(0.30)
+    assert a["ours_water_onsite_ml_per_request"] == 0.0
     assert a["window_start"] == DAY - dt.timedelta(days=27)
     m = _row(df, "mystery-7b")
     assert m["status"] == "no parameter count for model mystery-7b in factors/models.yml"

@@ -90,6 +90,11 @@ CMP_SCHEMA: dict[str, str] = {
     "ours_host_wh_per_request": "double",
     "ours_facility_wh_per_request": "double",
     "ours_operational_g_co2e_per_request": "double",
+    "ours_water_onsite_ml_per_request": "double",
+    "ours_water_offsite_ml_per_request": "double",
+    "ours_facility_wh_median": "double",
+    "ours_accelerator_wh_median": "double",
+    "ours_operational_g_co2e_median": "double",
     "ours_mix_kg_co2e_per_kwh": "double",
     "ours_accelerator_j_per_output_token": "double",
     "ours_accelerator_share": "double",
@@ -322,6 +327,8 @@ select
     sum(r.host_energy_j) as host_energy_j,
     sum(r.facility_energy_j) as facility_energy_j,
     sum(r.operational_location_g_co2e) as operational_g_co2e,
+    sum(r.water_onsite_l) as water_onsite_l,
+    sum(r.water_offsite_l) as water_offsite_l,
     -- the request's own grid mix, kg/kWh (= g/J x 3.6e6 / 1000), summed for the per-request EcoLogits carbon
     sum(case when r.facility_energy_j > 0
         then r.operational_location_g_co2e / r.facility_energy_j * 3600.0 end) as mix_kg_per_kwh_sum,
@@ -335,7 +342,18 @@ group by all
 """
 
 _COUNT_SQL = """
-select model, hardware, cluster, count(*) as requests
+select
+    model,
+    hardware,
+    cluster,
+    count(*) as requests,
+    -- medians over the requests with energy (Google reports the median prompt)
+    median(case when coalesce(energy_source, 'none') <> 'none' then facility_energy_j end) / 3600.0
+        as ours_facility_wh_median,
+    median(case when coalesce(energy_source, 'none') <> 'none' then accelerator_energy_j end) / 3600.0
+        as ours_accelerator_wh_median,
+    median(case when coalesce(energy_source, 'none') <> 'none' then operational_location_g_co2e end)
+        as ours_operational_g_co2e_median
 from {table} where day between ? and ? group by all
 """
 
@@ -423,6 +441,14 @@ def compare(
             "total_parameters_b": total_b,
             "active_parameters_b": active_b,
             "requests": int(cnt["requests"].sum()),
+            **{
+                c: _first(cnt, c)
+                for c in (
+                    "ours_facility_wh_median",
+                    "ours_accelerator_wh_median",
+                    "ours_operational_g_co2e_median",
+                )
+            },
             "requests_with_energy": int(sel["requests"].sum()),
             "ecologits_default_mix_zone": world.zone,
             "ecologits_default_mix_kg_co2e_per_kwh": world.gwp,
@@ -478,6 +504,12 @@ def _group(df: pd.DataFrame, groups: list[str], key: tuple) -> pd.DataFrame:
     return df.loc[mask]
 
 
+def _first(df: pd.DataFrame, col: str) -> float | None:
+    if col not in df or df.empty or pd.isna(df[col].iloc[0]):
+        return None
+    return float(df[col].iloc[0])
+
+
 def _ratio(a, b) -> float | None:
     if a is None or b is None or not b or not math.isfinite(a) or not math.isfinite(b):
         return None
@@ -504,6 +536,8 @@ def _ours(sel: pd.DataFrame) -> dict[str, float | None]:
         "ours_host_wh_per_request": host / n / J_PER_WH,
         "ours_facility_wh_per_request": fac / n / J_PER_WH,
         "ours_operational_g_co2e_per_request": op / n,
+        "ours_water_onsite_ml_per_request": float(sel["water_onsite_l"].sum()) / n * 1000.0,
+        "ours_water_offsite_ml_per_request": float(sel["water_offsite_l"].sum()) / n * 1000.0,
         "ours_mix_kg_co2e_per_kwh": op / fac * J_PER_KWH / 1000.0 if fac > 0 else None,
         "ours_accelerator_j_per_output_token": acc / out_tokens if out_tokens > 0 else None,
         "ours_accelerator_share": acc / fac if fac > 0 else None,
@@ -749,6 +783,7 @@ MARKDOWN_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("hardware", "hardware", "s"),
     ("requests_with_energy", "requests", "d"),
     ("ours_facility_wh_per_request", "ours Wh", ".3g"),
+    ("ours_facility_wh_median", "ours median Wh", ".3g"),
     ("ecologits_energy_wh_mean", "EcoLogits Wh", ".3g"),
     ("ratio_energy", "ratio", ".3g"),
     ("verdict_energy", "energy verdict", "s"),
