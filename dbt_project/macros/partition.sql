@@ -69,3 +69,16 @@
         select 1
     {%- endif -%}
 {%- endmacro %}
+
+{#-
+    Pre-hook of roll-ups keyed by the requests' start day: a day's materialisation can complete the requests that
+    started the day before (they ran past midnight), so both days are recomputed.
+-#}
+{% macro delete_partition_and_previous_day(column='day') -%}
+    {%- set existing = adapter.get_relation(database=this.database, schema=this.schema, identifier=this.identifier) -%}
+    {%- if existing is not none and not flags.FULL_REFRESH -%}
+        delete from {{ this }} where {{ column }} between {{ partition_day() }} - 1 and {{ partition_day() }}
+    {%- else -%}
+        select 1
+    {%- endif -%}
+{%- endmacro %}

@@ -507,6 +507,10 @@ def _cluster_problem(item: object, seen: set[str]) -> str | None:
             return f"non-numeric {key} '{value}'"
         if value < 0:
             return f"negative {key} ({value})"
+    if item.get("pue") is not None and float(item["pue"]) < 1:
+        return f"pue ({item['pue']}) is below 1 (facility energy cannot be less than IT energy)"
+    if item.get("lifetime_years") is not None and float(item["lifetime_years"]) <= 0:
+        return f"lifetime_years ({item['lifetime_years']}) must be positive"
     if float(item["host_max_w"]) < float(item["host_idle_w"]):
         return f"host_max_w ({item['host_max_w']}) is below host_idle_w ({item['host_idle_w']})"
     level = str(item.get("attribution_level", "auto"))
@@ -539,6 +543,7 @@ def ingest_clusters(con: duckdb.DuckDBPyConnection, data_dir: Path) -> IngestSum
             c.get("lifetime_years"),
             c.get("water_embodied_l"),
             str(c.get("attribution_level", "auto")),
+            None if c.get("provider") in (None, "") else str(c["provider"]),
             display,
         )
         for c in valid
@@ -548,7 +553,10 @@ def ingest_clusters(con: duckdb.DuckDBPyConnection, data_dir: Path) -> IngestSum
         con.execute("delete from raw.clusters")
         if rows:
             con.executemany(
-                "insert into raw.clusters values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()::timestamp)",
+                "insert into raw.clusters (cluster, region, gpu_model, gpus_per_node, gpu_idle_w, host_idle_w, "
+                "host_max_w, pue, wue_onsite_l_per_kwh, gpu_embodied_kg_co2e, server_embodied_kg_co2e, "
+                "lifetime_years, water_embodied_l, attribution_level, provider, source_file, loaded_at) "
+                "values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()::timestamp)",
                 rows,
             )
         con.execute("delete from raw.rejected_rows where input = 'clusters'")

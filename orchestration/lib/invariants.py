@@ -128,3 +128,116 @@ def single_request_rule(
     finally:
         con.execute("drop table if exists _alone")
     return bad, int(tested)
+
+
+# ------------------------------------------------------------------------------------------- impact (section 5)
+
+IMPACT_REL_TOL = 1e-9
+
+
+def impact_sum_violations(con: duckdb.DuckDBPyConnection, day: dt.date | None = None) -> list[tuple]:
+    """Requests whose totals are not the sum of their parts (CONTRACT section 3), whose facility energy is not
+    PUE x IT energy (requests that ran within one day, where one PUE applies), or whose bounds do not bracket the
+    central value."""
+    where, params = _day_filter(day)
+    tol = IMPACT_REL_TOL
+    return con.execute(
+        f"""
+        select request_id, cluster, day,
+            case
+                when abs(total_g_co2e - (operational_location_g_co2e + embodied_g_co2e + training_g_co2e
+                                         + fine_tuning_g_co2e)) > {tol} * greatest(abs(total_g_co2e), 1e-9)
+                    then 'total_g_co2e is not operational + embodied + training + fine-tuning'
+                when abs(consumer_sci_g_co2e - (operational_location_g_co2e + embodied_g_co2e))
+                     > {tol} * greatest(abs(consumer_sci_g_co2e), 1e-9)
+                    then 'consumer_sci_g_co2e is not operational + embodied'
+                when abs(total_water_l - (water_onsite_l + water_offsite_l + water_embodied_l + training_water_l))
+                     > {tol} * greatest(abs(total_water_l), 1e-12)
+                    then 'total_water_l is not the sum of the four waters'
+                when days_spanned = 1 and abs(facility_energy_j - pue * it_energy_j)
+                     > {tol} * greatest(facility_energy_j, 1e-9)
+                    then 'facility_energy_j is not pue x it_energy_j'
+                when total_g_co2e_low > total_g_co2e * (1 + {tol}) or total_g_co2e_high < total_g_co2e * (1 - {tol})
+                    then 'carbon bounds do not bracket total_g_co2e'
+                when total_water_l_low > total_water_l * (1 + {tol}) or total_water_l_high < total_water_l * (1 - {tol})
+                    then 'water bounds do not bracket total_water_l'
+                when least(it_energy_j, facility_energy_j, operational_location_g_co2e, embodied_g_co2e,
+                           training_g_co2e, water_onsite_l, water_offsite_l, water_embodied_l) < 0
+                    then 'negative impact'
+            end as problem
+        from marts.fct_request_impact
+        where {where} and problem is not null
+        limit 20
+        """,
+        params,
+    ).fetchall()
+
+
+def impact_conservation_violations(con: duckdb.DuckDBPyConnection, day: dt.date | None = None) -> list[tuple]:
+    """Cluster-days where operational carbon, embodied carbon or embodied water attributed to requests (recomputed
+    from the per-request-day table) plus the unattributed part differs from the cluster's total by more than 1e-9
+    relative: they must conserve like energy."""
+    where, params = _day_filter(day, "d.day")
+    checks = (
+        ("operational_location_g_co2e", "d.pue * r.location_g"),
+        ("embodied_g_co2e", "r.embodied_g"),
+        ("water_embodied_l", "r.water_l"),
+    )
+    clauses = " union all ".join(
+        f"""
+        select d.cluster, d.day, '{total}' as quantity, d.{total} as total,
+               coalesce({attributed}, 0) as attributed, d.unattributed_share * d.{total} as unattributed
+        from marts.fct_cluster_impact_daily as d
+        left join per_request as r using (cluster, day)
+        where {where}
+        """
+        for total, attributed in checks
+    )
+    return con.execute(
+        f"""
+        with per_request as (
+            select cluster, day, sum(it_location_g_co2e) as location_g, sum(embodied_g_co2e) as embodied_g,
+                   sum(water_embodied_l) as water_l
+            from intermediate.int_request_day_energy
+            group by cluster, day
+        ),
+        sides as ({clauses})
+        select * from sides
+        where abs(attributed + unattributed - total) > {IMPACT_REL_TOL} * greatest(abs(total), 1e-9)
+        order by day, cluster, quantity
+        """,
+        params,
+    ).fetchall()
+
+
+def impact_factor_gaps(con: duckdb.DuckDBPyConnection, day: dt.date | None = None) -> dict[str, int]:
+    """How many requests lack a factor or rest on a flagged fallback, by kind (0 everywhere = every request has
+    an hourly grid factor, a training factor and metered energy)."""
+    where, params = _day_filter(day)
+    row = con.execute(
+        f"""
+        select
+            count(*) as requests,
+            count(case when operational_location_g_co2e is null or grid_resolution = 'none' then 1 end),
+            count(case when grid_resolution = 'annual' then 1 end),
+            count(case when operational_market_g_co2e is null then 1 end),
+            count(case when factor_model is null then 1 end),
+            count(case when energy_source like 'none%' or energy_source like '%no energy model%' then 1 end),
+            count(case when energy_source in ('predicted', 'telemetry+predicted') then 1 end),
+            count(case when embodied_water_source like 'none%' then 1 end)
+        from marts.fct_request_impact
+        where {where}
+        """,
+        params,
+    ).fetchone()
+    keys = (
+        "requests",
+        "no_grid_factor",
+        "annual_grid_fallback",
+        "no_market_factor",
+        "no_training_factor",
+        "no_energy_for_uncovered_time",
+        "predicted_energy",
+        "no_embodied_water_factor",
+    )
+    return dict(zip(keys, (int(v) for v in row), strict=True))

@@ -35,6 +35,8 @@ RAW_DDL: tuple[str, ...] = (
         loaded_at timestamp
     )
     """,
+    # added with the impact factors: a warehouse created before keeps working
+    "alter table raw.clusters add column if not exists provider varchar",
     """
     create table if not exists raw.requests (
         partition_day date not null,

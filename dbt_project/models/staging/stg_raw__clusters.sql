@@ -17,7 +17,8 @@ final as (
         cast(server_embodied_kg_co2e as double) as server_embodied_kg_co2e,
         cast(lifetime_years as double) as lifetime_years,
         cast(water_embodied_l as double) as water_embodied_l,
-        coalesce(attribution_level, 'auto') as attribution_level
+        coalesce(attribution_level, 'auto') as attribution_level,
+        provider
     from source
 )
 

@@ -7,13 +7,13 @@ from orchestration.defs.partitions import DAILY_PARTITIONS
 DAILY_JOB_NAME = "impact_daily"
 MODELS_JOB_NAME = "impact_models"
 
-DAILY_SELECTION = dg.AssetSelection.groups("raw", "staging", "intermediate", "marts")
+DAILY_SELECTION = dg.AssetSelection.groups("raw", "factors", "staging", "intermediate", "marts")
 
 impact_daily_job = dg.define_asset_job(
     name=DAILY_JOB_NAME,
     selection=DAILY_SELECTION,
     partitions_def=DAILY_PARTITIONS,
-    description="Materialise one UTC day: load inputs, attribute energy, run the invariants.",
+    description="Materialise one UTC day: load inputs and factors, attribute energy and impact, run the invariants.",
 )
 
 impact_models_job = dg.define_asset_job(

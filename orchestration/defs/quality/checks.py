@@ -123,3 +123,62 @@ def telemetry_coverage(context: dg.AssetCheckExecutionContext, settings: ImpactS
             "details": dg.MetadataValue.md(_rows_md(("cluster", "day", "coverage"), low) if low else "none"),
         },
     )
+
+
+REQUEST_IMPACT_KEY = dg.AssetKey(["marts", "fct_request_impact"])
+CLUSTER_IMPACT_KEY = dg.AssetKey(["marts", "fct_cluster_impact_daily"])
+IMPACT_SUMS_CHECK = "impact_totals_add_up"
+IMPACT_CONSERVATION_CHECK = "impact_conservation"
+IMPACT_FACTOR_COVERAGE_CHECK = "impact_factor_coverage"
+
+
+@dg.asset_check(asset=REQUEST_IMPACT_KEY, name=IMPACT_SUMS_CHECK, blocking=True)
+def impact_totals_add_up(context: dg.AssetCheckExecutionContext, settings: ImpactSettings) -> dg.AssetCheckResult:
+    """Every request's totals equal the sum of their parts (carbon, SCI score, water), facility energy is PUE x IT
+    energy, nothing is negative, and the low/high bounds bracket the central values."""
+    day = _partition_day(context)
+    con = connect(settings.warehouse_path, read_only=True)
+    try:
+        bad = invariants.impact_sum_violations(con, day)
+    finally:
+        con.close()
+    return dg.AssetCheckResult(
+        passed=not bad,
+        metadata={"violations": len(bad), "details": dg.MetadataValue.md(
+            _rows_md(("request_id", "cluster", "day", "problem"), bad) if bad else "none")},
+    )
+
+
+@dg.asset_check(asset=CLUSTER_IMPACT_KEY, name=IMPACT_CONSERVATION_CHECK, blocking=True)
+def impact_conservation(context: dg.AssetCheckExecutionContext, settings: ImpactSettings) -> dg.AssetCheckResult:
+    """Operational carbon, embodied carbon and embodied water conserve like energy: per cluster and day, what the
+    requests carry plus the unattributed part equals the cluster's total, to 1e-9 relative."""
+    day = _partition_day(context)
+    con = connect(settings.warehouse_path, read_only=True)
+    try:
+        bad = invariants.impact_conservation_violations(con, day)
+    finally:
+        con.close()
+    return dg.AssetCheckResult(
+        passed=not bad,
+        metadata={"violations": len(bad), "details": dg.MetadataValue.md(
+            _rows_md(("cluster", "day", "quantity", "total", "attributed", "unattributed"), bad) if bad else "none")},
+    )
+
+
+@dg.asset_check(asset=REQUEST_IMPACT_KEY, name=IMPACT_FACTOR_COVERAGE_CHECK)
+def impact_factor_coverage(context: dg.AssetCheckExecutionContext, settings: ImpactSettings) -> dg.AssetCheckResult:
+    """Every request has a grid factor (hourly, or the flagged annual fallback) and energy for all of its time
+    (metered, or predicted by an energy model). Warns otherwise; the counts of flagged fallbacks (annual grid
+    factor, no market factor, no training factor, predicted energy) are reported either way."""
+    day = _partition_day(context)
+    con = connect(settings.warehouse_path, read_only=True)
+    try:
+        gaps = invariants.impact_factor_gaps(con, day)
+    finally:
+        con.close()
+    return dg.AssetCheckResult(
+        passed=gaps["no_grid_factor"] == 0 and gaps["no_energy_for_uncovered_time"] == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={k: dg.MetadataValue.int(v) for k, v in gaps.items()},
+    )

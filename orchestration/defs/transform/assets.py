@@ -78,8 +78,16 @@ def partition_row_counts(context: dg.AssetExecutionContext, settings: ImpactSett
     tables = [key for key in context.selected_asset_keys if key.path[0] in ("intermediate", "marts")]
     con = connect(settings.warehouse_path, read_only=True)
     try:
+        partitioned = {
+            (schema, table)
+            for schema, table in con.execute(
+                "select table_schema, table_name from information_schema.columns where column_name = 'day'"
+            ).fetchall()
+        }
         for key in tables:
             schema, table = key.path
+            if (schema, table) not in partitioned:  # a whole-history table (e.g. the monthly training rates)
+                continue
             (rows,) = con.execute(
                 f"select count(*) from {quote_ident(schema)}.{quote_ident(table)} where day = $day", {"day": day}
             ).fetchone()

@@ -1,0 +1,25 @@
+{#-
+    The key a model name is matched on (factors.model_aliases.alias_key): without an 'org/' prefix, lower-case,
+    letters and digits only, so 'meta-llama/Llama-2-70b-chat-hf' -> 'llama270bchathf', 'llama2-70b' -> 'llama270b'.
+    Same rule as orchestration.lib.factors.model_key.
+-#}
+{% macro model_key(column) -%}
+    lower(regexp_replace(regexp_replace({{ column }}, '^[^/]*/', ''), '[^A-Za-z0-9]', '', 'g'))
+{%- endmacro %}
+
+{#-
+    Rank of a zone-keyed factor row for a grid zone: the exact zone first, then ever shorter '-'-separated prefixes
+    (US-CAL-CISO -> US-CAL -> US), then WORLD; null when the row does not apply to the zone.
+-#}
+{% macro zone_match_rank(factor_zone, zone) -%}
+    case
+        when {{ factor_zone }} = {{ zone }} then 0
+        when starts_with({{ zone }}, {{ factor_zone }} || '-') then 1000 - length({{ factor_zone }})
+        when upper({{ factor_zone }}) = 'WORLD' then 10000
+    end
+{%- endmacro %}
+
+{#- Seconds in a year of hardware lifetime (Julian year, as SI/ISO 80000-3 uses). -#}
+{% macro seconds_per_year() -%}
+    31557600.0
+{%- endmacro %}
