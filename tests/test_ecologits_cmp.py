@@ -32,7 +32,8 @@ REQUESTS = [
      7000.0, 5600.0, 1400.0, 0.50),
     ("a3", "c-a100", "llama2-70b", DAY - dt.timedelta(days=3), 5.0, 800, 100, "A100-SXM4-80GB", "US-CAL-CISO",
      1.1, "predicted", 2000.0, 1600.0, 400.0, 0.20),
-    ("a4", "c-a100", "llama2-70b", DAY, 4.0, 100, 50, "A100-SXM4-80GB", "US-CAL-CISO", 1.1, "none",
+    ("a4", "c-a100", "llama2-70b", DAY, 4.0, 100, 50, "A100-SXM4-80GB", "US-CAL-CISO", 1.1,
+     "none: no telemetry and no energy model",
      None, None, None, None),
     # outside the 28-day window: ignored
     ("a5", "c-a100", "llama2-70b", DAY - dt.timedelta(days=40), 5.0, 800, 100, "A100-SXM4-80GB", "US-CAL-CISO",
@@ -134,12 +135,15 @@ def test_rows_ours_and_status(built):
     assert a["requests_with_energy"] == 3
     assert a["ours_it_wh_per_request"] == pytest.approx(12000.0 / 3 / 3600)
     assert a["ours_facility_wh_per_request"] == pytest.approx(1.1 * 12000.0 / 3 / 3600)
-    assert a["ours_accelerator_j_per_output_token"] == pytest.approx(9600.0 / 400)
+    # accelerator and host parts over the fully metered requests only (a1, a2; a3 is predicted)
+    assert a["requests_metered"] == 2
+    assert a["ours_accelerator_j_per_output_token"] == pytest.approx(8000.0 / 300)
+    assert a["ours_accelerator_wh_per_request"] == pytest.approx(8000.0 / 2 / 3600)
     assert a["ours_operational_g_co2e_per_request"] == pytest.approx(1.0 / 3)
     assert a["ours_accelerator_share"] + a["ours_host_share"] + a["ours_overhead_share"] == pytest.approx(1.0)
     assert a["mean_output_tokens"] == pytest.approx(400 / 3)
     assert a["ours_facility_wh_median"] == pytest.approx(1.1 * 3000.0 / 3600)
-    assert a["ours_accelerator_wh_median"] == pytest.approx(2400.0 / 3600)
+    assert a["ours_accelerator_wh_median"] == pytest.approx((2400.0 + 5600.0) / 2 / 3600)  # metered only
     assert a["ours_operational_g_co2e_median"] == pytest.approx(0.30)
     assert a["ours_water_onsite_ml_per_request"] == 0.0
     assert a["window_start"] == DAY - dt.timedelta(days=27)
@@ -154,7 +158,7 @@ def test_ecologits_matches_direct_calls(built):
     own mix: the linear scaling is exact)."""
     _, df = built
     a = _row(df, "llama2-70b")
-    reqs = [r for r in REQUESTS if r[2] == "llama2-70b" and r[10] != "none" and r[3] >= DAY - dt.timedelta(27)]
+    reqs = [r for r in REQUESTS if r[2] == "llama2-70b" and not r[10].startswith("none") and r[3] >= DAY - dt.timedelta(27)]
     energies, gwps = [], []
     for r in reqs:
         mix = r[14] / (r[9] * r[11]) * 3600.0  # g/J -> kg/kWh

@@ -81,6 +81,7 @@ CMP_SCHEMA: dict[str, str] = {
     "active_parameters_b": "double",
     "requests": "bigint",
     "requests_with_energy": "bigint",
+    "requests_metered": "bigint",
     "mean_input_tokens": "double",
     "mean_output_tokens": "double",
     "mean_duration_s": "double",
@@ -323,9 +324,13 @@ select
     sum(r.input_tokens) as input_tokens_sum,
     sum(r.duration_s) as duration_s_sum,
     sum(r.it_energy_j) as it_energy_j,
-    sum(r.accelerator_energy_j) as accelerator_energy_j,
-    sum(r.host_energy_j) as host_energy_j,
     sum(r.facility_energy_j) as facility_energy_j,
+    -- the parts (accelerator, host) exist for the metered energy only: taken over fully metered requests
+    count(case when {metered} then 1 end) as requests_metered,
+    sum(case when {metered} then r.accelerator_energy_j end) as metered_accelerator_energy_j,
+    sum(case when {metered} then r.host_energy_j end) as metered_host_energy_j,
+    sum(case when {metered} then r.it_energy_j end) as metered_it_energy_j,
+    sum(case when {metered} then r.facility_energy_j end) as metered_facility_energy_j,
     sum(r.operational_location_g_co2e) as operational_g_co2e,
     sum(r.water_onsite_l) as water_onsite_l,
     sum(r.water_offsite_l) as water_offsite_l,
@@ -336,25 +341,25 @@ select
         as requests_with_mix
 from {table} as r
 where r.day between ? and ?
-    and r.it_energy_j is not null
-    and coalesce(r.energy_source, 'none') <> 'none'
+    and {has_energy}
 group by all
 """
 
+# energy_source: 'telemetry' | 'telemetry+predicted' | 'predicted' | 'telemetry (partial: ...)' | 'none: ...'
+HAS_ENERGY_SQL = "r.it_energy_j is not null and not starts_with(coalesce(r.energy_source, 'none'), 'none')"
+METERED_SQL = "r.energy_source = 'telemetry'"
+
 _COUNT_SQL = """
 select
-    model,
-    hardware,
-    cluster,
+    r.model,
+    r.hardware,
+    r.cluster,
     count(*) as requests,
     -- medians over the requests with energy (Google reports the median prompt)
-    median(case when coalesce(energy_source, 'none') <> 'none' then facility_energy_j end) / 3600.0
-        as ours_facility_wh_median,
-    median(case when coalesce(energy_source, 'none') <> 'none' then accelerator_energy_j end) / 3600.0
-        as ours_accelerator_wh_median,
-    median(case when coalesce(energy_source, 'none') <> 'none' then operational_location_g_co2e end)
-        as ours_operational_g_co2e_median
-from {table} where day between ? and ? group by all
+    median(case when {has_energy} then r.facility_energy_j end) / 3600.0 as ours_facility_wh_median,
+    median(case when {metered} then r.accelerator_energy_j end) / 3600.0 as ours_accelerator_wh_median,
+    median(case when {has_energy} then r.operational_location_g_co2e end) as ours_operational_g_co2e_median
+from {table} as r where r.day between ? and ? group by all
 """
 
 
@@ -376,8 +381,9 @@ def request_combos(
     con: duckdb.DuckDBPyConnection, start: dt.date, end: dt.date, table: str = "marts.fct_request_impact"
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per-combo sums of requests with energy, request counts per model x hardware x cluster) over [start, end]."""
-    combos = con.execute(_COMBO_SQL.format(table=table, bucket=latency_bucket_sql()), [start, end]).df()
-    counts = con.execute(_COUNT_SQL.format(table=table), [start, end]).df()
+    fmt = {"table": table, "has_energy": HAS_ENERGY_SQL, "metered": METERED_SQL}
+    combos = con.execute(_COMBO_SQL.format(bucket=latency_bucket_sql(), **fmt), [start, end]).df()
+    counts = con.execute(_COUNT_SQL.format(**fmt), [start, end]).df()
     return combos, counts
 
 
@@ -520,29 +526,39 @@ def _ours(sel: pd.DataFrame) -> dict[str, float | None]:
     n = float(sel["requests"].sum()) if len(sel) else 0.0
     if n == 0:
         return {}
-    it, acc, host, fac = (
-        float(sel[c].sum())
-        for c in ("it_energy_j", "accelerator_energy_j", "host_energy_j", "facility_energy_j")
-    )
+    it, fac = float(sel["it_energy_j"].sum()), float(sel["facility_energy_j"].sum())
     op = float(sel["operational_g_co2e"].sum())
     out_tokens = float((sel["output_tokens"] * sel["requests"]).sum())
+    # accelerator and host parts: over the fully metered requests (a predicted part has no split)
+    nm = float(sel["requests_metered"].sum())
+    m_acc, m_host, m_it, m_fac = (
+        float(sel[c].sum())
+        for c in (
+            "metered_accelerator_energy_j",
+            "metered_host_energy_j",
+            "metered_it_energy_j",
+            "metered_facility_energy_j",
+        )
+    )
+    m_tokens = float((sel["output_tokens"] * sel["requests_metered"]).sum())
     return {
         "mean_input_tokens": float(sel["input_tokens_sum"].sum()) / n,
         "mean_output_tokens": out_tokens / n,
         "mean_duration_s": float(sel["duration_s_sum"].sum()) / n,
         "pue": float((sel["pue"] * sel["requests"]).sum()) / n,
         "ours_it_wh_per_request": it / n / J_PER_WH,
-        "ours_accelerator_wh_per_request": acc / n / J_PER_WH,
-        "ours_host_wh_per_request": host / n / J_PER_WH,
+        "requests_metered": int(nm),
+        "ours_accelerator_wh_per_request": m_acc / nm / J_PER_WH if nm else None,
+        "ours_host_wh_per_request": m_host / nm / J_PER_WH if nm else None,
         "ours_facility_wh_per_request": fac / n / J_PER_WH,
         "ours_operational_g_co2e_per_request": op / n,
         "ours_water_onsite_ml_per_request": float(sel["water_onsite_l"].sum()) / n * 1000.0,
         "ours_water_offsite_ml_per_request": float(sel["water_offsite_l"].sum()) / n * 1000.0,
         "ours_mix_kg_co2e_per_kwh": op / fac * J_PER_KWH / 1000.0 if fac > 0 else None,
-        "ours_accelerator_j_per_output_token": acc / out_tokens if out_tokens > 0 else None,
-        "ours_accelerator_share": acc / fac if fac > 0 else None,
-        "ours_host_share": host / fac if fac > 0 else None,
-        "ours_overhead_share": (fac - it) / fac if fac > 0 else None,
+        "ours_accelerator_j_per_output_token": m_acc / m_tokens if m_tokens > 0 else None,
+        "ours_accelerator_share": m_acc / m_fac if m_fac > 0 else None,
+        "ours_host_share": m_host / m_fac if m_fac > 0 else None,
+        "ours_overhead_share": (m_fac - m_it) / m_fac if m_fac > 0 else None,
     }
 
 
