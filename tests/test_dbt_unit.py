@@ -1,4 +1,4 @@
-"""dbt unit tests (window edges, midnight, counter resets, gaps, shares) run against an empty warehouse."""
+"""dbt unit tests (window edges, midnight, counter resets, gaps, shares, monthly training rates) run against an empty warehouse."""
 
 import os
 import subprocess
@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from orchestration import settings
+from orchestration.lib.factors import FACTOR_DDL
 from orchestration.lib.warehouse import warehouse
 
 DBT = str(Path(sys.executable).parent / "dbt")
@@ -23,10 +24,11 @@ def _dbt(args, warehouse_path):
 
 def test_dbt_unit_tests_pass(tmp_path):
     path = tmp_path / "unit.duckdb"
-    with warehouse(path):  # the raw tables the sources point at
-        pass
+    with warehouse(path) as con:  # the raw and factor tables the sources point at
+        for ddl in FACTOR_DDL:
+            con.execute(ddl)
     built = _dbt(["run", "--empty"], path)
     assert built.returncode == 0, built.stdout[-3000:]
     tested = _dbt(["test", "--select", "test_type:unit"], path)
     assert tested.returncode == 0, tested.stdout[-5000:]
-    assert "PASS=5" in tested.stdout, tested.stdout[-2000:]
+    assert "PASS=6" in tested.stdout, tested.stdout[-2000:]

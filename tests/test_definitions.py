@@ -4,7 +4,26 @@ from orchestration.definitions import defs
 
 EXPECTED_KEYS = {
     "raw": {"raw/clusters", "raw/requests", "raw/telemetry_samples"},
-    "staging": {"staging/stg_raw__clusters", "staging/stg_raw__requests", "staging/stg_raw__telemetry_samples"},
+    "factors": {
+        "factors/grid_intensity_hourly",
+        "factors/grid_intensity_annual",
+        "factors/water_intensity",
+        "factors/datacenter",
+        "factors/hardware",
+        "factors/models",
+        "factors/model_aliases",
+    },
+    "staging": {
+        "staging/stg_raw__clusters",
+        "staging/stg_raw__requests",
+        "staging/stg_raw__telemetry_samples",
+        "staging/stg_factors__grid_intensity_hourly",
+        "staging/stg_factors__grid_intensity_annual",
+        "staging/stg_factors__water_intensity",
+        "staging/stg_factors__datacenter",
+        "staging/stg_factors__hardware",
+        "staging/stg_factors__models",
+    },
     "intermediate": {
         "intermediate/int_cluster_day_params",
         "intermediate/int_telemetry_intervals",
@@ -12,14 +31,26 @@ EXPECTED_KEYS = {
         "intermediate/int_pool_window_energy",
         "intermediate/int_request_window_overlaps",
         "intermediate/int_request_day_energy",
+        "intermediate/int_cluster_day_factors",
+        "intermediate/int_cluster_hour_intensity",
+        "intermediate/int_pool_window_impact",
     },
-    "marts": {"marts/fct_window_energy", "marts/fct_request_energy", "marts/fct_cluster_energy_daily"},
+    "marts": {
+        "marts/fct_window_energy",
+        "marts/fct_request_energy",
+        "marts/fct_cluster_energy_daily",
+        "marts/fct_request_impact",
+        "marts/fct_cluster_impact_daily",
+        "marts/agg_impact_daily",
+        "marts/dim_model_training_rates",
+    },
     "models": {
         "models/energy_model_fits",
         "models/energy_model_anova",
         "models/model_comparison",
         "models/request_predictions",
     },
+    "comparisons": {"marts/cmp_ecologits"},
 }
 
 
@@ -52,6 +83,9 @@ def test_lineage_raw_to_marts():
     assert "raw/telemetry_samples" in deps["staging/stg_raw__telemetry_samples"]
     assert "intermediate/int_request_day_energy" in deps["marts/fct_request_energy"]
     assert "marts/fct_window_energy" in deps["marts/fct_cluster_energy_daily"]
+    assert "factors/grid_intensity_hourly" in deps["staging/stg_factors__grid_intensity_hourly"]
+    assert "intermediate/int_request_day_energy" in deps["marts/fct_request_impact"]
+    assert "marts/dim_model_training_rates" in deps["marts/fct_request_impact"]
 
 
 def test_jobs_schedules_sensors_checks():

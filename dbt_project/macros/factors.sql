@@ -23,3 +23,16 @@
 {% macro seconds_per_year() -%}
     31557600.0
 {%- endmacro %}
+
+{#-
+    Remaining projected inferences of a factor model at month k of its service (marts.dim_model_training_rates):
+    last month's observed volume x the remaining service months when service_months is known and last month served
+    requests, else the projected lifetime inferences not yet served.
+-#}
+{% macro remaining_inferences(model, previous_inferences, k, served_before) -%}
+    case
+        when {{ model }}.service_months is not null and {{ previous_inferences }} > 0
+            then {{ previous_inferences }} * ({{ model }}.service_months - {{ k }})
+        else {{ model }}.projected_lifetime_inferences - {{ served_before }}
+    end
+{%- endmacro %}

@@ -122,10 +122,14 @@ chosen as (
             as lifetime_high_years,
         concat_ws(
             '; ',
-            'gpu: ' || case when c.gpu_embodied_kg_co2e is null then g.hardware || ' (' || g.source || ')'
-                else 'clusters.yml' end,
-            'server: ' || case when c.server_embodied_kg_co2e is null then s.hardware || ' (' || s.source || ')'
-                else 'clusters.yml' end,
+            'gpu: ' || case
+                when c.gpu_embodied_kg_co2e is null then g.hardware || ' (' || g.source || ')'
+                else 'clusters.yml'
+            end,
+            'server: ' || case
+                when c.server_embodied_kg_co2e is null then s.hardware || ' (' || s.source || ')'
+                else 'clusters.yml'
+            end,
             'lifetime: ' || case when c.lifetime_years is null then s.source else 'clusters.yml' end
         ) as embodied_source,
         concat_ws('; ', 'gpu ' || g.version, 'server ' || s.version) as hardware_version,
@@ -149,12 +153,16 @@ chosen as (
         w.ewif_high_l_per_kwh,
         'factors.water_intensity ' || w.zone || ': ' || w.source as water_source,
         w.version as water_version,
-        a.location_g_co2e_per_kwh as annual_location_g_co2e_per_kwh,
+        {%- if var('grid_location_basis') == 'lifecycle' %}
+            coalesce(a.lifecycle_g_co2e_per_kwh, a.location_g_co2e_per_kwh) as annual_location_g_co2e_per_kwh,
+        {%- else %}
+            a.location_g_co2e_per_kwh as annual_location_g_co2e_per_kwh,
+        {%- endif %}
         a.market_g_co2e_per_kwh as annual_market_g_co2e_per_kwh,
         a.low_g_co2e_per_kwh as annual_low_g_co2e_per_kwh,
         a.high_g_co2e_per_kwh as annual_high_g_co2e_per_kwh,
-        'factors.grid_intensity_annual ' || a.zone || coalesce(' ' || a.year, '') || ': ' || a.source
-            as annual_grid_source,
+        'factors.grid_intensity_annual ' || a.zone || coalesce(' ' || a.year, '') || ' (' || a.basis || ' basis): '
+        || a.source as annual_grid_source,
         a.version as annual_grid_version
     from clusters as c
     left join provider_rows as d on c.cluster = d.cluster

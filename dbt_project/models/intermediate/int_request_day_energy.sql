@@ -183,22 +183,17 @@ final as (
         coalesce(e.idle_energy_j, 0) as idle_energy_j,
         coalesce(e.dynamic_energy_j, 0) as dynamic_energy_j,
         coalesce(u.energy_j * e.request_seconds / nullif(cs.request_seconds, 0), 0) as unallocated_idle_energy_j,
+        -- impact at IT level (facility = x PUE downstream); the unallocated part's spread like its energy
+        {%- for col in [
+            'location_g', 'location_low_g', 'location_high_g', 'market_g', 'market_factor_j', 'annual_factor_j',
+            'embodied_g', 'embodied_low_g', 'embodied_high_g', 'water_l', 'water_low_l', 'water_high_l'] %}
+            coalesce(e.{{ col }}, 0)
+            + coalesce(u.{{ col }} * e.request_seconds / nullif(cs.request_seconds, 0), 0) as {{ col }}_raw,
+        {%- endfor %}
         coalesce(e.telemetry_covered_s, 0) as telemetry_covered_s,
         coalesce(e.accelerator_energy_j, 0) as accelerator_energy_j,
         coalesce(e.accelerator_dynamic_energy_j, 0) as accelerator_dynamic_energy_j,
-        coalesce(e.host_energy_j, 0) as host_energy_j,
-        -- impact at IT level (facility = x PUE downstream); the unallocated part's spread like its energy
-        {%- for col, unallocated in [
-            ('location_g', 'location_g'), ('location_low_g', 'location_low_g'),
-            ('location_high_g', 'location_high_g'), ('market_g', 'market_g'),
-            ('market_factor_j', 'market_factor_j'), ('annual_factor_j', 'annual_factor_j'),
-            ('embodied_g', 'embodied_g'), ('embodied_low_g', 'embodied_low_g'),
-            ('embodied_high_g', 'embodied_high_g'), ('water_l', 'water_l'), ('water_low_l', 'water_low_l'),
-            ('water_high_l', 'water_high_l')] %}
-            coalesce(e.{{ col }}, 0)
-            + coalesce(u.{{ unallocated }} * e.request_seconds / nullif(cs.request_seconds, 0), 0)
-                as {{ col }}_raw{{ "," if not loop.last }}
-        {%- endfor %}
+        coalesce(e.host_energy_j, 0) as host_energy_j
     from requests as r
     left join energy as e on r.request_id = e.request_id
     left join cluster_seconds as cs on r.cluster = cs.cluster

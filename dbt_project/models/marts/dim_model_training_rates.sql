@@ -27,7 +27,7 @@ volumes as (
     select
         a.factor_model,
         cast(date_trunc('month', r.day) as date) as month,
-        sum(coalesce(r.output_tokens, 0) + 1) as inferences
+        cast(sum(coalesce(r.output_tokens, 0) + 1) as bigint) as inferences
     from {{ ref('fct_request_energy') }} as r
     inner join aliases as a on {{ model_key('r.model') }} = a.alias_key
     group by all
@@ -54,7 +54,8 @@ months as (
         s.factor_model,
         cast(g.generate_series as date) as month,
         cast(datediff('month', s.first_month, g.generate_series) as integer) as k,
-        coalesce(v.inferences, 0) as inferences
+        coalesce(v.inferences, 0) as inferences,
+        cast(datediff('month', s.first_month, s.last_month) as integer) as last_k
     from spans as s
     cross join generate_series(s.first_month, s.last_month, interval 1 month) as g
     left join volumes as v on s.factor_model = v.factor_model and cast(g.generate_series as date) = v.month
@@ -63,7 +64,7 @@ months as (
 
 chain as (
     with recursive steps (factor_model, k, served_before, amortised_before, previous_inferences) as (
-        select factor_model, 0, 0.0::double, 0.0::double, null::double
+        select factor_model, 0, cast(0.0 as double), cast(0.0 as double), cast(null as double)
         from months
         where k = 0
         union all
@@ -73,63 +74,73 @@ chain as (
             s.served_before + m.inferences,
             s.amortised_before + m.inferences * (
                 case
-                    when p.remaining > 0 then greatest(1 - s.amortised_before, 0) / p.remaining else 0
+                    when {{ remaining_inferences('f', 's.previous_inferences', 's.k', 's.served_before') }} > 0
+                        then
+                            greatest(1 - s.amortised_before, 0)
+                            / {{ remaining_inferences('f', 's.previous_inferences', 's.k', 's.served_before') }}
+                    else 0
                 end
             ),
             m.inferences
         from steps as s
         inner join months as m on s.factor_model = m.factor_model and s.k = m.k
         inner join factor_models as f on s.factor_model = f.factor_model
-        cross join lateral (
-            select case
-                when f.service_months is not null and s.previous_inferences > 0
-                    then s.previous_inferences * (f.service_months - s.k)
-                else f.projected_lifetime_inferences - s.served_before
-            end as remaining
-        ) as p
-        where s.k < (select max(k) from months as mm where mm.factor_model = s.factor_model)
+        where s.k < m.last_k
     )
 
     select * from steps
 ),
 
-final as (
+projected as (
     select
         m.factor_model,
         m.month,
-        m.k as service_month_index,
+        m.k,
         m.inferences,
-        c.served_before as inferences_before,
-        c.amortised_before as share_amortised_before,
-        p.remaining as projected_remaining_inferences,
-        case
-            when p.remaining is null then null
-            when p.remaining > 0 then greatest(1 - c.amortised_before, 0) / p.remaining
-            else 0
-        end as share_per_inference,
-        case
-            when p.remaining is null then 'no projection: set projected_lifetime_inferences in factors/models.yml'
-            when f.service_months is not null and m.k >= f.service_months then 'service period over'
-            when p.remaining <= 0 then 'projection reached: footprint fully amortised'
-            when f.service_months is not null and c.previous_inferences > 0 then 're-projected from observed volume'
-            else 'projected lifetime inferences'
-        end as rate_basis,
+        c.served_before,
+        c.amortised_before,
+        c.previous_inferences,
+        f.service_months,
         f.training_kg_co2e,
         f.fine_tuning_kg_co2e,
         f.training_water_l,
         f.fine_tuning_water_l,
         f.source,
-        f.version
+        f.version,
+        {{ remaining_inferences('f', 'c.previous_inferences', 'm.k', 'c.served_before') }} as remaining
     from months as m
     inner join chain as c on m.factor_model = c.factor_model and m.k = c.k
     inner join factor_models as f on m.factor_model = f.factor_model
-    cross join lateral (
-        select case
-            when f.service_months is not null and c.previous_inferences > 0
-                then c.previous_inferences * (f.service_months - m.k)
-            else f.projected_lifetime_inferences - c.served_before
-        end as remaining
-    ) as p
+),
+
+final as (
+    select
+        factor_model,
+        month,
+        k as service_month_index,
+        inferences,
+        served_before as inferences_before,
+        amortised_before as share_amortised_before,
+        remaining as projected_remaining_inferences,
+        case
+            when remaining is null then null
+            when remaining > 0 then greatest(1 - amortised_before, 0) / remaining
+            else 0
+        end as share_per_inference,
+        case
+            when remaining is null then 'no projection: set projected_lifetime_inferences in factors/models.yml'
+            when service_months is not null and k >= service_months then 'service period over'
+            when remaining <= 0 then 'projection reached: footprint fully amortised'
+            when service_months is not null and previous_inferences > 0 then 're-projected from observed volume'
+            else 'projected lifetime inferences'
+        end as rate_basis,
+        training_kg_co2e,
+        fine_tuning_kg_co2e,
+        training_water_l,
+        fine_tuning_water_l,
+        source,
+        version
+    from projected
 )
 
 select

@@ -120,13 +120,26 @@ fits as (
         ) = 1
     {%- else %}
         select
-            null::varchar as model_key, null::varchar as hardware_key, null::varchar as fit_label,
-            null::double as alpha_in, null::double as alpha_out, null::double as alpha_in_out,
-            null::double as cov_in_in, null::double as cov_in_out, null::double as cov_in_in_out,
-            null::double as cov_out_out, null::double as cov_out_in_out, null::double as cov_in_out_in_out,
-            null::double as resid_variance, null::double as t_975
+            cast(null as varchar) as model_key,
+            cast(null as varchar) as hardware_key,
+            cast(null as varchar) as fit_label,
+            cast(null as double) as alpha_in, cast(null as double) as alpha_out, cast(null as double) as alpha_in_out,
+            cast(null as double) as cov_in_in,
+            cast(null as double) as cov_in_out,
+            cast(null as double) as cov_in_in_out,
+            cast(null as double) as cov_out_out,
+            cast(null as double) as cov_out_in_out,
+            cast(null as double) as cov_in_out_in_out,
+            cast(null as double) as resid_variance, cast(null as double) as t_975
         where false
     {%- endif %}
+),
+
+model_factor_keys as (
+    select distinct
+        alias_key,
+        factor_model
+    from {{ ref('stg_factors__models') }}
 ),
 
 training as (
@@ -141,8 +154,7 @@ training as (
         t.source,
         t.version
     from {{ ref('dim_model_training_rates') }} as t
-    inner join (select distinct alias_key, factor_model from {{ ref('stg_factors__models') }}) as a
-        on t.factor_model = a.factor_model
+    inner join model_factor_keys as a on t.factor_model = a.factor_model
 ),
 
 joined as (

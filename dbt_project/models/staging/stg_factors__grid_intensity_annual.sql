@@ -10,6 +10,9 @@ final as (
         cast(market_g_co2e_per_kwh as double) as market_g_co2e_per_kwh,
         cast(coalesce(low_g_co2e_per_kwh, location_g_co2e_per_kwh) as double) as low_g_co2e_per_kwh,
         cast(coalesce(high_g_co2e_per_kwh, location_g_co2e_per_kwh) as double) as high_g_co2e_per_kwh,
+        cast(lifecycle_g_co2e_per_kwh as double) as lifecycle_g_co2e_per_kwh,
+        -- direct (combustion), lifecycle or unspecified: country averages are often lifecycle figures
+        coalesce(basis, 'unspecified') as basis,
         origin,
         source,
         licence,
