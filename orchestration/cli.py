@@ -1,6 +1,6 @@
 """`impact`: the command line (CONTRACT section 2).
 
-    impact run --data-dir DIR --warehouse FILE [--start YYYY-MM-DD --end YYYY-MM-DD]
+    impact run --data-dir DIR --warehouse FILE [--start YYYY-MM-DD --end YYYY-MM-DD] [--prometheus-url URL]
     impact simulate --out DIR ...            (see `impact simulate --help`)
     impact fit PROFILING.csv [--json]         (see `impact fit --help`)
     impact predict --model M --input-tokens N --output-tokens N [--cluster C] [--at T] [--warehouse FILE]
@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--end", type=_parse_day, help="last day (UTC, inclusive), default: last day in the inputs")
     run.add_argument(
         "--prometheus-url",
-        help="pull telemetry from this Prometheus server instead of telemetry/ files (not available yet)",
+        help="pull telemetry from this Prometheus server instead of telemetry/ files (default: "
+        "$IMPACT_PROMETHEUS_URL); credentials only from the environment: IMPACT_PROMETHEUS_TOKEN, or "
+        "IMPACT_PROMETHEUS_USER and IMPACT_PROMETHEUS_PASSWORD",
     )
     run.add_argument("--quiet", action="store_true", help="only the final summary")
 
@@ -134,8 +136,19 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    if args.prometheus_url:
-        raise CliError("--prometheus-url is not available yet: export telemetry to files under telemetry/")
+    from orchestration.lib.prometheus import URL_ENV
+
+    before = os.environ.get(URL_ENV)
+    try:
+        return _cmd_run(args, _prometheus_url(args.prometheus_url))
+    finally:  # the flag lasts for this command only (main() may be called in-process, e.g. by tests)
+        if before is None:
+            os.environ.pop(URL_ENV, None)
+        else:
+            os.environ[URL_ENV] = before
+
+
+def _cmd_run(args: argparse.Namespace, prometheus_url: str | None) -> int:
     if not args.data_dir:
         raise CliError(f"--data-dir is required (or set {settings.DATA_DIR_ENV})")
     data_dir = Path(args.data_dir).expanduser().resolve()
@@ -150,6 +163,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from orchestration.lib.warehouse import connect
 
     say = (lambda *_: None) if args.quiet else (lambda msg: print(msg, flush=True))
+    if prometheus_url:
+        say(f"Telemetry from Prometheus at {prometheus_url} (not from {data_dir / 'telemetry'})")
     say(f"Scanning {data_dir} for days ...")
     con = connect(":memory:")
     try:
@@ -220,6 +235,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("\nFailed:\n  " + "\n  ".join(failures) + f"\n(full log: {log_path})", file=sys.stderr)
         return 1
     return 0
+
+
+def _prometheus_url(flag: str | None) -> str | None:
+    """Validate --prometheus-url (or $IMPACT_PROMETHEUS_URL) and hand it to the Dagster resource through the
+    environment (the resource reads it as a dg.EnvVar when the definitions load, below); returns it without
+    credentials for messages, or None (telemetry from files)."""
+    from orchestration.lib.prometheus import URL_ENV
+
+    url = flag or os.environ.get(URL_ENV)
+    if not url:
+        return None
+    from orchestration.lib.prometheus import PrometheusError, check_url, safe_url
+
+    try:
+        os.environ[URL_ENV] = check_url(url)
+    except PrometheusError as exc:
+        raise CliError(str(exc)) from None
+    return safe_url(url)
 
 
 def _failed_checks(result) -> str:

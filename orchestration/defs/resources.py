@@ -10,7 +10,9 @@ from dagster_dbt import DbtCliResource, DbtProject
 
 from orchestration import settings
 from orchestration.dbt_manifest import dbt_executable, prepare_manifest
+from orchestration.lib import prometheus as prom_api
 from orchestration.lib.ingest import DEFAULT_MAX_REQUEST_DURATION_S, DEFAULT_TELEMETRY_MARGIN_S
+from orchestration.lib.metrics import GPU_LABELS, NODE_LABELS
 
 DBT_PROJECT = DbtProject(project_dir=settings.DBT_PROJECT_DIR, profiles_dir=settings.DBT_PROJECT_DIR)
 if os.environ.get("DAGSTER_IS_DEV_CLI"):
@@ -89,6 +91,94 @@ def dbt_vars(
     return out
 
 
+# --------------------------------------------------------------------------------------------------------------
+# Prometheus (issue 5): telemetry pulled from a live server instead of telemetry/ files
+# --------------------------------------------------------------------------------------------------------------
+
+
+class PrometheusClusterLabels(dg.Config):
+    """How to find one cluster's series when they carry no cluster label: PromQL label matchers without braces
+    (e.g. `job="dcgm-west"`), and optionally this cluster's own node and GPU label aliases."""
+
+    selector: str
+    node_labels: list[str] | None = None
+    gpu_labels: list[str] | None = None
+
+
+class PrometheusResource(dg.ConfigurableResource):
+    """A Prometheus server to pull raw telemetry samples from (lib/prometheus.py). Empty `url`: telemetry comes
+    from the telemetry/ files. The URL comes from IMPACT_PROMETHEUS_URL (or `impact run --prometheus-url`);
+    credentials only from the environment: IMPACT_PROMETHEUS_TOKEN (bearer) or IMPACT_PROMETHEUS_USER and
+    IMPACT_PROMETHEUS_PASSWORD (basic auth). They are sent in headers, never logged or put in metadata."""
+
+    url: str = ""
+    bearer_token: str | None = None
+    username: str | None = None
+    password: str | None = None
+    verify_tls: bool = True
+    ca_bundle: str | None = None
+    timeout_s: float = 120.0
+    max_retries: int = 3
+    backoff_s: float = 0.5
+    # seconds of samples per query; a chunk the server refuses as too big is split further
+    chunk_s: float = prom_api.DEFAULT_CHUNK_S
+    workers: int = 4
+    # label mapping: cluster from `cluster_label`; node and GPU from the first label present of these aliases
+    # (default: lib/metrics.py NODE_LABELS, GPU_LABELS); `instance` loses its :port; per-cluster selectors for
+    # series without a cluster label
+    cluster_label: str = "cluster"
+    node_labels: list[str] | None = None
+    gpu_labels: list[str] | None = None
+    strip_instance_port: bool = True
+    clusters: dict[str, PrometheusClusterLabels] | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url.strip())
+
+    def client(self) -> prom_api.PrometheusClient:
+        return prom_api.PrometheusClient(
+            url=self.url,
+            bearer_token=self.bearer_token or None,
+            username=self.username or None,
+            password=self.password or None,
+            verify_tls=self.verify_tls,
+            ca_bundle=self.ca_bundle or None,
+            timeout_s=self.timeout_s,
+            max_retries=self.max_retries,
+            backoff_s=self.backoff_s,
+        )
+
+    def mapping(self) -> prom_api.LabelMapping:
+        return prom_api.LabelMapping(
+            cluster_label=self.cluster_label,
+            node_labels=tuple(self.node_labels or NODE_LABELS),
+            gpu_labels=tuple(self.gpu_labels or GPU_LABELS),
+            strip_instance_port=self.strip_instance_port,
+            clusters=tuple(
+                prom_api.ClusterSelector(
+                    cluster=name,
+                    matchers=c.selector,
+                    node_labels=tuple(c.node_labels) if c.node_labels else None,
+                    gpu_labels=tuple(c.gpu_labels) if c.gpu_labels else None,
+                )
+                for name, c in sorted((self.clusters or {}).items())
+            ),
+        )
+
+
+def prometheus_resource() -> PrometheusResource:
+    """The resource from the environment: each field that is set becomes a dg.EnvVar (resolved at run time, shown
+    in the UI by name only); unset fields keep their defaults (no URL: files)."""
+    env = {
+        "url": prom_api.URL_ENV,
+        "bearer_token": prom_api.TOKEN_ENV,
+        "username": prom_api.USER_ENV,
+        "password": prom_api.PASSWORD_ENV,
+    }
+    return PrometheusResource(**{k: dg.EnvVar(v) for k, v in env.items() if os.environ.get(v)})
+
+
 def _env_or(name: str, default: Path) -> str | dg.EnvVar:
     return dg.EnvVar(name) if os.environ.get(name) else str(default)
 
@@ -102,6 +192,7 @@ def resources() -> dg.Definitions:
                 warehouse=_env_or(settings.WAREHOUSE_ENV, settings.DEFAULT_WAREHOUSE),
             ),
             "dbt": DbtCliResource(project_dir=DBT_PROJECT, dbt_executable=dbt_executable()),
+            "prometheus": prometheus_resource(),
         },
         executor=dg.in_process_executor,
     )

@@ -814,20 +814,40 @@ def ingest_telemetry(
     data_dir: Path,
     day: dt.date,
     margin_s: float = DEFAULT_TELEMETRY_MARGIN_S,
+    samples: str | None = None,
 ) -> IngestSummary:
     """Load the telemetry samples of `day` (plus `margin_s` either side) into raw.telemetry_samples.
 
     Values are converted to SI units of a canonical quantity (DCGM % -> 0-1, mJ -> J). Samples of metrics the
     method does not use are counted per metric as ignored, not rejected.
+
+    `samples`, when given, names a table or view of `con` read INSTEAD of the telemetry/ files (samples pulled
+    from Prometheus, lib/prometheus.py), validated the same way: columns source_file, source_row, raw_record,
+    timestamp (epoch s, double), cluster, metric, value (double), node, gpu, cpu, mode.
     """
     _install_macros(con)
     _metrics_table(con)
     root = data_dir / "telemetry"
-    files = discover_files(root, TELEMETRY_SUFFIXES)
+    files = discover_files(root, TELEMETRY_SUFFIXES) if samples is None else []
     summary = IngestSummary(input="telemetry", partition_day=day, files=len(files))
     known_clusters = {r[0] for r in con.execute("select cluster from raw.clusters").fetchall()}
     _create_candidates(con, "_tel_candidates", TELEMETRY_FIELDS, TELEMETRY_TYPED)
     displays = []
+    if samples is not None:
+        con.execute(
+            f"""
+            insert into _tel_candidates (source_file, source_row, raw_record, "timestamp", timestamp__v, value__v,
+                                         cluster, metric, node, gpu, cpu, mode)
+            select source_file, source_row, raw_record,
+                case when not isfinite("timestamp") then cast("timestamp" as varchar) end,
+                case when isfinite("timestamp")
+                    then try(make_timestamp(cast(round("timestamp" * 1e6) as bigint))) end,
+                value, cluster, metric, node, gpu, cpu, mode
+            from {samples}
+            """
+        )
+        displays = [r[0] for r in con.execute(f"select distinct source_file from {samples} order by 1").fetchall()]
+        summary.files = len(displays)
     for path in files:
         display = _display_path(path, data_dir)
         displays.append(display)

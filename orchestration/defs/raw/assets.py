@@ -2,12 +2,14 @@
 
 
 import datetime as dt
+from pathlib import Path
 
 import dagster as dg
 
 from orchestration.defs.partitions import DAILY_PARTITIONS
-from orchestration.defs.resources import ImpactSettings
+from orchestration.defs.resources import ImpactSettings, PrometheusResource
 from orchestration.lib import ingest
+from orchestration.lib import prometheus as prom_api
 from orchestration.lib.warehouse import warehouse
 
 OWNERS = ["team:platform"]
@@ -91,11 +93,75 @@ def raw_requests(context: dg.AssetExecutionContext, settings: ImpactSettings) ->
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
     deps=[CLUSTERS_KEY],
 )
-def raw_telemetry_samples(context: dg.AssetExecutionContext, settings: ImpactSettings) -> dg.MaterializeResult:
-    """GPU and host telemetry samples (DCGM exporter, Triton, node_exporter names; long-format CSV/Parquet or
-    Prometheus text with timestamps) for the day plus a margin, in SI units: DCGM % -> 0-1, mJ -> J. Samples of
-    metrics the method does not use are counted as ignored; bad samples go to raw.rejected_rows."""
+def raw_telemetry_samples(
+    context: dg.AssetExecutionContext, settings: ImpactSettings, prometheus: PrometheusResource
+) -> dg.MaterializeResult:
+    """GPU and host telemetry samples (DCGM exporter, Triton, node_exporter names) for the day plus a margin, in SI
+    units: DCGM % -> 0-1, mJ -> J. From telemetry/ files (long-format CSV/Parquet or Prometheus text with
+    timestamps), or, when a Prometheus URL is configured (IMPACT_PROMETHEUS_URL, `impact run --prometheus-url`),
+    the raw samples of the clusters in clusters.yml pulled from that server. Samples of metrics the method does not
+    use are counted as ignored; bad samples go to raw.rejected_rows. Re-materialising a day replaces it (late
+    data: re-run the day)."""
     day = dt.date.fromisoformat(context.partition_key)
+    if not prometheus.enabled:
+        with warehouse(settings.warehouse_path) as con:
+            summary = ingest.ingest_telemetry(con, settings.data_path, day, settings.telemetry_margin_s)
+        result = _result(context, summary)
+        return dg.MaterializeResult(metadata={**(result.metadata or {}), "source": dg.MetadataValue.text("files")})
+    return _telemetry_from_prometheus(context, settings, prometheus, day)
+
+
+def prometheus_cache_path(warehouse_path: Path, day: dt.date) -> Path:
+    """Where a day's pull is kept (Parquet, long format, no credentials): beside the warehouse, one file a day,
+    replaced by each run."""
+    return warehouse_path.with_name(warehouse_path.name + ".prometheus") / f"telemetry-{day.isoformat()}.parquet"
+
+
+def _telemetry_from_prometheus(
+    context: dg.AssetExecutionContext, settings: ImpactSettings, prometheus: PrometheusResource, day: dt.date
+) -> dg.MaterializeResult:
+    """Pull the day's raw samples (no warehouse lock held meanwhile), then load them through the same validation
+    as files."""
+    client = prometheus.client()
     with warehouse(settings.warehouse_path) as con:
-        summary = ingest.ingest_telemetry(con, settings.data_path, day, settings.telemetry_margin_s)
-    return _result(context, summary)
+        clusters = [r[0] for r in con.execute("select cluster from raw.clusters order by 1").fetchall()]
+    day_start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp()
+    lo, hi = day_start - settings.telemetry_margin_s, day_start + 86400 + settings.telemetry_margin_s
+    cache = prometheus_cache_path(settings.warehouse_path, day)
+    if not clusters:
+        context.log.warning("no valid cluster in clusters.yml: nothing to pull from Prometheus")
+    stats = prom_api.fetch_samples(
+        client, clusters, lo, hi, cache, mapping=prometheus.mapping(), chunk_s=prometheus.chunk_s,
+        workers=prometheus.workers,
+    )
+    context.log.info(
+        f"Prometheus {client.shown_url}: {stats.samples} samples of {stats.series} series in {stats.queries} "
+        f"queries ({stats.splits} chunk splits), {stats.seconds:.1f} s"
+    )
+    for warning in stats.warnings[:10]:
+        context.log.warning(f"Prometheus {client.shown_url}: {warning}")
+    with warehouse(settings.warehouse_path) as con:
+        # (a view cannot take a bound parameter: the path goes in as an escaped literal)
+        con.execute(
+            f"create or replace temp view _prometheus_samples as select * from read_parquet('{_sql_literal(cache)}')"
+        )
+        summary = ingest.ingest_telemetry(
+            con, settings.data_path, day, settings.telemetry_margin_s, samples="_prometheus_samples"
+        )
+        con.execute("drop view _prometheus_samples")
+    result = _result(context, summary)
+    return dg.MaterializeResult(
+        metadata={
+            **(result.metadata or {}),
+            "source": dg.MetadataValue.text(f"prometheus:{stats.server}"),
+            "prometheus_queries": dg.MetadataValue.int(stats.queries),
+            "prometheus_chunk_splits": dg.MetadataValue.int(stats.splits),
+            "prometheus_samples": dg.MetadataValue.int(stats.samples),
+            "prometheus_series": dg.MetadataValue.int(stats.series),
+            "prometheus_seconds": dg.MetadataValue.float(round(stats.seconds, 3)),
+        }
+    )
+
+
+def _sql_literal(path: Path) -> str:
+    return str(path).replace("'", "''")
