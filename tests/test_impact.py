@@ -262,3 +262,17 @@ def test_rollups_match_the_requests(impact):
         {"c": METERED.cluster_id},
     ).fetchone()[0]
     assert shares == pytest.approx(1.0, rel=1e-9)
+
+
+def test_predict_prices_a_hypothetical_request_like_the_mart(impact):
+    from orchestration.lib.predictions import predict_one
+
+    _, con, _ = impact
+    p = predict_one(con, "llama2-70b", 400, 150, cluster=BLIND.cluster_id, at=f"{DAY}T10:30:00Z")
+    i = p["impact"]
+    assert i["zone"] == "YY-SOUTH" and i["grid_resolution"] == "annual"
+    assert i["operational_location_g_co2e"] == pytest.approx(
+        i["facility_energy_j"] / 3.6e6 * ANNUAL_YY, rel=1e-12
+    )
+    assert i["training_g_co2e"] == pytest.approx(151 * TRAINING_KG * 1000 / LIFETIME_INFERENCES * 1.1, rel=1e-12)
+    assert i["total_g_co2e_low"] < i["total_g_co2e"] < i["total_g_co2e_high"]

@@ -355,7 +355,7 @@ def predict_one(
     def num(v):
         return None if v is None or pd.isna(v) else float(v)
 
-    return {
+    result = {
         "model": model,
         "hardware": hardware,
         "cluster": cluster,
@@ -377,6 +377,137 @@ def predict_one(
         "training_window_end": window[1],
         "other_hardware": [str(h) for h in counts.index if h != hardware],
         "energy_definition": ENERGY_DEFINITION,
+    }
+    result["impact"] = hypothetical_impact(
+        con, cluster or _cluster_of(train), model, at_ts, result
+    )
+    return result
+
+
+def _cluster_of(train: pd.DataFrame) -> str | None:
+    """The cluster that served most of the training requests (its factors price a request without --cluster)."""
+    counts = train["cluster"].dropna().value_counts()
+    return str(counts.index[0]) if len(counts) else None
+
+
+_IMPACT_FACTORS_SQL = """
+with f as (
+    select * from intermediate.int_cluster_day_factors
+    where cluster = $cluster and day <= $day
+    order by day desc limit 1
+),
+hourly as (
+    select location_g_co2e_per_kwh, location_low_g_co2e_per_kwh, location_high_g_co2e_per_kwh, grid_source,
+           resolution
+    from intermediate.int_cluster_hour_intensity
+    where cluster = $cluster and hour_start = $hour
+),
+embodied as (
+    -- embodied carbon and water per request-second on the cluster's latest day with requests
+    select sum(embodied_g_co2e) / nullif(sum(request_seconds), 0) as g_per_s,
+           sum(embodied_low_g_co2e) / nullif(sum(request_seconds), 0) as low_g_per_s,
+           sum(embodied_high_g_co2e) / nullif(sum(request_seconds), 0) as high_g_per_s,
+           sum(water_embodied_l) / nullif(sum(request_seconds), 0) as water_l_per_s
+    from intermediate.int_request_day_energy
+    where cluster = $cluster and day = (select day from f)
+),
+training as (
+    select t.training_g_co2e_per_inference + t.fine_tuning_g_co2e_per_inference as g_per_inference,
+           t.training_water_l_per_inference + t.fine_tuning_water_l_per_inference as water_l_per_inference,
+           t.factor_model, t.rate_basis
+    from marts.dim_model_training_rates as t
+    join staging.stg_factors__models as m on m.factor_model = t.factor_model
+    where m.alias_key = $model_key and t.month <= $day
+    order by t.month desc limit 1
+)
+select f.zone, f.pue, f.pue_low, f.pue_high, f.wue_onsite_l_per_kwh, f.wue_low_l_per_kwh, f.wue_high_l_per_kwh,
+       f.ewif_l_per_kwh, f.ewif_low_l_per_kwh, f.ewif_high_l_per_kwh,
+       coalesce(h.location_g_co2e_per_kwh, f.annual_location_g_co2e_per_kwh) as ci,
+       coalesce(h.location_low_g_co2e_per_kwh, f.annual_low_g_co2e_per_kwh) as ci_low,
+       coalesce(h.location_high_g_co2e_per_kwh, f.annual_high_g_co2e_per_kwh) as ci_high,
+       coalesce(h.resolution, 'annual') as grid_resolution,
+       coalesce(h.grid_source, f.annual_grid_source) as grid_source,
+       e.g_per_s, e.low_g_per_s, e.high_g_per_s, e.water_l_per_s,
+       coalesce(t.g_per_inference, 0) as training_g_per_inference,
+       coalesce(t.water_l_per_inference, 0) as training_water_l_per_inference,
+       coalesce(t.factor_model || ' (' || t.rate_basis || ')', 'none: no training factor') as training_source
+from f
+left join hourly as h on true
+left join embodied as e on true
+left join training as t on true
+"""
+
+
+def hypothetical_impact(con, cluster: str | None, model: str, at_ts, p: dict) -> dict | None:
+    """Carbon and water of the predicted request on ``cluster``'s factors (METHODOLOGY section 5), priced like
+    marts.fct_request_impact: facility = PUE x energy, grid intensity of the hour ``at`` (or the latest day's
+    first hour, else the annual fallback), embodied per request-second of the cluster's latest day, training at
+    the model's monthly rate x (output tokens + 1). Bounds combine the 95 % PIs of energy and duration with the
+    factor ranges at the same end. None when the warehouse has no impact tables yet."""
+    from orchestration.lib.factors import model_key
+
+    if cluster is None or p["predicted_energy_j"] is None:
+        return None
+    import duckdb
+
+    try:
+        day_row = con.execute(
+            "select max(day) from intermediate.int_cluster_day_factors where cluster = ?", [cluster]
+        ).fetchone()
+    except duckdb.CatalogException:  # a warehouse built before the impact marts
+        return None
+    if day_row is None or day_row[0] is None:
+        return None
+    when = at_ts.tz_convert("UTC").tz_localize(None) if at_ts is not None else pd.Timestamp(day_row[0])
+    hour = when.floor("h").to_pydatetime()
+    row = con.execute(
+        _IMPACT_FACTORS_SQL,
+        {"cluster": cluster, "day": when.date(), "hour": hour, "model_key": model_key(model)},
+    ).df()
+    if row.empty:
+        return None
+    f = row.iloc[0]
+    inferences = p["predicted_inferences"]
+
+    def val(x) -> float:
+        return 0.0 if x is None or pd.isna(x) else float(x)
+
+    def one(energy_j, duration_s, pue, ci, wue, ewif, embodied_per_s) -> dict:
+        kwh = val(energy_j) / 3.6e6
+        operational = val(pue) * kwh * val(ci)
+        embodied = val(embodied_per_s) * val(duration_s)
+        training = val(f["training_g_per_inference"]) * inferences
+        water = (
+            val(wue) * kwh + val(ewif) * val(pue) * kwh + val(f["water_l_per_s"]) * val(duration_s)
+            + val(f["training_water_l_per_inference"]) * inferences
+        )
+        return {
+            "facility_energy_j": val(pue) * val(energy_j),
+            "operational_location_g_co2e": operational,
+            "embodied_g_co2e": embodied,
+            "training_g_co2e": training,
+            "total_g_co2e": operational + embodied + training,
+            "total_water_l": water,
+        }
+
+    mid = one(p["predicted_energy_j"], p["predicted_request_duration_s"], f["pue"], f["ci"],
+              f["wue_onsite_l_per_kwh"], f["ewif_l_per_kwh"], f["g_per_s"])  # fmt: skip
+    low = one(max(val(p["predicted_energy_low_j"]), 0.0), max(val(p["predicted_duration_low_s"]), 0.0),
+              f["pue_low"], f["ci_low"], f["wue_low_l_per_kwh"], f["ewif_low_l_per_kwh"], f["low_g_per_s"])  # fmt: skip
+    high = one(p["predicted_energy_high_j"], p["predicted_duration_high_s"], f["pue_high"], f["ci_high"],
+               f["wue_high_l_per_kwh"], f["ewif_high_l_per_kwh"], f["high_g_per_s"])  # fmt: skip
+    return {
+        "cluster": cluster,
+        "zone": f["zone"],
+        "at": str(hour),
+        "grid_resolution": f["grid_resolution"],
+        "grid_source": f["grid_source"],
+        "training_source": f["training_source"],
+        **mid,
+        "total_g_co2e_low": low["total_g_co2e"],
+        "total_g_co2e_high": high["total_g_co2e"],
+        "total_water_l_low": low["total_water_l"],
+        "total_water_l_high": high["total_water_l"],
     }
 
 
@@ -411,6 +542,17 @@ def format_prediction(p: dict) -> str:
     ]
     if p["other_hardware"]:
         lines.append(f"  also served on: {', '.join(p['other_hardware'])} (pick with --cluster)")
+    i = p.get("impact")
+    if i:
+        lines += [
+            f"  impact on cluster {i['cluster']} ({i['zone']}, {i['grid_resolution']} grid factor at {i['at']}):",
+            f"    facility energy {i['facility_energy_j']:,.2f} J; operational {i['operational_location_g_co2e']:.4f} g, "
+            f"embodied {i['embodied_g_co2e']:.4f} g, training {i['training_g_co2e']:.4f} g CO2e",
+            f"    total {i['total_g_co2e']:.4f} g CO2e ({i['total_g_co2e_low']:.4f} - {i['total_g_co2e_high']:.4f}); "
+            f"water {i['total_water_l'] * 1000:.3f} mL ({i['total_water_l_low'] * 1000:.3f} - "
+            f"{i['total_water_l_high'] * 1000:.3f})",
+            "    bounds: the energy and duration 95 % PIs with every factor range at the same end",
+        ]
     return "\n".join(lines)
 
 
