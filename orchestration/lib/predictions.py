@@ -546,11 +546,16 @@ def format_prediction(p: dict) -> str:
     if i:
         lines += [
             f"  impact on cluster {i['cluster']} ({i['zone']}, {i['grid_resolution']} grid factor at {i['at']}):",
-            f"    facility energy {i['facility_energy_j']:,.2f} J; operational {i['operational_location_g_co2e']:.4f} g, "
-            f"embodied {i['embodied_g_co2e']:.4f} g, training {i['training_g_co2e']:.4f} g CO2e",
-            f"    total {i['total_g_co2e']:.4f} g CO2e ({i['total_g_co2e_low']:.4f} - {i['total_g_co2e_high']:.4f}); "
-            f"water {i['total_water_l'] * 1000:.3f} mL ({i['total_water_l_low'] * 1000:.3f} - "
-            f"{i['total_water_l_high'] * 1000:.3f})",
+            (
+                f"    facility energy {i['facility_energy_j']:,.2f} J; operational "
+                f"{i['operational_location_g_co2e']:.4f} g, embodied {i['embodied_g_co2e']:.4f} g, "
+                f"training {i['training_g_co2e']:.4f} g CO2e"
+            ),
+            (
+                f"    total {i['total_g_co2e']:.4f} g CO2e ({i['total_g_co2e_low']:.4f} - "
+                f"{i['total_g_co2e_high']:.4f}); water {i['total_water_l'] * 1000:.3f} mL "
+                f"({i['total_water_l_low'] * 1000:.3f} - {i['total_water_l_high'] * 1000:.3f})"
+            ),
             "    bounds: the energy and duration 95 % PIs with every factor range at the same end",
         ]
     return "\n".join(lines)
