@@ -18,7 +18,7 @@ impact_daily_job = dg.define_asset_job(
 
 impact_models_job = dg.define_asset_job(
     name=MODELS_JOB_NAME,
-    selection=dg.AssetSelection.groups("models"),
+    selection=dg.AssetSelection.groups("models", "comparisons"),
     description="Fit the energy and runtime models on the marts' trailing window and profiling runs, with ANOVA, "
-    "form comparison and per-request predictions.",
+    "form comparison and per-request predictions; compare measured impact with EcoLogits and ML.ENERGY.",
 )
