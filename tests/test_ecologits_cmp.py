@@ -140,7 +140,9 @@ def test_rows_ours_and_status(built):
     assert a["ours_accelerator_j_per_output_token"] == pytest.approx(8000.0 / 300)
     assert a["ours_accelerator_wh_per_request"] == pytest.approx(8000.0 / 2 / 3600)
     assert a["ours_operational_g_co2e_per_request"] == pytest.approx(1.0 / 3)
-    assert a["ours_accelerator_share"] + a["ours_host_share"] + a["ours_overhead_share"] == pytest.approx(1.0)
+    shares = ("ours_accelerator_share", "ours_host_share", "ours_unallocated_idle_share", "ours_overhead_share")
+    assert sum(a[c] for c in shares) == pytest.approx(1.0)
+    assert a["ours_unallocated_idle_share"] == pytest.approx(0.0)
     assert a["mean_output_tokens"] == pytest.approx(400 / 3)
     assert a["ours_facility_wh_median"] == pytest.approx(1.1 * 3000.0 / 3600)
     assert a["ours_accelerator_wh_median"] == pytest.approx((2400.0 + 5600.0) / 2 / 3600)  # metered only

@@ -100,6 +100,7 @@ CMP_SCHEMA: dict[str, str] = {
     "ours_accelerator_j_per_output_token": "double",
     "ours_accelerator_share": "double",
     "ours_host_share": "double",
+    "ours_unallocated_idle_share": "double",
     "ours_overhead_share": "double",
     "ecologits_energy_wh_min": "double",
     "ecologits_energy_wh_mean": "double",
@@ -558,6 +559,8 @@ def _ours(sel: pd.DataFrame) -> dict[str, float | None]:
         "ours_accelerator_j_per_output_token": m_acc / m_tokens if m_tokens > 0 else None,
         "ours_accelerator_share": m_acc / m_fac if m_fac > 0 else None,
         "ours_host_share": m_host / m_fac if m_fac > 0 else None,
+        # IT energy not in the accelerator/host parts: the unallocated idle energy of the provisioned capacity
+        "ours_unallocated_idle_share": (m_it - m_acc - m_host) / m_fac if m_fac > 0 else None,
         "ours_overhead_share": (m_fac - m_it) / m_fac if m_fac > 0 else None,
     }
 
