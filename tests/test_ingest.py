@@ -229,3 +229,18 @@ def test_otlp_genai_spans(data_dir, tmp_path):
     assert loaded and all(model for _, model, *_ in loaded)
     assert ("malformed JSON" in {reason for _, reason in rejected})
     assert sum(s.ignored_by_reason.get("non-GenAI spans", 0) for s in summaries) >= 1
+
+
+def test_csv_text_with_single_quotes_is_not_misparsed(data_dir, tmp_path):
+    """Apostrophes in free text (a tenant named O'Brien, an endpoint 'v1') are text, and double quotes quote
+    (RFC 4180; the reader no longer sniffs the quote character, which misread a factor file with many)."""
+    (data_dir / "requests" / "quotes.csv").write_text(
+        "request_id,cluster,model,start_time,duration_s,input_tokens,output_tokens,tenant,endpoint\n"
+        "q1,c1,m,2024-05-01T10:00:00Z,2.5,10,20,O'Brien's team,'v1'\n"
+        'q2,c1,m,2024-05-01T10:01:00Z,1.5,5,6,"quoted, with comma",plain\n'
+    )
+    with warehouse(tmp_path / "q.duckdb") as con:
+        requests, _ = _load(con, data_dir)
+        got = con.execute("select request_id, tenant, endpoint from raw.requests order by request_id").fetchall()
+    assert requests.rejected == 0
+    assert got == [("q1", "O'Brien's team", "'v1'"), ("q2", "quoted, with comma", "plain")]

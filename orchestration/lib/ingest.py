@@ -283,8 +283,9 @@ def _csv_candidates(
     """
     con.execute("drop table if exists _csv_rejects; drop table if exists _csv_scans")
     probe = con.sql(
-        "select * from read_csv($p, all_varchar = true, header = true, null_padding = false, "
-        "store_rejects = true, rejects_table = '_csv_rejects', rejects_scan = '_csv_scans', "
+        # RFC 4180 quoting, not sniffed: a single quote in a text field must not be taken for a quote character
+        "select * from read_csv($p, all_varchar = true, header = true, null_padding = false, quote = '\"', "
+        "escape = '\"', store_rejects = true, rejects_table = '_csv_rejects', rejects_scan = '_csv_scans', "
         "parallel = false, max_line_size = 10000000)",
         params={"p": str(path)},
     )
