@@ -27,15 +27,18 @@ SHUTDOWN_GRACE_S = 15.0
 from test_definitions import EXPECTED_KEYS  # the same snapshot the UI must show
 
 ALL_KEYS = set().union(*EXPECTED_KEYS.values())
-# clusters.yml is one snapshot and the models read a trailing window of the marts: neither is per day.
-UNPARTITIONED = {"raw/clusters"} | EXPECTED_KEYS["models"]
+# clusters.yml and the factor tables are one snapshot each and the models and comparisons read a trailing window
+# of the marts: none of them is per day.
+UNPARTITIONED = {"raw/clusters"} | EXPECTED_KEYS["factors"] | EXPECTED_KEYS["models"] | EXPECTED_KEYS["comparisons"]
 # Which layers each layer may read from: lineage flows raw -> staging -> intermediate -> marts, never backwards.
 ALLOWED_UPSTREAM_GROUPS = {
     "raw": {"raw"},
-    "staging": {"raw"},
+    "factors": set(),
+    "staging": {"raw", "factors"},
     "intermediate": {"staging", "intermediate"},
     "marts": {"staging", "intermediate", "marts"},
     "models": {"raw", "marts", "models"},
+    "comparisons": {"factors", "marts"},
 }
 
 ASSET_NODES_QUERY = """
@@ -334,10 +337,15 @@ def test_lineage_raw_to_marts(nodes: dict[str, dict]):
         ("staging/stg_raw__telemetry_samples", "raw/telemetry_samples"),
         ("intermediate/int_cluster_day_params", "staging/stg_raw__clusters"),
         ("intermediate/int_telemetry_intervals", "staging/stg_raw__telemetry_samples"),
-        ("intermediate/int_request_day_energy", "intermediate/int_pool_window_energy"),
+        ("intermediate/int_request_day_energy", "intermediate/int_pool_window_impact"),
+        ("intermediate/int_pool_window_impact", "intermediate/int_pool_window_energy"),
         ("marts/fct_request_energy", "intermediate/int_request_day_energy"),
         ("marts/fct_window_energy", "intermediate/int_pool_window_energy"),
         ("marts/fct_cluster_energy_daily", "marts/fct_window_energy"),
+        ("staging/stg_factors__grid_intensity_hourly", "factors/grid_intensity_hourly"),
+        ("intermediate/int_pool_window_impact", "intermediate/int_cluster_hour_intensity"),
+        ("marts/fct_request_impact", "intermediate/int_request_day_energy"),
+        ("marts/cmp_ecologits", "marts/fct_request_impact"),
     ]
     for downstream, upstream in edges:
         assert upstream in deps[downstream], (downstream, deps[downstream])
@@ -348,7 +356,7 @@ def test_lineage_raw_to_marts(nodes: dict[str, dict]):
     group = {key: node["groupName"] for key, node in nodes.items()}
     for key, upstream in deps.items():
         assert upstream <= ALL_KEYS, (key, upstream - ALL_KEYS)  # no dangling edge
-        if group[key] != "raw":
+        if group[key] not in ("raw", "factors"):  # the inputs
             assert upstream, f"{key} has no upstream asset"
         assert {group[u] for u in upstream} <= ALLOWED_UPSTREAM_GROUPS[group[key]], (key, upstream)
 

@@ -42,7 +42,6 @@ def _summary_markdown(summaries: dict[str, factors.FactorSummary]) -> str:
             kinds={"duckdb", "csv"},
             owners=OWNERS,
             description=description,
-            deps=[dg.AssetKey(["raw", "clusters"])] if table == "datacenter" else [],
         )
         for table, description in FACTOR_TABLES.items()
     ],
