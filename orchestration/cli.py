@@ -223,11 +223,12 @@ def _cmd_run(args: argparse.Namespace, prometheus_url: str | None) -> int:
         if not result.success:
             failures.append(f"models: {_failure_cause(result)}")
 
-    rows = _summary_rows(warehouse, days) if warehouse.exists() else []
+    # (a first run that failed before the marts, e.g. an unreachable Prometheus, leaves no marts to summarise)
+    rows = _summary_rows(warehouse, days) if _has_table(warehouse, "marts", "fct_cluster_energy_daily") else []
     header = ("day", "cluster", "requests", "metered_kwh", "attributed_kwh", "unattributed_kwh",
               "coverage", "counter_resets", "rejected_rows")
     print(format_table(header, rows))
-    reasons = _rejection_reasons(warehouse, days) if warehouse.exists() else []
+    reasons = _rejection_reasons(warehouse, days) if _has_table(warehouse, "raw", "rejected_rows") else []
     if reasons:
         print("\nRejected rows (details in raw.rejected_rows):")
         print(format_table(("input", "reason", "rows", "example"), reasons))
@@ -235,6 +236,22 @@ def _cmd_run(args: argparse.Namespace, prometheus_url: str | None) -> int:
         print("\nFailed:\n  " + "\n  ".join(failures) + f"\n(full log: {log_path})", file=sys.stderr)
         return 1
     return 0
+
+
+def _has_table(warehouse: Path, schema: str, table: str) -> bool:
+    if not warehouse.exists():
+        return False
+    from orchestration.lib.warehouse import connect
+
+    con = connect(warehouse, read_only=True)
+    try:
+        (n,) = con.execute(
+            "select count(*) from information_schema.tables where table_schema = $s and table_name = $t",
+            {"s": schema, "t": table},
+        ).fetchone()
+    finally:
+        con.close()
+    return n > 0
 
 
 def _prometheus_url(flag: str | None) -> str | None:
@@ -270,7 +287,10 @@ def _failure_cause(result) -> str:
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data.error:
             err = event.step_failure_data.error
-            while err.cause is not None and not err.message.strip():
+            # Dagster wraps the asset's exception ("Error occurred while executing op ..."): show the cause
+            while err.cause is not None and (
+                not err.message.strip() or err.cls_name == "DagsterExecutionStepExecutionError"
+            ):
                 err = err.cause
             return f"{event.step_key}: {err.message.strip().splitlines()[0]}"
     return "run failed (see the Dagster run log)"

@@ -367,10 +367,12 @@ def fetch_samples(
         lock = threading.Lock()
         manifest: list[tuple[str, str, int, float, float]] = []
 
+        failed = threading.Event()  # the first error stops the other workers (no point retrying them all)
+
         def run(task: tuple[str, int]) -> None:
             metric, gi = task
             pending = plan_chunks(lo, hi, chunk_s)[::-1]
-            while pending:
+            while pending and not failed.is_set():
                 start, end = pending.pop()
                 promql = range_query(metric, groups[gi].matchers, start, end)
                 try:
@@ -393,10 +395,18 @@ def fetch_samples(
                     stats.response_bytes += len(body)
                 path.write_bytes(body)
 
+        def guarded(task: tuple[str, int]) -> None:
+            try:
+                run(task)
+            except BaseException:
+                failed.set()
+                raise
+
         if tasks:
             with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-                for _ in pool.map(run, tasks):
-                    pass
+                futures = [pool.submit(guarded, task) for task in tasks]
+                for future in futures:
+                    future.result()
         con = duckdb.connect()
         try:
             con.execute("set timezone = 'UTC'")
@@ -436,7 +446,8 @@ def _decode(
         "create temp table _prom_manifest (filename varchar, metric varchar, grp integer, start_s double, "
         "end_s double)"
     )
-    con.executemany("insert into _prom_manifest values (?, ?, ?, ?, ?)", manifest)
+    if manifest:
+        con.executemany("insert into _prom_manifest values (?, ?, ?, ?, ?)", manifest)
     node_cases = " ".join(
         f"when {i} then {_first_label(g.node_labels, mapping.strip_instance_port)}" for i, g in enumerate(groups)
     )
@@ -452,16 +463,15 @@ def _decode(
         '{"status": "VARCHAR", "warnings": ["VARCHAR"], '
         '"data": {"resultType": "VARCHAR", "result": [{"metric": "MAP(VARCHAR, VARCHAR)", "values": [["VARCHAR"]]}]}}'
     )
+    assert "'" not in doc_type
     if manifest:
         read = (
-            "select m.*, from_json(t.content, $doc_type) as doc from read_text($files) t "
+            f"select m.*, from_json(t.content, '{doc_type}') as doc from read_text($files) t "
             "join _prom_manifest m on m.filename = t.filename"
         )
-        read_params = {"doc_type": doc_type, "files": [m[0] for m in manifest]}
+        read_params: dict[str, object] = {"files": [m[0] for m in manifest]}
     else:
-        read, read_params = "select m.*, from_json(null::varchar, $doc_type) as doc from _prom_manifest m", {
-            "doc_type": doc_type
-        }
+        read, read_params = f"select m.*, from_json(m.filename, '{doc_type}') as doc from _prom_manifest m", {}
     con.execute(
         "create temp table _prom_docs as select filename, metric, grp, start_s, end_s, doc.warnings, "
         f"doc.data.result as result from ({read})",
