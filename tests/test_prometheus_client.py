@@ -5,6 +5,8 @@ ingest_telemetry, and the OpenMetrics writer. The live server tests are in test_
 import datetime as dt
 import itertools
 import json
+import tempfile
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -252,3 +254,75 @@ def test_openmetrics_round_trips_through_the_exposition_parser(tmp_path):
     assert [g[3] for g in got][:-1] == [w[3] for w in want][:-1]  # values exact (the last one is NaN)
     with pytest.raises(ValueError):
         p.write_openmetrics(con, "s", out, style="other")
+
+
+class _Flaky:
+    """A tiny local HTTP server answering from a script of (status, body), for the retry logic."""
+
+    def __init__(self, script):
+        import http.server
+        import threading
+
+        outer = self
+        self.script, self.calls = list(script), []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                outer.calls.append(self.rfile.read(int(self.headers.get("Content-Length", 0))).decode())
+                status, body = outer.script.pop(0) if len(outer.script) > 1 else outer.script[0]
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+OK_BODY = b'{"status":"success","data":{"resultType":"matrix","result":[]}}'
+
+
+def test_5xx_is_retried_with_backoff_then_succeeds():
+    flaky = _Flaky([(502, b"bad gateway"), (503, b"unavailable"), (200, OK_BODY)])
+    try:
+        client = p.PrometheusClient(flaky.url, max_retries=3, backoff_s=0.01)
+        assert client.query("up[1m]", 1700000000.0) == OK_BODY
+        assert len(flaky.calls) == 3 and "time=1700000000.000" in flaky.calls[0]
+    finally:
+        flaky.close()
+
+
+def test_refusals_fail_at_once_and_exhausted_retries_say_so():
+    refused = _Flaky([(400, b'{"status":"error","errorType":"bad_data","error":"parse error"}')])
+    down = _Flaky([(500, b"internal")])
+    try:
+        with pytest.raises(p.PrometheusError) as err:
+            p.PrometheusClient(refused.url, max_retries=3, backoff_s=0.01).query("up{", 1700000000.0)
+        assert len(refused.calls) == 1
+        assert f"Prometheus at {refused.url}: HTTP 400" in str(err.value) and "parse error" in str(err.value)
+        assert "query up{ at 2023-11-14T22:13:20Z" in str(err.value)
+        with pytest.raises(p.PrometheusError, match="after 3 attempts: HTTP 500"):
+            p.PrometheusClient(down.url, max_retries=2, backoff_s=0.01).query("up[1m]", 1700000000.0)
+        assert len(down.calls) == 3
+    finally:
+        refused.close()
+        down.close()
+
+
+def test_a_chunk_refused_as_too_big_is_split():
+    too_big = b'{"status":"error","errorType":"execution","error":"query processing would load too many samples"}'
+    server = _Flaky([(422, too_big), (200, OK_BODY)])
+    try:
+        stats = p.fetch_samples(p.PrometheusClient(server.url), ["c"], 0.0, 3599.999,
+                                Path(tempfile.mkdtemp()) / "x.parquet", chunk_s=3600, metrics=["nv_gpu_power_usage"])
+        assert stats.splits == 1 and stats.queries == 2 and len(server.calls) == 3
+    finally:
+        server.close()

@@ -267,7 +267,6 @@ def test_small_chunks_and_server_limits_give_identical_rows(tsdb, tmp_path):
 def test_unreachable_server_fails_the_run_naming_the_url(inputs_without_telemetry, tmp_path, capsys):
     """Nothing listens on the port: the run fails (exit 1) with a message that names the server and says it is
     unreachable; the token given in the environment appears nowhere."""
-    _require_prometheus()
     url = f"http://127.0.0.1:{_free_port()}"
     warehouse = tmp_path / "wh.duckdb"
     with _env(**{p.URL_ENV: None, p.TOKEN_ENV: SECRET}):
