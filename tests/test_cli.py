@@ -13,7 +13,12 @@ def test_missing_inputs_exit_2_with_the_cause(tmp_path, capsys):
     assert main(["run", "--data-dir", str(tmp_path), "--warehouse", str(tmp_path / "wh.duckdb")]) == 2
     assert "no clusters.yml" in capsys.readouterr().err
     assert main(["run", "--data-dir", str(tmp_path), "--prometheus-url", "http://127.0.0.1:9"]) == 2
-    assert "--prometheus-url is not available yet" in capsys.readouterr().err
+    assert "no clusters.yml" in capsys.readouterr().err
+    # credentials in the URL are refused (they belong in the environment) and never echoed back
+    url = "http://admin:s3cret@127.0.0.1:9"
+    assert main(["run", "--data-dir", str(tmp_path), "--prometheus-url", url]) == 2
+    err = capsys.readouterr().err
+    assert "s3cret" not in err and "prometheus" in err.lower()
 
 
 @pytest.mark.integration
