@@ -93,6 +93,36 @@ def _summary_rows(warehouse: Path, days: Sequence[dt.date]) -> list[tuple]:
         con.close()
 
 
+IMPACT_HEADER = ("day", "cluster", "facility_kwh", "operational_kg", "embodied_kg", "training_kg", "total_kg",
+                 "total_kg_range", "water_l", "median_g_per_request", "grid")
+
+
+def _impact_rows(warehouse: Path, days: Sequence[dt.date]) -> list[tuple]:
+    """Per day and cluster: facility energy, carbon by kind with the total's bounds, water, the median request's
+    total carbon, and whether hourly grid factors covered every request."""
+    from orchestration.lib.warehouse import connect
+
+    con = connect(warehouse, read_only=True)
+    try:
+        rows = con.execute(
+            """
+            select day, cluster, sum(facility_energy_j) / 3.6e6, sum(operational_location_g_co2e) / 1e3,
+                   sum(embodied_g_co2e) / 1e3, sum(training_g_co2e + fine_tuning_g_co2e) / 1e3,
+                   sum(total_g_co2e) / 1e3, sum(total_g_co2e_low) / 1e3, sum(total_g_co2e_high) / 1e3,
+                   sum(total_water_l), median(total_g_co2e),
+                   case when count(*) filter (where grid_resolution <> 'hourly') = 0 then 'hourly'
+                        else count(*) filter (where grid_resolution <> 'hourly') || ' on annual' end
+            from marts.fct_request_impact
+            where list_contains($days, day)
+            group by day, cluster order by day, cluster
+            """,
+            {"days": list(days)},
+        ).fetchall()
+    finally:
+        con.close()
+    return [(*r[:7], f"{r[7]:,.3f}-{r[8]:,.3f}", *r[9:]) for r in rows]
+
+
 def _rejection_reasons(warehouse: Path, days: Sequence[dt.date]) -> list[tuple]:
     """Rejected rows of these days (and undated ones) by input and kind of reason, with one example each."""
     from orchestration.lib.warehouse import connect
@@ -102,7 +132,7 @@ def _rejection_reasons(warehouse: Path, days: Sequence[dt.date]) -> list[tuple]:
         return con.execute(
             """
             select input, regexp_replace(reason, ' ''[^'']*''| \\([^)]*\\)|: .*', '', 'g') as kind, count(*),
-                   min(source_file || ':' || source_row || '  ' || reason)
+                   left(min(source_file || ':' || source_row || '  ' || reason), 160)
             from raw.rejected_rows
             where partition_day is null or list_contains($days, partition_day)
             group by all order by count(*) desc, kind limit 20
@@ -228,6 +258,10 @@ def _cmd_run(args: argparse.Namespace, prometheus_url: str | None) -> int:
     header = ("day", "cluster", "requests", "metered_kwh", "attributed_kwh", "unattributed_kwh",
               "coverage", "counter_resets", "rejected_rows")
     print(format_table(header, rows))
+    impact = _impact_rows(warehouse, days) if _has_table(warehouse, "marts", "fct_request_impact") else []
+    if impact:
+        print("\nImpact of the requests started each day (marts.fct_request_impact; bounds: all factor ranges at one end):")
+        print(format_table(IMPACT_HEADER, impact))
     reasons = _rejection_reasons(warehouse, days) if _has_table(warehouse, "raw", "rejected_rows") else []
     if reasons:
         print("\nRejected rows (details in raw.rejected_rows):")
