@@ -15,7 +15,7 @@ from orchestration.lib import invariants
 from orchestration.lib.simulate import ClusterSpec, SimConfig, simulate, write_dataset
 from orchestration.lib.warehouse import connect
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("pipeline")]
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("impact")]
 
 DAY = "2024-06-12"
 YEAR_S = 365.25 * 86400
