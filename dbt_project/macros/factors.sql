@@ -36,3 +36,11 @@
         else {{ model }}.projected_lifetime_inferences - {{ served_before }}
     end
 {%- endmacro %}
+
+{#- The provenance every factor row carries (origin shipped/user, source, licence, version). -#}
+{% macro factor_provenance() -%}
+    origin,
+    source,
+    licence,
+    version
+{%- endmacro %}

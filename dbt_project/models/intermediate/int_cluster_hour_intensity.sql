@@ -50,26 +50,18 @@ final as (
         {%- else %}
             coalesce(f.location_g_co2e_per_kwh, d.annual_location_g_co2e_per_kwh) as location_g_co2e_per_kwh,
         {%- endif %}
-        case
-            when f.zone is null then d.annual_low_g_co2e_per_kwh
-            else
-                {%- if basis == 'lifecycle' %} f.lifecycle_g_co2e_per_kwh {% else %} f.location_g_co2e_per_kwh
-                {%- endif %}
-                * (1 - case
-                    when f.estimated then {{ var('grid_estimated_rel_uncertainty') }}
-                    else {{ var('grid_hourly_rel_uncertainty') }}
-                end)
-        end as location_low_g_co2e_per_kwh,
-        case
-            when f.zone is null then d.annual_high_g_co2e_per_kwh
-            else
-                {%- if basis == 'lifecycle' %} f.lifecycle_g_co2e_per_kwh {% else %} f.location_g_co2e_per_kwh
-                {%- endif %}
-                * (1 + case
-                    when f.estimated then {{ var('grid_estimated_rel_uncertainty') }}
-                    else {{ var('grid_hourly_rel_uncertainty') }}
-                end)
-        end as location_high_g_co2e_per_kwh,
+        {%- for end, sign in [('low', '-'), ('high', '+')] %}
+            case
+                when f.zone is null then d.annual_{{ end }}_g_co2e_per_kwh
+                else
+                    {%- if basis == 'lifecycle' %} f.lifecycle_g_co2e_per_kwh {% else %} f.location_g_co2e_per_kwh
+                    {%- endif %}
+                    * (1 {{ sign }} case
+                        when f.estimated then {{ var('grid_estimated_rel_uncertainty') }}
+                        else {{ var('grid_hourly_rel_uncertainty') }}
+                    end)
+            end as location_{{ end }}_g_co2e_per_kwh,
+        {%- endfor %}
         coalesce(f.market_g_co2e_per_kwh, d.annual_market_g_co2e_per_kwh) as market_g_co2e_per_kwh,
         case when f.zone is not null then 'hourly' else 'annual' end as resolution,
         coalesce(f.estimated, false) as estimated,

@@ -11,10 +11,7 @@ final as (
         cast(wue_onsite_l_per_kwh as double) as wue_onsite_l_per_kwh,
         cast(coalesce(wue_low_l_per_kwh, wue_onsite_l_per_kwh) as double) as wue_low_l_per_kwh,
         cast(coalesce(wue_high_l_per_kwh, wue_onsite_l_per_kwh) as double) as wue_high_l_per_kwh,
-        origin,
-        source,
-        licence,
-        version
+        {{ factor_provenance() }}
     from source
 )
 

@@ -13,10 +13,7 @@ final as (
         cast(lifecycle_g_co2e_per_kwh as double) as lifecycle_g_co2e_per_kwh,
         -- direct (combustion), lifecycle or unspecified: country averages are often lifecycle figures
         coalesce(basis, 'unspecified') as basis,
-        origin,
-        source,
-        licence,
-        version
+        {{ factor_provenance() }}
     from source
 )
 

@@ -10,10 +10,7 @@ final as (
         cast(market_g_co2e_per_kwh as double) as market_g_co2e_per_kwh,
         cast(lifecycle_g_co2e_per_kwh as double) as lifecycle_g_co2e_per_kwh,
         coalesce(estimated, false) as estimated,
-        origin,
-        source,
-        licence,
-        version
+        {{ factor_provenance() }}
     from source
 )
 

@@ -15,10 +15,7 @@ final as (
         cast(lifetime_years as double) as lifetime_years,
         cast(coalesce(lifetime_low_years, lifetime_years) as double) as lifetime_low_years,
         cast(coalesce(lifetime_high_years, lifetime_years) as double) as lifetime_high_years,
-        origin,
-        source,
-        licence,
-        version
+        {{ factor_provenance() }}
     from source
 )
 

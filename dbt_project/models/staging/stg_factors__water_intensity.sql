@@ -8,10 +8,7 @@ final as (
         cast(ewif_l_per_kwh as double) as ewif_l_per_kwh,
         cast(coalesce(low_l_per_kwh, ewif_l_per_kwh) as double) as ewif_low_l_per_kwh,
         cast(coalesce(high_l_per_kwh, ewif_l_per_kwh) as double) as ewif_high_l_per_kwh,
-        origin,
-        source,
-        licence,
-        version
+        {{ factor_provenance() }}
     from source
 )
 

@@ -23,6 +23,24 @@ def _partition_day(context: dg.AssetCheckExecutionContext) -> dt.date | None:
     return dt.date.fromisoformat(key) if key else None
 
 
+def _violations_result(
+    context: dg.AssetCheckExecutionContext,
+    settings: ImpactSettings,
+    query,
+    header: tuple[str, ...],
+) -> dg.AssetCheckResult:
+    """Run an invariants query (returns the offending rows) on the partition's day, read-only; pass when empty."""
+    con = connect(settings.warehouse_path, read_only=True)
+    try:
+        bad = query(con, _partition_day(context))
+    finally:
+        con.close()
+    return dg.AssetCheckResult(
+        passed=not bad,
+        metadata={"violations": len(bad), "details": dg.MetadataValue.md(_rows_md(header, bad) if bad else "none")},
+    )
+
+
 def _rows_md(header: tuple[str, ...], rows: list[tuple]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows[:20]]
@@ -68,16 +86,8 @@ def energy_conservation(context: dg.AssetCheckExecutionContext, settings: Impact
 @dg.asset_check(asset=REQUEST_ENERGY_KEY, name=NO_NEGATIVE_ENERGY_CHECK, blocking=True)
 def no_negative_energy(context: dg.AssetCheckExecutionContext, settings: ImpactSettings) -> dg.AssetCheckResult:
     """No window or request carries negative energy (counter resets are handled, never subtracted)."""
-    day = _partition_day(context)
-    con = connect(settings.warehouse_path, read_only=True)
-    try:
-        bad = invariants.negative_energy_rows(con, day)
-    finally:
-        con.close()
-    return dg.AssetCheckResult(
-        passed=not bad,
-        metadata={"violations": len(bad), "details": dg.MetadataValue.md(
-            _rows_md(("table", "cluster", "at", "it_energy_j"), bad) if bad else "none")},
+    return _violations_result(
+        context, settings, invariants.negative_energy_rows, ("table", "cluster", "at", "it_energy_j")
     )
 
 
@@ -136,16 +146,8 @@ IMPACT_FACTOR_COVERAGE_CHECK = "impact_factor_coverage"
 def impact_totals_add_up(context: dg.AssetCheckExecutionContext, settings: ImpactSettings) -> dg.AssetCheckResult:
     """Every request's totals equal the sum of their parts (carbon, SCI score, water), facility energy is PUE x IT
     energy, nothing is negative, and the low/high bounds bracket the central values."""
-    day = _partition_day(context)
-    con = connect(settings.warehouse_path, read_only=True)
-    try:
-        bad = invariants.impact_sum_violations(con, day)
-    finally:
-        con.close()
-    return dg.AssetCheckResult(
-        passed=not bad,
-        metadata={"violations": len(bad), "details": dg.MetadataValue.md(
-            _rows_md(("request_id", "cluster", "day", "problem"), bad) if bad else "none")},
+    return _violations_result(
+        context, settings, invariants.impact_sum_violations, ("request_id", "cluster", "day", "problem")
     )
 
 
@@ -153,16 +155,9 @@ def impact_totals_add_up(context: dg.AssetCheckExecutionContext, settings: Impac
 def impact_conservation(context: dg.AssetCheckExecutionContext, settings: ImpactSettings) -> dg.AssetCheckResult:
     """Operational carbon, embodied carbon and embodied water conserve like energy: per cluster and day, what the
     requests carry plus the unattributed part equals the cluster's total, to 1e-9 relative."""
-    day = _partition_day(context)
-    con = connect(settings.warehouse_path, read_only=True)
-    try:
-        bad = invariants.impact_conservation_violations(con, day)
-    finally:
-        con.close()
-    return dg.AssetCheckResult(
-        passed=not bad,
-        metadata={"violations": len(bad), "details": dg.MetadataValue.md(
-            _rows_md(("cluster", "day", "quantity", "total", "attributed", "unattributed"), bad) if bad else "none")},
+    return _violations_result(
+        context, settings, invariants.impact_conservation_violations,
+        ("cluster", "day", "quantity", "total", "attributed", "unattributed"),
     )
 
 
