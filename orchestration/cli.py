@@ -16,6 +16,7 @@ import contextlib
 import datetime as dt
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -227,6 +228,7 @@ def _cmd_run(args: argparse.Namespace, prometheus_url: str | None) -> int:
     say(f"(dbt and Dagster logs: {log_path})")
     for i, day in enumerate(days, start=1):
         began = time.monotonic()
+        log_offset = log_path.stat().st_size if log_path.exists() else 0
         with log_path.open("a") as log, contextlib.redirect_stdout(log):
             result = job.execute_in_process(
                 partition_key=day.isoformat(),
@@ -237,7 +239,7 @@ def _cmd_run(args: argparse.Namespace, prometheus_url: str | None) -> int:
         status = "ok" if result.success else "FAILED"
         say(f"[{i}/{len(days)}] {day}  {status}  {time.monotonic() - began:.1f} s{_failed_checks(result)}")
         if not result.success:
-            failures.append(f"{day}: {_failure_cause(result)}")
+            failures.append(f"{day}: {_failure_cause(result)}{_dbt_failure_detail(log_path, log_offset)}")
 
     if not failures and MODELS_JOB_NAME in {job.name for job in definitions.resolve_all_job_defs()}:
         # then the unpartitioned assets: model fits, diagnostics and predictions over the trailing window
@@ -314,6 +316,29 @@ def _failed_checks(result) -> str:
         if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.asset_check_evaluation_data.passed
     ]
     return f"  checks not passed: {', '.join(names)}" if names else ""
+
+
+SCHEMA_CHANGE_HINT = (
+    "the warehouse was built by an earlier version whose tables had other columns: delete the warehouse file and "
+    "run again (README, 'Upgrading a warehouse')"
+)
+
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+DBT_FAILURE = re.compile(r"(Failure|Error) in (model|test|unit_test) ")
+
+
+def _dbt_failure_detail(log_path: Path, offset: int) -> str:
+    """What dbt said went wrong, from this run's part of the log: the first failing model or test, and a hint when
+    an incremental model's columns changed since the warehouse was built."""
+    with log_path.open(errors="replace") as log:
+        log.seek(offset)
+        text = log.read()
+    if "schemas on this incremental model are out of sync" in text:
+        return f"\n    {SCHEMA_CHANGE_HINT}"
+    plain = ANSI_ESCAPE.sub("", text)
+    failing = [line.strip() for line in plain.splitlines() if DBT_FAILURE.search(line)]
+    return "\n    dbt: " + failing[0] if failing else ""
 
 
 def _failure_cause(result) -> str:

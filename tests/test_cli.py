@@ -41,3 +41,18 @@ def test_run_prints_progress_and_summary_and_survives_bad_rows(tiny_dataset, tmp
     assert float(impact[0].split()[2]) == pytest.approx(1.2 * float(summary[3]), abs=2e-3)
     # and why: the rejection, with its file and line
     assert "requests/r.jsonl:2  malformed JSON" in out
+
+
+def test_dbt_failure_detail_names_the_model_and_the_upgrade_hint(tmp_path):
+    from orchestration.cli import SCHEMA_CHANGE_HINT, _dbt_failure_detail
+
+    log = tmp_path / "wh.duckdb.run.log"
+    log.write_text("an earlier run\n\x1b[31mFailure in model old_model (models/old.sql)\x1b[0m\n")
+    offset = log.stat().st_size
+    with log.open("a") as f:
+        f.write("\x1b[31mFailure in test not_null_fct_x_y (models/x.yml)\x1b[0m\n  Got 3 results\n")
+    assert _dbt_failure_detail(log, offset) == "\n    dbt: Failure in test not_null_fct_x_y (models/x.yml)"
+    with log.open("a") as f:
+        f.write("The source and target schemas on this incremental model are out of sync!\n")
+    assert SCHEMA_CHANGE_HINT in _dbt_failure_detail(log, offset)
+    assert _dbt_failure_detail(log, log.stat().st_size) == ""
