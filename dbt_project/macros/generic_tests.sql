@@ -19,3 +19,22 @@ where {{ column_name }} < {{ min_value }} or {{ column_name }} > {{ max_value }}
 {% test expression_is_true(model, expression) %}
 select * from {{ model }} where not ({{ expression }})
 {% endtest %}
+
+{#-
+    Every per-row rule of a large table in one scan (the per-column not_null / non_negative tests each scan it
+    again): fails the rows where a listed column is null, a listed quantity is negative, or the expression is not
+    true (a null expression counts as not true).
+-#}
+{% test row_invariants(model, not_null=[], non_negative=[], expression='true') %}
+select * from {{ model }}
+where not coalesce(
+    {%- for column in not_null %}
+        {{ column }} is not null and
+    {%- endfor %}
+    {%- for column in non_negative %}
+        {{ column }} >= 0 and
+    {%- endfor %}
+    ({{ expression }}),
+    false
+)
+{% endtest %}
