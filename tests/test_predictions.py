@@ -218,3 +218,18 @@ def test_request_predictions_asset(tmp_path):
     mat = result.asset_materializations_for_node(request_predictions.op.name)[0]
     assert mat.metadata["dagster/row_count"].value == n_fct
     assert "MAPE" in mat.metadata["prediction_errors"].value
+
+
+def test_fit_sample_is_capped_per_group_and_stable(tmp_path):
+    wh = tmp_path / "wh.duckdb"
+    _small_warehouse(wh)
+    con = duckdb.connect(str(wh), read_only=True)
+    try:
+        full = predictions.window_requests(con)
+        sample = predictions.window_requests(con, max_rows_per_group=50)
+        again = predictions.window_requests(con, max_rows_per_group=50)
+    finally:
+        con.close()
+    assert len(full) == 400 and len(sample) == 50  # one model x hardware (both clusters are A100)
+    assert sample["request_id"].tolist() == again["request_id"].tolist()
+    assert set(sample["request_id"]) < set(full["request_id"])

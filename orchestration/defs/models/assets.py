@@ -15,7 +15,7 @@ import pandas as pd
 from orchestration.defs.resources import ImpactSettings
 from orchestration.lib import energy_models as em
 from orchestration.lib.model_plots import diagnostics_markdown
-from orchestration.lib.predictions import window_requests
+from orchestration.lib.predictions import FIT_MAX_ROWS, window_requests
 from orchestration.lib.warehouse import quote_ident, warehouse
 
 OWNERS = ["team:sustainability"]
@@ -73,11 +73,11 @@ class EnergyModelConfig(dg.Config):
 
 def read_telemetry_requests(con: duckdb.DuckDBPyConnection, trailing_days: int) -> pd.DataFrame:
     """Attributed requests of the trailing window (ending on the latest day present; the same window the
-    predictions use), in the column names of the profiling runs: model, hardware (the cluster's gpu_model),
+    predictions use; at most FIT_MAX_ROWS per model x hardware, a fixed hash sample), in the column names of the profiling runs: model, hardware (the cluster's gpu_model),
     input_tokens, output_tokens, energy_j (IT energy), runtime_s (duration), mean_concurrency."""
     if trailing_days <= 0:
         raise ValueError(f"trailing_days must be positive, not {trailing_days}")
-    window = window_requests(con, days=trailing_days)
+    window = window_requests(con, days=trailing_days, max_rows_per_group=FIT_MAX_ROWS)
     return window.assign(hardware=window["hardware"].fillna("")).rename(
         columns={"it_energy_j": "energy_j", "duration_s": "runtime_s"}
     )[["model", "hardware", "input_tokens", "output_tokens", "energy_j", "runtime_s", "mean_concurrency"]]

@@ -41,14 +41,16 @@ def _replace_table(con, table: str, schema: dict[str, str], df: pd.DataFrame) ->
 def request_predictions(context: dg.AssetExecutionContext, settings: ImpactSettings) -> dg.MaterializeResult:
     """Predicted request duration (r_K), predicted inferences (output tokens + 1) and predicted energy (e_K) with
     95 % prediction intervals for every request of marts.fct_request_energy in the trailing 28 days, trained on the
-    same window: one no-intercept fit of the paper form per model x hardware (hardware = the cluster's GPU model).
+    same window (at most FIT_MAX_ROWS = 200,000 requests per model x hardware, a fixed hash sample): one
+    no-intercept fit of the paper form per model x hardware (hardware = the cluster's GPU model).
     Predicted energy is comparable with it_energy_j (dynamic + idle shares as attributed). Replaces
     models.request_predictions and models.prediction_errors (MAPE, median ratio and interval coverage of
     predicted vs attributed energy per model x hardware)."""
     now = pd.Timestamp.now(tz="UTC").tz_localize(None)
     with warehouse(settings.warehouse_path) as con:
         reqs = predictions.window_requests(con)
-        pred = predictions.predict_requests(reqs, reqs)
+        train = predictions.window_requests(con, max_rows_per_group=predictions.FIT_MAX_ROWS)
+        pred = predictions.predict_requests(reqs, train)
         pred["attributed_it_energy_j"] = pred["it_energy_j"]
         pred["predicted_at"] = now
         errors = predictions.prediction_errors(pred)
