@@ -36,6 +36,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from orchestration.lib import warehouse
 from orchestration.settings import REPO_ROOT
 
 try:  # the shared normalisation rule (factors engineer); the same rule is kept here if it is not there
@@ -784,17 +785,7 @@ def replace_table(
     con: duckdb.DuckDBPyConnection, df: pd.DataFrame, table: str = "marts.cmp_ecologits"
 ) -> None:
     """Replace ``table`` with df cast to CMP_SCHEMA (an empty df still yields the table)."""
-    schema = table.split(".")[0]
-    con.execute(f"create schema if not exists {schema}")
-    ddl = ", ".join(f"{c} {t}" for c, t in CMP_SCHEMA.items())
-    con.execute(f"create or replace table {table} ({ddl})")
-    if len(df):
-        cols = ", ".join(f"cast({c} as {t})" for c, t in CMP_SCHEMA.items())
-        con.register("_cmp_ecologits_frame", df[list(CMP_SCHEMA)])
-        try:
-            con.execute(f"insert into {table} select {cols} from _cmp_ecologits_frame")
-        finally:
-            con.unregister("_cmp_ecologits_frame")
+    warehouse.replace_table(con, table, CMP_SCHEMA, df)
 
 
 MARKDOWN_COLUMNS: tuple[tuple[str, str, str], ...] = (

@@ -126,3 +126,18 @@ def warehouse(path: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
 def quote_ident(name: str) -> str:
     """Quote an SQL identifier (DuckDB/ANSI double quotes)."""
     return '"' + name.replace('"', '""') + '"'
+
+
+def replace_table(con: duckdb.DuckDBPyConnection, table: str, types: dict[str, str], df) -> None:
+    """Replace ``schema.table`` with the pandas frame's columns cast to ``types`` (column -> DuckDB type), in that
+    order; an empty frame still yields the (empty) table. Identifiers are quoted; the frame is read by DuckDB's
+    replacement scan, not row by row."""
+    schema, name = table.split(".")
+    target = f"{quote_ident(schema)}.{quote_ident(name)}"
+    con.execute(f"create schema if not exists {quote_ident(schema)}")
+    ddl = ", ".join(f"{quote_ident(c)} {t}" for c, t in types.items())
+    con.execute(f"create or replace table {target} ({ddl})")
+    if len(df):
+        frame = df.reindex(columns=list(types))  # noqa: F841 - read by DuckDB's replacement scan below
+        casts = ", ".join(f"cast({quote_ident(c)} as {t})" for c, t in types.items())
+        con.execute(f"insert into {target} select {casts} from frame")

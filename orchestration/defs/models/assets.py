@@ -16,7 +16,7 @@ from orchestration.defs.resources import ImpactSettings
 from orchestration.lib import energy_models as em
 from orchestration.lib.model_plots import diagnostics_markdown
 from orchestration.lib.predictions import FIT_MAX_ROWS, window_requests
-from orchestration.lib.warehouse import quote_ident, warehouse
+from orchestration.lib.warehouse import quote_ident, replace_table, warehouse
 
 OWNERS = ["team:sustainability"]
 KINDS = {"statsmodels", "duckdb"}
@@ -185,13 +185,6 @@ def append_fits(con: duckdb.DuckDBPyConnection, fits: pd.DataFrame) -> None:
     _insert(con, FITS_TABLE, fits, types)
 
 
-def replace_table(con: duckdb.DuckDBPyConnection, table: str, df: pd.DataFrame, types: dict[str, str]) -> None:
-    con.execute("create schema if not exists models")
-    con.execute(f"drop table if exists {table}")
-    con.execute(_ddl(table, types))
-    _insert(con, table, df, types)
-
-
 def replace_profiling_rejects(con: duckdb.DuckDBPyConnection, rejects: pd.DataFrame, at: pd.Timestamp) -> None:
     """raw.rejected_rows for input 'profiling': the previous run's rows are replaced by this run's."""
     con.execute("delete from raw.rejected_rows where input = $input", {"input": PROFILING_INPUT})
@@ -335,8 +328,8 @@ def energy_models(
         comparison = comparison_rows(groups, fitted_at)
 
         append_fits(con, fits)
-        replace_table(con, ANOVA_TABLE, anova, ANOVA_COLUMNS)
-        replace_table(con, COMPARISON_TABLE, comparison, COMPARISON_COLUMNS)
+        replace_table(con, ANOVA_TABLE, ANOVA_COLUMNS, anova)
+        replace_table(con, COMPARISON_TABLE, COMPARISON_COLUMNS, comparison)
         (history,) = con.execute(f"select count(distinct fitted_at) from {FITS_TABLE}").fetchone()
 
     if len(rejects):

@@ -10,25 +10,12 @@ import pandas as pd
 
 from orchestration.defs.resources import ImpactSettings
 from orchestration.lib import predictions
-from orchestration.lib.warehouse import warehouse
+from orchestration.lib.warehouse import replace_table, warehouse
 
 OWNERS = ["team:sustainability"]
 REQUEST_PREDICTIONS_KEY = dg.AssetKey(["models", "request_predictions"])
 FCT_REQUEST_ENERGY_KEY = dg.AssetKey(["marts", "fct_request_energy"])
 CLUSTERS_KEY = dg.AssetKey(["raw", "clusters"])
-
-
-def _replace_table(con, table: str, schema: dict[str, str], df: pd.DataFrame) -> None:
-    """Replace ``table`` with df's columns cast to the schema's types (an empty df still yields the table)."""
-    ddl = ", ".join(f"{c} {t}" for c, t in schema.items())
-    con.execute(f"create or replace table {table} ({ddl})")
-    if len(df):
-        cols = ", ".join(f"cast({c} as {t})" for c, t in schema.items())
-        con.register("_predictions_frame", df[list(schema)])
-        try:
-            con.execute(f"insert into {table} select {cols} from _predictions_frame")
-        finally:
-            con.unregister("_predictions_frame")
 
 
 @dg.asset(
@@ -56,8 +43,8 @@ def request_predictions(context: dg.AssetExecutionContext, settings: ImpactSetti
         errors = predictions.prediction_errors(pred)
         errors["computed_at"] = now
         con.execute("create schema if not exists models")
-        _replace_table(con, "models.request_predictions", predictions.REQUEST_PREDICTIONS_SCHEMA, pred)
-        _replace_table(con, "models.prediction_errors", predictions.PREDICTION_ERRORS_SCHEMA, errors)
+        replace_table(con, "models.request_predictions", predictions.REQUEST_PREDICTIONS_SCHEMA, pred)
+        replace_table(con, "models.prediction_errors", predictions.PREDICTION_ERRORS_SCHEMA, errors)
     n_ok = int((pred["prediction_status"] == predictions.STATUS_OK).sum())
     unfitted = pred.loc[
         pred["prediction_status"] != predictions.STATUS_OK, "prediction_status"
