@@ -30,7 +30,11 @@ EXPECTED_KEYS = {
         "intermediate/int_telemetry_windows",
         "intermediate/int_pool_window_energy",
         "intermediate/int_request_window_overlaps",
-        "intermediate/int_request_day_energy",
+        "intermediate/int_request_days",
+        "intermediate/int_cluster_day_pools",
+        "intermediate/int_pool_window_load",
+        "intermediate/int_model_day_volumes",
+        "intermediate/int_model_training_rates",
         "intermediate/int_cluster_day_factors",
         "intermediate/int_cluster_hour_intensity",
         "intermediate/int_pool_window_impact",
@@ -81,11 +85,13 @@ def test_lineage_raw_to_marts():
     deps = {key: {d.asset_key.to_user_string() for d in spec.deps} for key, spec in specs.items()}
     assert "raw/requests" in deps["staging/stg_raw__requests"]
     assert "raw/telemetry_samples" in deps["staging/stg_raw__telemetry_samples"]
-    assert "intermediate/int_request_day_energy" in deps["marts/fct_request_energy"]
+    assert "intermediate/int_request_days" in deps["marts/fct_request_energy"]
     assert "marts/fct_window_energy" in deps["marts/fct_cluster_energy_daily"]
     assert "factors/grid_intensity_hourly" in deps["staging/stg_factors__grid_intensity_hourly"]
-    assert "intermediate/int_request_day_energy" in deps["marts/fct_request_impact"]
-    assert "marts/dim_model_training_rates" in deps["marts/fct_request_impact"]
+    assert "intermediate/int_request_days" in deps["marts/fct_request_impact"]
+    assert "intermediate/int_model_training_rates" in deps["intermediate/int_request_days"]
+    assert "intermediate/int_model_day_volumes" in deps["intermediate/int_model_training_rates"]
+    assert "intermediate/int_model_training_rates" in deps["marts/dim_model_training_rates"]
 
 
 def test_jobs_schedules_sensors_checks():

@@ -10,6 +10,7 @@ import datetime as dt
 import math
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import SHARED_DATA
@@ -380,3 +381,26 @@ def test_asset_and_check(tmp_path, monkeypatch):
     n, models = con.execute("select count(*), list(model order by model) from marts.cmp_ecologits").fetchone()
     con.close()
     assert n == 3 and "mystery-7b" in models
+
+
+def test_many_combinations_follow_ecologits_exactly_without_a_call_each():
+    """ecologits_line: EcoLogits' energy is piecewise linear in (output tokens, latency), so a few calls per
+    model price every combination; the result equals direct calls of compute_llm_impacts."""
+    rng = np.random.default_rng(7)
+    n = 400
+    combos = pd.DataFrame(
+        {
+            "active_b": np.repeat([70.0, 7.3], n // 2),
+            "total_b": np.repeat([70.0, 7.3], n // 2),
+            "pue": 1.2,
+            "output_tokens": rng.integers(1, 3000, n).astype(float),
+            # both regimes: latencies below and above EcoLogits' own generation latency
+            "latency_s": np.round(rng.uniform(0.01, 90, n), 2),
+        }
+    )
+    out = ec.ecologits_for_combos(combos)
+    assert len(out) == n
+    for r in out.sample(40, random_state=1).itertuples(index=False):
+        direct = ec.ecologits_request(r.active_b, r.total_b, r.output_tokens, r.latency_s, r.pue, 1.0)
+        assert r.energy_wh_min == pytest.approx(direct["energy_wh_min"], rel=1e-9)
+        assert r.gwp1_g_max == pytest.approx(direct["gwp_usage_g_max"], rel=1e-9)

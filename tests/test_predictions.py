@@ -178,6 +178,7 @@ def test_request_predictions_asset(tmp_path):
     import dagster as dg
     from conftest import run_days
 
+    from orchestration.defs.models.assets import energy_models
     from orchestration.defs.predictions.assets import request_predictions
     from orchestration.defs.resources import ImpactSettings
     from orchestration.lib.simulate import ClusterSpec, SimConfig, simulate, write_dataset
@@ -194,7 +195,7 @@ def test_request_predictions_asset(tmp_path):
     write_dataset(simulate(cfg), data_dir)
     run_days(data_dir, warehouse, ["2024-05-01"])
     result = dg.materialize(
-        [request_predictions],
+        [energy_models, request_predictions],
         resources={"settings": ImpactSettings(data_dir=str(data_dir), warehouse=str(warehouse))},
     )
     assert result.success
@@ -210,8 +211,17 @@ def test_request_predictions_asset(tmp_path):
             "count(*) filter (predicted_inferences != output_tokens + 1) from models.request_predictions"
         ).fetchone()
         errors = con.execute("select * from models.prediction_errors").df()
+        # the view's SQL intervals are statsmodels' get_prediction on the same fit (the stored training sample)
+        view = con.execute("select * from models.request_predictions order by request_id").df()
+        train = predictions.window_requests(con, max_rows_per_group=predictions.FIT_MAX_ROWS)
+        expected = predictions.predict_requests(
+            predictions.window_requests(con).sort_values("request_id").reset_index(drop=True), train
+        )
     finally:
         con.close()
+    for col in ("predicted_energy_j", "predicted_energy_low_j", "predicted_energy_high_j",
+                "predicted_request_duration_s", "predicted_duration_low_s", "predicted_duration_high_s"):
+        np.testing.assert_allclose(view[col].to_numpy(float), expected[col].to_numpy(float), rtol=1e-9, err_msg=col)
     assert n_fct > 1000 and missing == 0 and n_pred == n_fct
     assert n_ok == n_pred and bad_inf == 0
     assert len(errors) >= 1 and (errors["n"] > 0).all() and errors["mape"].notna().all()

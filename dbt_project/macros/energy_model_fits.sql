@@ -8,7 +8,7 @@
     {%- if not execute -%}
         {{ return(none) }}
     {%- endif -%}
-    {%- set relation = adapter.get_relation(database=this.database, schema='models', identifier='energy_model_fits') -%}
+    {%- set relation = adapter.get_relation(database=target.database, schema='models', identifier='energy_model_fits') -%}
     {%- if relation is none -%}
         {{ return(none) }}
     {%- endif -%}

@@ -25,7 +25,7 @@
 {%- endmacro %}
 
 {#-
-    Remaining projected inferences of a factor model at month k of its service (marts.dim_model_training_rates):
+    Remaining projected inferences of a factor model at month k of its service (intermediate.int_model_training_rates):
     last month's observed volume x the remaining service months when service_months is known and last month served
     requests, else the projected lifetime inferences not yet served.
 -#}

@@ -286,17 +286,77 @@ def ecologits_for_combos(
     combos: pd.DataFrame, call: Callable[..., dict[str, float]] = ecologits_request
 ) -> pd.DataFrame:
     """EcoLogits at mix 1 kg/kWh for each distinct (active_b, total_b, pue, output_tokens, latency_s) row of
-    combos; returns combos with energy_wh_min/max and gwp1_g_min/max (g at 1 kg/kWh) columns."""
+    combos; returns combos with energy_wh_min/max and gwp1_g_min/max (g at 1 kg/kWh) columns.
+
+    With EcoLogits itself (the default `call`), a model of exact parameter counts is evaluated through
+    ecologits_line: EcoLogits' energy is pue x (a x min(latency, b x tokens + c) + d x tokens), so a few calls
+    give a, b, c and d and every combination follows exactly (each group is checked against direct calls, and
+    called directly if it does not match, e.g. a parameter range). Millions of requests have ~10^5 distinct
+    combinations: direct calls would cost ~0.3 ms each."""
     keys = ["active_b", "total_b", "pue", "output_tokens", "latency_s"]
     distinct = combos[keys].drop_duplicates().reset_index(drop=True)
-    out = [
-        call(r.active_b, r.total_b, r.output_tokens, r.latency_s, r.pue, 1.0)
-        for r in distinct.itertuples(index=False)
-    ]
-    res = pd.DataFrame(out, index=distinct.index).rename(
-        columns={"gwp_usage_g_min": "gwp1_g_min", "gwp_usage_g_max": "gwp1_g_max"}
+    parts = []
+    for (active_b, total_b, pue), group in distinct.groupby(["active_b", "total_b", "pue"], sort=False):
+        line = ecologits_line(active_b, total_b, pue, group) if call is ecologits_request and len(group) > 8 else None
+        if line is not None:
+            energy = line(group["output_tokens"].to_numpy(float), group["latency_s"].to_numpy(float))
+            res = pd.DataFrame(
+                {"energy_wh_min": energy, "energy_wh_max": energy, "gwp1_g_min": energy, "gwp1_g_max": energy},
+                index=group.index,
+            )
+        else:
+            out = [
+                call(r.active_b, r.total_b, r.output_tokens, r.latency_s, r.pue, 1.0)
+                for r in group.itertuples(index=False)
+            ]
+            res = pd.DataFrame(out, index=group.index).rename(
+                columns={"gwp_usage_g_min": "gwp1_g_min", "gwp_usage_g_max": "gwp1_g_max"}
+            )
+        parts.append(res)
+    if not parts:
+        return distinct.assign(energy_wh_min=[], energy_wh_max=[], gwp1_g_min=[], gwp1_g_max=[])
+    return distinct.join(pd.concat(parts))
+
+
+def ecologits_line(
+    active_b: float, total_b: float, pue: float, check: pd.DataFrame | None = None, rtol: float = 1e-9
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
+    """EcoLogits' facility energy (Wh) of a model as a function of (output tokens, latency s), from EcoLogits
+    calls: pue x (a x min(latency, b x tokens + c) + d x tokens) (its server energy over the generation latency,
+    capped by the measured latency, plus its GPU energy per token). None when the parameters are a range (min <>
+    max) or when the function does not reproduce direct calls at up to 3 rows of `check` (or at probe points)."""
+
+    def e(tokens: float, latency: float) -> float | None:
+        r = ecologits_request(active_b, total_b, tokens, latency, pue, 1.0)
+        if r["energy_wh_min"] != r["energy_wh_max"]:
+            return None
+        return r["energy_wh_min"] / pue
+
+    # latencies far below any generation latency: energy = a x latency + d x tokens there
+    short = 1e-4
+    probes = [e(1.0, short), e(1.0, 2 * short), e(0.0, math.inf), e(1000.0, math.inf)]
+    if any(p is None for p in probes):
+        return None
+    e1s, e1s2, e00, e1k = probes
+    a = (e1s2 - e1s) / short
+    if not a > 0:
+        return None
+    d = e1s - a * short
+    c = e00 / a
+    b = (e1k - 1000.0 * d - a * c) / (1000.0 * a)
+
+    def energy(tokens: np.ndarray, latency: np.ndarray) -> np.ndarray:
+        return pue * (a * np.minimum(latency, b * tokens + c) + d * tokens)
+
+    rows = check.head(3) if check is not None and len(check) else pd.DataFrame(
+        {"output_tokens": [1.0, 250.0], "latency_s": [0.5, 40.0]}
     )
-    return distinct.join(res)
+    for r in rows.itertuples(index=False):
+        want = ecologits_request(active_b, total_b, r.output_tokens, r.latency_s, pue, 1.0)["energy_wh_min"]
+        got = float(energy(np.array([r.output_tokens], float), np.array([r.latency_s], float))[0])
+        if not math.isclose(got, want, rel_tol=rtol, abs_tol=1e-12):
+            return None
+    return energy
 
 
 def verdict(ours: float | None, lo: float | None, hi: float | None, tol: float = ECOLOGITS_BAND_TOLERANCE):

@@ -43,7 +43,7 @@ from orchestration.lib.ingest import (
     _typed_value,
     discover_files,
 )
-from orchestration.lib.warehouse import RAW_DDL
+from orchestration.lib.warehouse import ensure_raw_schema
 
 MODEL_KEY_SQL = r"regexp_replace(lower(regexp_replace(trim({col}), '^.*/', '')), '[^a-z0-9]', '', 'g')"
 
@@ -662,8 +662,7 @@ def load_factors(
     data_dir, shipped_dir = Path(data_dir), Path(shipped_dir)
     user_dir = data_dir / "factors"
     _install_macros(con)
-    for ddl in RAW_DDL:  # raw.rejected_rows
-        con.execute(ddl)
+    ensure_raw_schema(con)  # raw.rejected_rows
     for ddl in FACTOR_DDL:
         con.execute(ddl)
     con.execute(

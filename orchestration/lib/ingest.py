@@ -113,19 +113,26 @@ class IngestSummary:
 # --------------------------------------------------------------------------------------------------------------
 
 MACROS: tuple[str, ...] = (
+    # trim() allocates a new string per row (seconds on millions of rows): only call it when there is a space to
+    # remove (DuckDB's trim removes spaces only)
+    (
+        "create or replace temp macro impact_trim(s) as "
+        "(case when prefix(s, ' ') or suffix(s, ' ') then trim(s) else s end)"
+    ),
+    "create or replace temp macro impact_blank(s) as (s is null or s = '' or (prefix(s, ' ') and trim(s) = ''))",
     # RFC 3339 with an offset (Z or +hh:mm), or epoch seconds -> UTC TIMESTAMP; NULL when unreadable. A time
     # without an offset is refused rather than guessed: a local-time log would otherwise load hours off.
     """
     create or replace temp macro impact_parse_ts(s) as (
         case
-            when s is null or trim(s) = '' then null
-            when regexp_full_match(trim(s), '[+-]?[0-9]+(\\.[0-9]*)?([eE][+-]?[0-9]+)?')
-                then try(make_timestamp(cast(round(cast(trim(s) as double) * 1000000) as bigint)))
+            when impact_blank(s) then null
+            when regexp_full_match(impact_trim(s), '[+-]?[0-9]+(\\.[0-9]*)?([eE][+-]?[0-9]+)?')
+                then try(make_timestamp(cast(round(cast(impact_trim(s) as double) * 1000000) as bigint)))
             when regexp_full_match(
-                trim(s),
+                impact_trim(s),
                 '[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\\.[0-9]+)?)?([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)'
             )
-                then try_cast(try_cast(trim(s) as timestamptz) as timestamp)
+                then try_cast(try_cast(impact_trim(s) as timestamptz) as timestamp)
         end
     )
     """,
@@ -134,7 +141,7 @@ MACROS: tuple[str, ...] = (
     create or replace temp macro impact_ts_problem(s, ts) as (
         case
             when ts is not null then null
-            when regexp_full_match(trim(s), '[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9:.]+')
+            when regexp_full_match(impact_trim(s), '[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9:.]+')
                 then 'timestamp without UTC offset ' || impact_quote(s) || ' (RFC 3339 needs Z or +hh:mm)'
             else 'unparseable timestamp ' || impact_quote(s)
         end
@@ -146,7 +153,6 @@ MACROS: tuple[str, ...] = (
         ts < timestamp '2000-01-01' or ts > cast(now() as timestamp) + interval 1 hour
     )
     """,
-    "create or replace temp macro impact_blank(s) as (s is null or trim(s) = '')",
     "create or replace temp macro impact_quote(s) as ('''' || coalesce(s, '') || '''')",
 )
 
@@ -216,12 +222,12 @@ def _typed_value(field: str, typed: dict[str, str]) -> str:
     """SQL for a typed field's value: the typed shadow, else the text parsed."""
     if typed[field] == "timestamp":
         return f'coalesce("{field}__v", impact_parse_ts("{field}"))'
-    return f'coalesce("{field}__v", try_cast(trim("{field}") as double))'
+    return f'coalesce("{field}__v", try_cast(impact_trim("{field}") as double))'
 
 
 def _shown(field: str) -> str:
     """SQL for a field as the user wrote it (text, or the typed value rendered), for rejection reasons."""
-    return f'coalesce(trim("{field}"), cast("{field}__v" as varchar))'
+    return f'coalesce(impact_trim("{field}"), cast("{field}__v" as varchar))'
 
 
 def _present(field: str) -> str:
@@ -304,7 +310,7 @@ def _csv_candidates(
             select l.source_row, l.line
             from _csv_lines l
             where l.source_row > 1
-              and trim(l.line) <> ''
+              and not impact_blank(l.line)
               and l.source_row not in (select distinct line from _csv_rejects)
         )
         select row_number() over (order by source_row) as ordinal, source_row, line from data_lines
@@ -351,13 +357,13 @@ def _jsonl_candidates(
                        when json_type(line) <> 'OBJECT' then 'JSON value is not an object'
                    end as parse_error
             from _json_lines
-            where trim(line) <> ''
+            where not impact_blank(line)
         )
         select $display, source_row, line, parse_error, {extracts} from parsed
         """,
         {"display": display},
     )
-    (blank,) = con.execute("select count(*) from _json_lines where trim(line) = ''").fetchone()
+    (blank,) = con.execute("select count(*) from _json_lines where impact_blank(line)").fetchone()
     return int(blank)
 
 
@@ -398,26 +404,38 @@ def _rejects_table(
     raw_record_sql: str,
 ) -> None:
     """The rejected rows (the union of `bad_tables`: keys + reason) with their day and raw record. A row whose
-    time is unreadable or implausible is filed under the day most rows of its file belong to."""
+    time is unreadable or implausible is filed under the day most rows of its file belong to (computed only for
+    the files that have such rows: usually none)."""
+    join_keys = ", ".join(keys)
     con.execute(
         f"""
         create or replace temp table {name} as
-        with file_days as (
-            select source_file, mode(cast(ts as date)) as modal_day
-            from (select source_file, {ts_sql} as ts from {rows_table})
-            where ts is not null and not impact_implausible_ts(ts) group by source_file
-        ),
-        bad as ({" union all ".join(f"select * from {t}" for t in bad_tables)})
-        select {", ".join(f"b.{k}" for k in keys)}, b.reason,
-            coalesce(
-                case when not impact_implausible_ts({ts_sql}) then cast({ts_sql} as date) end, f.modal_day
-            ) as reject_day,
+        with bad as ({" union all ".join(f"select * from {t}" for t in bad_tables)})
+        select {", ".join(f"b.{k}" for k in keys)}, b.reason, r.source_file, r.source_row,
+            case when not impact_implausible_ts({ts_sql}) then cast({ts_sql} as date) end as reject_day,
             {raw_record_sql} as raw_record
         from bad b
-        join {rows_table} using ({", ".join(keys)})
-        left join file_days f using (source_file)
+        join {rows_table} r using ({join_keys})
         """
     )
+    undated = [
+        row[0]
+        for row in con.execute(f"select distinct source_file from {name} where reject_day is null").fetchall()
+    ]
+    if undated:
+        con.execute(
+            f"""
+            update {name} set reject_day = f.modal_day
+            from (
+                select source_file, mode(cast(ts as date)) as modal_day
+                from (select source_file, {ts_sql} as ts from {rows_table} where list_contains($files, source_file))
+                where ts is not null and not impact_implausible_ts(ts)
+                group by source_file
+            ) as f
+            where {name}.reject_day is null and {name}.source_file = f.source_file
+            """,
+            {"files": undated},
+        )
 
 
 def _store(
@@ -428,13 +446,18 @@ def _store(
     loaded_sql: str,
     rejected_sql: str,
     files: list[str],
-) -> None:
-    """Replace the partition's rows (loaded and rejected) atomically."""
+    before_insert: Iterable[str] = (),
+) -> int:
+    """Replace the partition's rows (loaded and rejected) atomically; returns the number of rows loaded."""
     con.execute("begin transaction")
     try:
+        for statement in before_insert:
+            con.execute(statement)
         con.execute(f"delete from {raw_table} where partition_day = $day", {"day": day})
         # one load time for the whole partition (a per-row now() costs seconds on millions of rows)
-        con.execute(f"insert into {raw_table} {loaded_sql}", {"loaded_at": dt.datetime.now(dt.UTC).replace(tzinfo=None)})
+        (loaded,) = con.execute(
+            f"insert into {raw_table} {loaded_sql}", {"loaded_at": dt.datetime.now(dt.UTC).replace(tzinfo=None)}
+        ).fetchone()
         con.execute(
             "delete from raw.rejected_rows where input = $input and partition_day = $day",
             {"input": input_name, "day": day},
@@ -450,6 +473,7 @@ def _store(
     except Exception:
         con.execute("rollback")
         raise
+    return int(loaded)
 
 
 def _reason_counts(con: duckdb.DuckDBPyConnection, table: str, day: dt.date) -> dict[str, int]:
@@ -668,8 +692,8 @@ def ingest_requests(
     con.execute(
         f"""
         create or replace temp table _req_bad as
-        select source_file, source_row, source_index, reason from (
-            select source_file, source_row, source_index,
+        select row_id, reason from (
+            select rowid as row_id,
                 case
                     when parse_error is not null then parse_error
                     when impact_blank(request_id) then 'missing request_id'
@@ -677,7 +701,7 @@ def ingest_requests(
                     when {start_ts} is null
                         then replace(impact_ts_problem(start_time, {start_ts}), 'timestamp', 'start_time')
                     when impact_implausible_ts({start_ts})
-                        then 'implausible start_time ' || impact_quote(coalesce(trim(start_time),
+                        then 'implausible start_time ' || impact_quote(coalesce(impact_trim(start_time),
                             strftime({start_ts}, '%Y-%m-%dT%H:%M:%S.%fZ')))
                             || ' (before 2000 or in the future: clock skew?)'
                     when not {_present("duration_s")} then 'missing duration_s'
@@ -690,7 +714,7 @@ def ingest_requests(
                     {_integer_checks(INTEGER_REQUEST_FIELDS)}
                     when impact_blank(model) then 'missing model'
                     when impact_blank(cluster) then 'missing cluster'
-                    when trim(cluster) not in (select cluster from raw.clusters)
+                    when impact_trim(cluster) not in (select cluster from raw.clusters)
                         then 'unknown cluster ' || impact_quote(cluster) || ' (not in clusters.yml)'
                 end as reason
             from _req_candidates
@@ -704,25 +728,26 @@ def ingest_requests(
         """
         create or replace temp table _req_dups as
         with good as (
-            select source_file, source_row, source_index, trim(request_id) as rid
-            from _req_candidates c anti join _req_bad b using (source_file, source_row, source_index)
+            select rowid as row_id, source_file, source_row, source_index, impact_trim(request_id) as rid
+            from _req_candidates
+            where rowid not in (select row_id from _req_bad)
         ),
         repeated as (select rid from good group by rid having count(*) > 1),
         ranked as (
-            select source_file, source_row, source_index, rid,
+            select row_id, rid,
                 row_number() over (partition by rid order by source_file, source_row, source_index) as copy_no,
                 first(source_file || ':' || source_row) over (
                     partition by rid order by source_file, source_row, source_index) as first_at
             from good semi join repeated using (rid)
         )
-        select source_file, source_row, source_index,
-            'duplicate request_id ' || impact_quote(rid) || ' (first at ' || first_at || ')' as reason
+        select row_id, 'duplicate request_id ' || impact_quote(rid) || ' (first at ' || first_at || ')' as reason
         from ranked where copy_no > 1
         """
     )
+    con.execute("create or replace temp view _req_rows as select rowid as row_id, * from _req_candidates")
     _rejects_table(
-        con, "_req_rejects", "_req_candidates", ("_req_bad", "_req_dups"),
-        ("source_file", "source_row", "source_index"), start_ts, _fill_raw_record_sql(REQUEST_FIELDS, REQUEST_TYPED),
+        con, "_req_rejects", "_req_rows", ("_req_bad", "_req_dups"), ("row_id",), start_ts,
+        _fill_raw_record_sql(REQUEST_FIELDS, REQUEST_TYPED),
     )
     day_start = dt.datetime.combine(day, dt.time())
     day_end = day_start + dt.timedelta(days=1)
@@ -732,25 +757,26 @@ def ingest_requests(
         f"or cast({start_ts} as date) = date '{day.isoformat()}')"
     )
     counts = {f: f"cast({_typed_value(f, REQUEST_TYPED)} as bigint)" for f in INTEGER_REQUEST_FIELDS}
-    good = "_req_candidates anti join _req_rejects using (source_file, source_row, source_index)"
+    good = "_req_candidates where rowid not in (select row_id from _req_rejects)"
     loaded_sql = f"""
-        select date '{day.isoformat()}', trim(request_id), trim(cluster), trim(model), {start_ts}, {dur},
+        select date '{day.isoformat()}', impact_trim(request_id), impact_trim(cluster), impact_trim(model), {start_ts}, {dur},
                {counts['input_tokens']}, {counts['output_tokens']},
-               nullif(trim(tenant), ''), nullif(trim(endpoint), ''), nullif(trim(node), ''), nullif(trim(gpu), ''),
+               nullif(impact_trim(tenant), ''), nullif(impact_trim(endpoint), ''), nullif(impact_trim(node), ''),
+               nullif(impact_trim(gpu), ''),
                {counts['input_pixels']}, {counts['output_pixels']}, {counts['quality_steps']},
-               nullif(trim(lora), ''), source_file, source_row, $loaded_at
-        from {good} where {in_scope}
+               nullif(impact_trim(lora), ''), source_file, source_row, $loaded_at, rowid
+        from {good} and {in_scope}
     """
     rejected_sql = f"""
         select reject_day, 'requests', source_file, source_row, reason, raw_record, now()::timestamp
         from _req_rejects
         where reject_day = date '{day.isoformat()}' or reject_day is null
     """
-    _store(con, "requests", day, "raw.requests", loaded_sql, rejected_sql, displays)
-    (summary.loaded,) = con.execute(f"select count(*) from {good} where {in_scope}").fetchone()
+    summary.loaded = _store(con, "requests", day, "raw.requests", loaded_sql, rejected_sql, displays)
     summary.rejected_by_reason = _reason_counts(con, "_req_rejects", day)
     summary.rejected = sum(summary.rejected_by_reason.values())
     summary.lines_in_scope = summary.loaded + summary.rejected
+    con.execute("drop view if exists _req_rows")
     for table in ("_req_candidates", "_req_bad", "_req_dups", "_req_rejects"):
         con.execute(f"drop table if exists {table}")
     return summary
@@ -862,28 +888,31 @@ def ingest_telemetry(
     lo = dt.datetime.combine(day, dt.time()) - dt.timedelta(seconds=margin_s)
     hi = dt.datetime.combine(day, dt.time()) + dt.timedelta(days=1, seconds=margin_s)
     lo_sql, hi_sql = f"timestamp '{lo.isoformat(sep=' ')}'", f"timestamp '{hi.isoformat(sep=' ')}'"
-    # Rows this partition can load or must report: in its time range, or without a usable time.
-    relevant = f"(ts is null or impact_implausible_ts(ts) or (ts >= {lo_sql} and ts < {hi_sql}))"
+    # One pass per question over the candidates (no typed copy of millions of rows): typed sources (Parquet,
+    # Prometheus) carry typed shadows, so the text parsing below only runs for CSV rows. Rows are identified by the
+    # candidates' rowid.
     con.execute(
         f"""
-        create or replace temp table _tel_typed as
-        select c.source_file, c.source_row, c.raw_record, c.parse_error,
+        create or replace temp view _tel_rows as
+        select c.rowid as row_id, c.source_file, c.source_row, c.raw_record, c.parse_error,
                c."timestamp", c.timestamp__v, c.value, c.value__v,
-               trim(c.cluster) as cluster, trim(c.metric) as metric, trim(c.node) as node, trim(c.gpu) as gpu,
-               trim(c.cpu) as cpu, trim(c.mode) as mode,
+               impact_trim(c.cluster) as cluster, impact_trim(c.metric) as metric, impact_trim(c.node) as node,
+               impact_trim(c.gpu) as gpu,
+               impact_trim(c.cpu) as cpu, impact_trim(c.mode) as mode,
                {_typed_value("timestamp", TELEMETRY_TYPED)} as ts,
                {_typed_value("value", TELEMETRY_TYPED)} as v,
                m.quantity, m.scale, m.level
-        from _tel_candidates c left join _metric_specs m on m.metric = trim(c.metric)
+        from _tel_candidates c left join _metric_specs m on m.metric = impact_trim(c.metric)
         """
     )
-    con.execute("drop table _tel_candidates")
+    # Rows this partition can load or must report: in its time range, or without a usable time.
+    relevant = f"(ts is null or impact_implausible_ts(ts) or (ts >= {lo_sql} and ts < {hi_sql}))"
     # 1. rows with something wrong (few): the reason is only rendered for them
     con.execute(
         f"""
         create or replace temp table _tel_bad as
-        select source_file, source_row, reason from (
-            select source_file, source_row,
+        select row_id, reason from (
+            select row_id,
                 case
                     when parse_error is not null then parse_error
                     when impact_blank(metric) then 'missing metric'
@@ -905,75 +934,103 @@ def ingest_telemetry(
                     when impact_blank(node) then 'missing node label'
                     when level = 'gpu' and impact_blank(gpu) then 'missing gpu label for ' || metric
                 end as reason
-            from _tel_typed
+            from _tel_rows
             where {relevant}
         )
         where reason is not null
         """
     )
-    # 2. duplicates among the good rows: one hash per row, ranking only where a key repeats
+    # 2. the series key of every good row of this partition (64-bit hash of its labels; node-level metrics carry no
+    #    GPU), and duplicates: ranking only where a series and timestamp repeat
     con.execute(
         f"""
+        create or replace temp table _tel_good as
+        select row_id, ts, v * scale as value, source_file, source_row,
+               hash(cluster, node, case when level = 'gpu' then gpu end, nullif(cpu, ''), nullif(mode, ''), metric)
+                   as series_key
+        from _tel_rows
+        where quantity is not null and ts >= {lo_sql} and ts < {hi_sql}
+          and row_id not in (select row_id from _tel_bad)
+        """
+    )
+    con.execute(
+        """
         create or replace temp table _tel_dups as
-        with keyed as (
-            select source_file, source_row, hash(cluster, node, gpu, cpu, mode, metric, ts) as series_key
-            from _tel_typed t
-            anti join _tel_bad b using (source_file, source_row)
-            where quantity is not null and {relevant}
-        ),
-        repeated as (
-            select series_key from keyed group by series_key having count(*) > 1
+        with repeated as (
+            select series_key, ts from _tel_good group by series_key, ts having count(*) > 1
         ),
         ranked as (
-            select t.source_file, t.source_row,
-                row_number() over (
-                    partition by t.cluster, t.node, t.gpu, t.cpu, t.mode, t.metric, t.ts
-                    order by t.source_file, t.source_row) as copy_no
-            from _tel_typed t
-            join keyed k using (source_file, source_row)
-            semi join repeated d on d.series_key = k.series_key
+            select g.row_id,
+                row_number() over (partition by g.series_key, g.ts order by g.source_file, g.source_row) as copy_no
+            from _tel_good g semi join repeated r on g.series_key = r.series_key and g.ts = r.ts
         )
-        select source_file, source_row, 'duplicate sample (same series and timestamp)' as reason
-        from ranked where copy_no > 1
+        select row_id, 'duplicate sample (same series and timestamp)' as reason from ranked where copy_no > 1
         """
     )
     _rejects_table(
-        con, "_tel_rejects", "_tel_typed", ("_tel_bad", "_tel_dups"),
-        ("source_file", "source_row"), "ts", _fill_raw_record_sql(TELEMETRY_FIELDS, TELEMETRY_TYPED),
+        con, "_tel_rejects", "_tel_rows", ("_tel_bad", "_tel_dups"), ("row_id",), "ts",
+        _fill_raw_record_sql(TELEMETRY_FIELDS, TELEMETRY_TYPED),
     )
-    in_scope = f"quantity is not null and ts >= {lo_sql} and ts < {hi_sql}"
+    series = _new_series_sql()
     loaded_sql = f"""
-        select date '{day.isoformat()}', t.cluster, t.node, case when t.level = 'gpu' then t.gpu end,
-               nullif(t.cpu, ''), nullif(t.mode, ''), t.metric, t.quantity, t.ts, t.v * t.scale,
-               t.source_file, t.source_row, $loaded_at
-        from _tel_typed t anti join _tel_rejects r using (source_file, source_row)
-        where {in_scope}
+        select date '{day.isoformat()}', g.series_key, g.ts, g.value, g.source_file, g.source_row, $loaded_at
+        from _tel_good g
+        where g.row_id not in (select row_id from _tel_dups)
     """
     rejected_sql = f"""
         select reject_day, 'telemetry', source_file, source_row, reason, raw_record, now()::timestamp
         from _tel_rejects
         where reject_day = date '{day.isoformat()}' or reject_day is null
     """
-    _store(con, "telemetry", day, "raw.telemetry_samples", loaded_sql, rejected_sql, displays)
-    (summary.loaded,) = con.execute(
-        f"select count(*) from _tel_typed t anti join _tel_rejects r using (source_file, source_row) "
-        f"where {in_scope}"
-    ).fetchone()
+    summary.loaded = _store(
+        con, "telemetry", day, "raw.telemetry_points", loaded_sql, rejected_sql, displays, before_insert=series
+    )
     summary.rejected_by_reason = _reason_counts(con, "_tel_rejects", day)
     summary.rejected = sum(summary.rejected_by_reason.values())
     ignored = con.execute(
         f"""
-        select 'unused metric ' || t.metric, count(*) from _tel_typed t
-        anti join _tel_rejects r using (source_file, source_row)
-        where t.quantity is null and cast(t.ts as date) = date '{day.isoformat()}'
-        group by t.metric order by count(*) desc limit 50
+        select 'unused metric ' || metric, count(*) from _tel_rows
+        where quantity is null and cast(ts as date) = date '{day.isoformat()}'
+          and not impact_blank(metric) and parse_error is null
+        group by metric order by count(*) desc limit 50
         """
     ).fetchall()
     summary.ignored_by_reason = {str(k): int(n) for k, n in ignored}
     summary.lines_in_scope = summary.loaded + summary.rejected
-    for table in ("_tel_typed", "_tel_bad", "_tel_dups", "_tel_rejects"):
+    con.execute("drop view if exists _tel_rows")
+    for table in ("_tel_candidates", "_tel_bad", "_tel_good", "_tel_dups", "_tel_rejects"):
         con.execute(f"drop table if exists {table}")
     return summary
+
+
+def _new_series_sql() -> list[str]:
+    """Statements adding the partition's series not yet in raw.telemetry_series (and refusing a 64-bit key that two
+    label sets share: astronomically unlikely, but a silent merge of two series would be wrong)."""
+    labels = (
+        "cluster, node, case when level = 'gpu' then gpu end as gpu, nullif(cpu, '') as cpu, "
+        "nullif(mode, '') as mode, metric, quantity"
+    )
+    return [
+        f"""
+        create or replace temp table _tel_series as
+        with representatives as (select series_key, min(row_id) as row_id from _tel_good group by series_key)
+        select k.series_key, {labels}
+        from representatives k join _tel_rows r using (row_id)
+        """,
+        """
+        select error('telemetry series key collision: ' || series_key) from (
+            select series_key from (
+                select * from _tel_series
+                union select * from raw.telemetry_series where series_key in (select series_key from _tel_series)
+            ) group by series_key having count(*) > 1
+        )
+        """,
+        """
+        insert into raw.telemetry_series
+        select * from _tel_series where series_key not in (select series_key from raw.telemetry_series)
+        """,
+        "drop table _tel_series",
+    ]
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ def conservation_violations(con: duckdb.DuckDBPyConnection, day: dt.date | None 
         f"""
         with per_request as (
             select cluster, day, sum(it_energy_j) as attributed_j
-            from intermediate.int_request_day_energy
+            from intermediate.int_request_days
             group by cluster, day
         )
         select d.cluster, d.day, d.metered_it_energy_j, coalesce(r.attributed_j, 0) as attributed_j,
@@ -80,53 +80,24 @@ def single_request_rule(
 ) -> tuple[list[tuple], int]:
     """(offenders, requests tested): requests alone in every pool-window they touch (no other request in the
     same GPU/host pool and window; at cluster level, alone on the cluster) must get exactly the metered dynamic
-    energy of those pool-windows. Returns up to 20 offenders and how many request-days were tested, so a check
-    that tested nothing shows it."""
-    where, params = _day_filter(day, "o.day")
-    con.execute(
+    energy of those pool-windows. int_request_days carries, per request and day, the most requests that shared
+    any of its pool-windows (max_pool_requests, from the pool loads) and those pool-windows' metered dynamic energy
+    (pool_dynamic_energy_j, from the pool energy); its own dynamic share is computed from the shares formula.
+    Returns up to 20 offenders and how many request-days were tested, so a check that tested nothing shows it."""
+    where, params = _day_filter(day)
+    (tested,) = con.execute(
+        f"select count(*) from intermediate.int_request_days where {where} and max_pool_requests = 1", params
+    ).fetchone()
+    bad = con.execute(
         f"""
-        create or replace temp table _alone as
-        with o as (
-            select o.* from intermediate.int_request_window_overlaps o where {where}
-        ),
-        -- one overlap row per request and window, so rows count requests
-        gpu_load as (
-            select day, cluster, gpu_pool, window_index, count(*) as n from o group by all
-        ),
-        host_load as (
-            select day, cluster, host_pool, window_index, count(*) as n from o group by all
-        ),
-        per_request as (
-            select o.request_id, o.day, max(greatest(g.n, h.n)) as most,
-                   sum(coalesce(pg.dynamic_energy_j, 0) + coalesce(ph.dynamic_energy_j, 0)) as window_dynamic_j
-            from o
-            join gpu_load g using (day, cluster, gpu_pool, window_index)
-            join host_load h using (day, cluster, host_pool, window_index)
-            left join intermediate.int_pool_window_energy pg
-              on pg.day = o.day and pg.cluster = o.cluster and pg.component = 'gpu' and pg.pool = o.gpu_pool
-             and pg.window_index = o.window_index
-            left join intermediate.int_pool_window_energy ph
-              on ph.day = o.day and ph.cluster = o.cluster and ph.component = 'host' and ph.pool = o.host_pool
-             and ph.window_index = o.window_index
-            group by o.request_id, o.day
-        )
-        select request_id, day, window_dynamic_j from per_request where most = 1
+        select request_id, day, pool_dynamic_energy_j, dynamic_energy_j
+        from intermediate.int_request_days
+        where {where} and max_pool_requests = 1
+          and abs(dynamic_energy_j - pool_dynamic_energy_j) > {rel_tol} * greatest(abs(pool_dynamic_energy_j), 1)
+        limit 20
         """,
         params,
-    )
-    try:
-        (tested,) = con.execute("select count(*) from _alone").fetchone()
-        bad = con.execute(
-            f"""
-            select a.request_id, a.day, a.window_dynamic_j, r.dynamic_energy_j
-            from _alone a
-            join intermediate.int_request_day_energy r on r.request_id = a.request_id and r.day = a.day
-            where abs(r.dynamic_energy_j - a.window_dynamic_j) > {rel_tol} * greatest(abs(a.window_dynamic_j), 1)
-            limit 20
-            """
-        ).fetchall()
-    finally:
-        con.execute("drop table if exists _alone")
+    ).fetchall()
     return bad, int(tested)
 
 
@@ -136,36 +107,37 @@ IMPACT_REL_TOL = 1e-9
 
 
 def impact_sum_violations(con: duckdb.DuckDBPyConnection, day: dt.date | None = None) -> list[tuple]:
-    """Requests whose totals are not the sum of their parts (CONTRACT section 3), whose facility energy is not
-    PUE x IT energy (requests that ran within one day, where one PUE applies), or whose bounds do not bracket the
-    central value."""
-    where, params = _day_filter(day)
+    """Request-days (intermediate.int_request_days, where every impact term is computed; the marts' views add up
+    the days of a request) whose totals are not the sum of their parts (CONTRACT section 3), whose facility energy
+    is not that day's PUE x IT energy (metered + predicted), whose bounds do not bracket the central value, or
+    with a negative impact."""
+    where, params = _day_filter(day, "r.day")
     tol = IMPACT_REL_TOL
     return con.execute(
         f"""
-        select request_id, cluster, day,
+        select r.request_id, r.cluster, r.day,
             case
-                when abs(total_g_co2e - (operational_location_g_co2e + embodied_g_co2e + training_g_co2e
-                                         + fine_tuning_g_co2e)) > {tol} * greatest(abs(total_g_co2e), 1e-9)
+                when abs(r.total_g_co2e - (r.operational_location_g_co2e + r.embodied_g_co2e + r.training_g_co2e
+                                           + r.fine_tuning_g_co2e)) > {tol} * greatest(abs(r.total_g_co2e), 1e-9)
                     then 'total_g_co2e is not operational + embodied + training + fine-tuning'
-                when abs(consumer_sci_g_co2e - (operational_location_g_co2e + embodied_g_co2e))
-                     > {tol} * greatest(abs(consumer_sci_g_co2e), 1e-9)
-                    then 'consumer_sci_g_co2e is not operational + embodied'
-                when abs(total_water_l - (water_onsite_l + water_offsite_l + water_embodied_l + training_water_l))
-                     > {tol} * greatest(abs(total_water_l), 1e-12)
+                when abs(r.total_water_l - (r.water_onsite_l + r.water_offsite_l + r.water_embodied_l
+                                            + r.training_water_l)) > {tol} * greatest(abs(r.total_water_l), 1e-12)
                     then 'total_water_l is not the sum of the four waters'
-                when days_spanned = 1 and abs(facility_energy_j - pue * it_energy_j)
-                     > {tol} * greatest(facility_energy_j, 1e-9)
+                when f.pue is null or abs(r.facility_energy_j - f.pue * (r.it_energy_j + r.it_energy_predicted_j))
+                     > {tol} * greatest(r.facility_energy_j, 1e-9)
                     then 'facility_energy_j is not pue x it_energy_j'
-                when total_g_co2e_low > total_g_co2e * (1 + {tol}) or total_g_co2e_high < total_g_co2e * (1 - {tol})
+                when r.total_g_co2e_low > r.total_g_co2e * (1 + {tol})
+                     or r.total_g_co2e_high < r.total_g_co2e * (1 - {tol})
                     then 'carbon bounds do not bracket total_g_co2e'
-                when total_water_l_low > total_water_l * (1 + {tol}) or total_water_l_high < total_water_l * (1 - {tol})
+                when r.total_water_l_low > r.total_water_l * (1 + {tol})
+                     or r.total_water_l_high < r.total_water_l * (1 - {tol})
                     then 'water bounds do not bracket total_water_l'
-                when least(it_energy_j, facility_energy_j, operational_location_g_co2e, embodied_g_co2e,
-                           training_g_co2e, water_onsite_l, water_offsite_l, water_embodied_l) < 0
+                when least(r.it_energy_j, r.facility_energy_j, r.operational_location_g_co2e, r.embodied_g_co2e,
+                           r.training_g_co2e, r.water_onsite_l, r.water_offsite_l, r.water_embodied_l) < 0
                     then 'negative impact'
             end as problem
-        from marts.fct_request_impact
+        from intermediate.int_request_days as r
+        left join intermediate.int_cluster_day_factors as f on f.cluster = r.cluster and f.day = r.day
         where {where} and problem is not null
         limit 20
         """,
@@ -198,7 +170,7 @@ def impact_conservation_violations(con: duckdb.DuckDBPyConnection, day: dt.date 
         with per_request as (
             select cluster, day, sum(it_location_g_co2e) as location_g, sum(embodied_g_co2e) as embodied_g,
                    sum(water_embodied_l) as water_l
-            from intermediate.int_request_day_energy
+            from intermediate.int_request_days
             group by cluster, day
         ),
         sides as ({clauses})

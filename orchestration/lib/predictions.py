@@ -288,15 +288,54 @@ def window_requests(
     if end_day is None:
         return con.execute(_TRAINING_SQL + " where false").df()
     start = end_day - dt.timedelta(days=days - 1)
-    sample = ""
-    if max_rows_per_group is not None:
-        sample = (
-            " qualify row_number() over (partition by f.model, c.gpu_model order by hash(f.request_id), "
-            f"f.request_id) <= {int(max_rows_per_group)}"
-        )
-    return con.execute(
-        _TRAINING_SQL + " where f.day between ? and ?" + sample + " order by f.day, f.request_id", [start, end_day]
-    ).df()
+    if max_rows_per_group is None:
+        return con.execute(
+            _TRAINING_SQL + " where f.day between ? and ? order by f.day, f.request_id", [start, end_day]
+        ).df()
+    # The requests with the smallest hash of request_id, per group. Ranking millions of rows by hash costs a full
+    # sort, so rank only those under a hash threshold that keeps ~1.2x the cap (the group's share of 2^64); if the
+    # threshold kept too few (it keeps `cap` with overwhelming probability), rank the whole group.
+    cap = int(max_rows_per_group)
+    window = {"start": start, "end": end_day}
+    sizes = con.execute(
+        f"select model, hardware, count(*) from ({_TRAINING_SQL} where f.day between $start and $end) group by all",
+        window,
+    ).fetchall()
+    full = 2**64 - 1
+
+    def sample(groups: list[tuple[object, object, int]], thin: bool) -> pd.DataFrame:
+        if not groups:
+            return con.execute(_TRAINING_SQL + " where false").df()
+        bounds = pd.DataFrame(  # noqa: F841 - read by DuckDB's replacement scan below
+            {
+                "g_model": [g[0] for g in groups],
+                "g_hardware": [g[1] for g in groups],
+                "below": [min(full, int(1.2 * cap / g[2] * full)) if thin else full for g in groups],
+            }
+        ).astype({"below": "uint64"})
+        return con.execute(
+            f"""
+            select s.* from ({_TRAINING_SQL} where f.day between $start and $end) as s
+            join bounds as b on s.model is not distinct from b.g_model and s.hardware is not distinct from b.g_hardware
+            where hash(s.request_id) <= b.below
+            qualify row_number() over (partition by s.model, s.hardware order by hash(s.request_id), s.request_id)
+                <= $cap
+            """,
+            {**window, "cap": cap},
+        ).df()
+
+    big = [g for g in sizes if g[2] > cap]
+    out = [sample([g for g in sizes if g[2] <= cap], thin=False)]
+    if big:
+        thinned = sample(big, thin=True)
+        kept = thinned.groupby(["model", "hardware"], dropna=False).size()
+        short = [g for g in big if kept.get((g[0], g[1]), 0) < cap]
+        out.append(thinned[~thinned.set_index(["model", "hardware"]).index.isin([(g[0], g[1]) for g in short])])
+        out.append(sample(short, thin=False))
+    frames = [f for f in out if len(f)]
+    result = pd.concat(frames, ignore_index=True) if frames else out[0]  # noqa: F841 - read by DuckDB below
+    # (DuckDB sorts the strings far faster than pandas)
+    return con.execute("select * from result order by day, request_id").df()
 
 
 def _parse_at(at: str | None) -> pd.Timestamp | None:
@@ -423,7 +462,7 @@ embodied as (
            sum(embodied_low_g_co2e) / nullif(sum(request_seconds), 0) as low_g_per_s,
            sum(embodied_high_g_co2e) / nullif(sum(request_seconds), 0) as high_g_per_s,
            sum(water_embodied_l) / nullif(sum(request_seconds), 0) as water_l_per_s
-    from intermediate.int_request_day_energy
+    from intermediate.int_request_days
     where cluster = $cluster and day = (select day from f)
 ),
 training as (
@@ -637,3 +676,135 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(predict_main())
+
+
+# ------------------------------------------------------------------------------- predictions in the warehouse
+
+REQUEST_PREDICTIONS_VIEW = "models.request_predictions"
+PREDICTION_ERRORS_TABLE = "models.prediction_errors"
+
+
+def _interval_sql(fit: str) -> tuple[str, str]:
+    """(mean, half-width) SQL of fit `fit`'s 95 % prediction interval for a request's x = (tau_in, tau_out,
+    tau_in tau_out): mean = x'a; half-width = t_975 sqrt(x'Vx + s^2), what statsmodels' get_prediction gives as
+    obs_ci (the fit's coefficient covariance V, residual variance s^2 and t quantile are stored with it)."""
+    tin, tout = "f.input_tokens", "f.output_tokens"
+    x = {"in": tin, "out": tout, "in_out": f"({tin} * {tout})"}
+    mean = " + ".join(f"{fit}.alpha_{k} * {v}" for k, v in x.items())
+    keys = list(x)
+    quad = " + ".join(
+        (f"{fit}.cov_{a}_{b} * {x[a]} * {x[b]}" if a == b else f"2 * {fit}.cov_{a}_{b} * {x[a]} * {x[b]}")
+        for i, a in enumerate(keys)
+        for b in keys[i:]
+    )
+    return f"({mean})", f"({fit}.t_975 * sqrt({fit}.resid_variance + {quad}))"
+
+
+def create_predictions_view(con) -> None:
+    """models.request_predictions: every request of marts.fct_request_energy with its predicted duration (r_K),
+    inferences (output tokens + 1) and energy (e_K), each with its 95 % prediction interval (clipped at 0), from
+    the latest paper-form fit of its model and hardware in models.energy_model_fits (telemetry fit preferred).
+    A view: set-based in DuckDB, it always predicts with the current fits and costs nothing to refresh."""
+    e_mean, e_half = _interval_sql("e")
+    r_mean, r_half = _interval_sql("r")
+    con.execute("create schema if not exists models")
+    (kind,) = con.execute(
+        "select coalesce(max(table_type), '') from information_schema.tables "
+        "where table_schema = 'models' and table_name = 'request_predictions'"
+    ).fetchone()
+    if kind == "BASE TABLE":  # a warehouse from before the view
+        con.execute(f"drop table {REQUEST_PREDICTIONS_VIEW}")
+    con.execute(
+        f"""
+        create or replace view {REQUEST_PREDICTIONS_VIEW} as
+        with fits as (
+            select * from models.energy_model_fits
+            where form = 'paper' and t_975 is not null and alpha_in is not null
+            qualify row_number() over (
+                partition by model, hardware, target order by (source = 'telemetry') desc, fitted_at desc
+            ) = 1
+        ),
+        requests as (
+            select f.request_id, f.model, c.gpu_model as hardware, f.cluster, f.day, f.input_tokens,
+                   f.output_tokens, f.it_energy_j
+            from marts.fct_request_energy as f
+            left join raw.clusters as c on c.cluster = f.cluster
+        ),
+        predicted as (
+            select
+                f.*,
+                case
+                    when e.alpha_in is null or r.alpha_in is null
+                        then 'no fit for model ' || f.model || ' on hardware ' || coalesce(f.hardware, 'None')
+                            || ': no training data'
+                    when f.input_tokens is null or f.output_tokens is null then 'missing token counts'
+                    else '{STATUS_OK}'
+                end as prediction_status,
+                {e_mean} as e_mean, {e_half} as e_half, {r_mean} as r_mean, {r_half} as r_half,
+                e.fitted_at
+            from requests as f
+            left join fits as e on e.target = 'energy' and e.model = f.model and e.hardware = f.hardware
+            left join fits as r on r.target = 'runtime' and r.model = f.model and r.hardware = f.hardware
+        )
+        select
+            request_id, model, hardware, cluster, day, input_tokens, output_tokens,
+            it_energy_j as attributed_it_energy_j,
+            case when prediction_status = '{STATUS_OK}' then r_mean end as predicted_request_duration_s,
+            case when prediction_status = '{STATUS_OK}' then greatest(r_mean - r_half, 0) end
+                as predicted_duration_low_s,
+            case when prediction_status = '{STATUS_OK}' then greatest(r_mean + r_half, 0) end
+                as predicted_duration_high_s,
+            cast(output_tokens + 1 as bigint) as predicted_inferences,
+            case when prediction_status = '{STATUS_OK}' then e_mean end as predicted_energy_j,
+            case when prediction_status = '{STATUS_OK}' then greatest(e_mean - e_half, 0) end
+                as predicted_energy_low_j,
+            case when prediction_status = '{STATUS_OK}' then greatest(e_mean + e_half, 0) end
+                as predicted_energy_high_j,
+            prediction_status,
+            fitted_at as predicted_at
+        from predicted
+        """
+    )
+
+
+def replace_prediction_errors(con, days: int = WINDOW_DAYS) -> tuple[pd.DataFrame, dict[str, int], int]:
+    """models.prediction_errors over the trailing ``days`` days of models.request_predictions: per model x
+    hardware, n_requests, n (requests with a prediction and attributed energy > 0), MAPE and median of predicted /
+    attributed energy, and the share of attributed energies inside the 95 % prediction interval (set-based, the
+    same definitions as prediction_errors()). Returns the table, the window's requests per prediction_status and
+    the window's request count."""
+    end_day = latest_day(con)
+    window = "day between $start and $end"
+    params = {"start": (end_day or dt.date(1970, 1, 1)) - dt.timedelta(days=days - 1), "end": end_day}
+    con.execute(
+        f"""
+        create or replace table {PREDICTION_ERRORS_TABLE} as
+        with w as (
+            select *,
+                attributed_it_energy_j > 0 and predicted_energy_j is not null as usable,
+                predicted_energy_j / attributed_it_energy_j as ratio
+            from {REQUEST_PREDICTIONS_VIEW} where {window}
+        )
+        select
+            model, hardware,
+            count(*) as n_requests,
+            count(*) filter (where usable) as n,
+            avg(abs(ratio - 1)) filter (where usable) as mape,
+            median(ratio) filter (where usable) as median_ratio,
+            avg(case when attributed_it_energy_j between predicted_energy_low_j and predicted_energy_high_j
+                then 1.0 else 0.0 end) filter (where usable) as interval_coverage,
+            cast(now() as timestamp) as computed_at
+        from w
+        group by model, hardware
+        order by model, hardware
+        """,
+        params,
+    )
+    errors = con.execute(f"select * from {PREDICTION_ERRORS_TABLE} order by model, hardware").df()
+    statuses = dict(
+        con.execute(
+            f"select prediction_status, count(*) from {REQUEST_PREDICTIONS_VIEW} where {window} group by 1",
+            params,
+        ).fetchall()
+    )
+    return errors, {str(k): int(v) for k, v in statuses.items()}, int(sum(statuses.values()))

@@ -60,16 +60,26 @@ RAW_DDL: tuple[str, ...] = (
         loaded_at timestamp
     )
     """,
+    # added with the request-day table: the row's key within its partition (int_request_days joins on it)
+    "alter table raw.requests add column if not exists request_key bigint",
+    # Telemetry in two tables: each series once (its labels, 64-bit key = hash of the labels), and its samples.
+    # raw.telemetry_samples is the view that joins them (the columns of one long-format input row).
     """
-    create table if not exists raw.telemetry_samples (
-        partition_day date not null,
+    create table if not exists raw.telemetry_series (
+        series_key ubigint primary key,
         cluster varchar not null,
         node varchar not null,
         gpu varchar,
         cpu varchar,
         mode varchar,
         metric varchar not null,
-        quantity varchar not null,
+        quantity varchar not null
+    )
+    """,
+    """
+    create table if not exists raw.telemetry_points (
+        partition_day date not null,
+        series_key ubigint not null,
         sample_time timestamp not null,
         value double not null,
         source_file varchar not null,
@@ -89,6 +99,56 @@ RAW_DDL: tuple[str, ...] = (
     )
     """,
 )
+
+
+TELEMETRY_SAMPLES_VIEW = """
+    create or replace view raw.telemetry_samples as
+    select p.partition_day, s.cluster, s.node, s.gpu, s.cpu, s.mode, s.metric, s.quantity, p.sample_time, p.value,
+           p.source_file, p.source_row, p.loaded_at, p.series_key
+    from raw.telemetry_points as p
+    inner join raw.telemetry_series as s on p.series_key = s.series_key
+"""
+
+
+def ensure_raw_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """The raw schema's tables and the raw.telemetry_samples view (idempotent)."""
+    for ddl in RAW_DDL:
+        con.execute(ddl)
+    _ensure_telemetry_view(con)
+
+
+def _ensure_telemetry_view(con: duckdb.DuckDBPyConnection) -> None:
+    """raw.telemetry_samples as the view over series and points; a warehouse from before the split (a table of that
+    name, one row per sample with its labels) is migrated in place."""
+    (kind,) = con.execute(
+        "select coalesce(max(table_type), '') from information_schema.tables "
+        "where table_schema = 'raw' and table_name = 'telemetry_samples'"
+    ).fetchone()
+    if kind == "VIEW":
+        return
+    if kind == "BASE TABLE":
+        con.execute("begin transaction")
+        con.execute(
+            """
+            insert into raw.telemetry_series
+            select distinct hash(cluster, node, gpu, cpu, mode, metric), cluster, node, gpu, cpu, mode, metric, quantity
+            from raw.telemetry_samples
+            where hash(cluster, node, gpu, cpu, mode, metric) not in (select series_key from raw.telemetry_series)
+            """
+        )
+        con.execute(
+            """
+            insert into raw.telemetry_points
+            select partition_day, hash(cluster, node, gpu, cpu, mode, metric), sample_time, value, source_file,
+                   source_row, loaded_at
+            from raw.telemetry_samples
+            """
+        )
+        con.execute("drop table raw.telemetry_samples")
+        con.execute(TELEMETRY_SAMPLES_VIEW)
+        con.execute("commit")
+        return
+    con.execute(TELEMETRY_SAMPLES_VIEW)
 
 
 MEMORY_LIMIT_ENV = "IMPACT_DUCKDB_MEMORY_LIMIT"
@@ -116,8 +176,7 @@ def warehouse(path: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
     """A writable connection with the raw schema present; closed on exit."""
     con = connect(path)
     try:
-        for ddl in RAW_DDL:
-            con.execute(ddl)
+        ensure_raw_schema(con)
         yield con
     finally:
         con.close()

@@ -20,17 +20,18 @@ windows as (
     where day = {{ partition_day() }}
 ),
 
+pool_index as (
+    select * from {{ ref('int_cluster_day_pools') }}
+    where day = {{ partition_day() }}
+),
+
 gpu_windows as (
     select
         w.cluster,
         w.window_index,
         w.window_start_s,
         w.window_s,
-        case p.attribution_level
-            when 'gpu' then w.node || '/' || w.gpu
-            when 'node' then w.node
-            else '*'
-        end as pool,
+        {{ gpu_pool('p.attribution_level', 'w.node', 'w.gpu') }} as pool,
         w.node,
         w.gpu,
         w.energy_j,
@@ -65,7 +66,7 @@ host_windows as (
         n.window_index,
         n.window_start_s,
         n.window_s,
-        case when p.attribution_level in ('gpu', 'node') then n.node else '*' end as pool,
+        {{ host_pool('p.attribution_level', 'n.node') }} as pool,
         n.node,
         null as gpu,
         n.present_s * (p.host_idle_w + coalesce(n.cpu_utilization_ratio, 0) * (p.host_max_w - p.host_idle_w))
@@ -85,9 +86,8 @@ components as (
     select 'host' as component, * from host_windows
 ),
 
-final as (
+pool_windows as (
     select
-        {{ partition_day() }} as day,
         cluster,
         component,
         pool,
@@ -107,6 +107,15 @@ final as (
         bool_or(cpu_missing) as cpu_missing
     from components
     group by cluster, component, pool, window_index
+),
+
+final as (
+    select
+        {{ partition_day() }} as day,
+        {{ pool_window_key('i.pool_index', 'w.window_index') }} as pool_window_key,
+        w.*
+    from pool_windows as w
+    inner join pool_index as i on w.cluster = i.cluster and w.component = i.component and w.pool = i.pool
 )
 
 select * from final

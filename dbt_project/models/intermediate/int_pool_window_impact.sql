@@ -1,4 +1,4 @@
-{{ config(pre_hook="{{ delete_partition('day') }}") }}
+{{ config(materialized='view') }}
 
 -- Each attribution pool-window of the day (int_pool_window_energy) with what its impact needs: the grid intensity
 -- of the hour the window starts in (int_cluster_hour_intensity: hourly, or the flagged annual fallback) and the

@@ -1,7 +1,9 @@
-{{ config(pre_hook="{{ delete_partition('day') }}") }}
+{{ config(materialized='view') }}
 
 -- Overlap o_i,w: seconds of request i inside window w of the day (METHODOLOGY section 3), with the pools the
--- request draws from (its GPU / node when the day's attribution level uses them, else the whole cluster).
+-- request draws from (its GPU / node when the day's attribution level uses them, else the whole cluster) and
+-- their pool-window keys (null where the pool has no telemetry that day). A view: int_pool_window_load sums it
+-- per pool-window; int_request_days expands only the requests that span more than one window.
 
 with params as (
     select * from {{ ref('int_cluster_day_params') }}
@@ -13,39 +15,51 @@ requests as (
     where partition_day = {{ partition_day() }}
 ),
 
+pools as (
+    select * from {{ ref('int_cluster_day_pools') }}
+    where day = {{ partition_day() }}
+),
+
 bounded as (
     select
+        r.request_key,
         r.request_id,
         r.cluster,
-        r.node,
-        r.gpu,
+        {{ gpu_pool('p.attribution_level', 'r.node', 'r.gpu') }} as gpu_pool,
+        {{ host_pool('p.attribution_level', 'r.node') }} as host_pool,
         {{ epoch_s('r.start_time') }} as t0_s,
         {{ epoch_s('r.start_time') }} + r.duration_s as t1_s,
         r.duration_s,
         coalesce(r.input_tokens, 0) + coalesce(r.output_tokens, 0) as tokens,
-        p.window_s,
-        p.attribution_level
+        p.window_s
     from requests as r
     inner join params as p on r.cluster = p.cluster
     where r.duration_s > 0
 ),
 
+with_pools as (
+    -- the pools' indices, once per request (not per overlap)
+    select b.*, g.pool_index as gpu_pool_index, h.pool_index as host_pool_index
+    from bounded as b
+    left join pools as g on b.cluster = g.cluster and g.component = 'gpu' and b.gpu_pool = g.pool
+    left join pools as h on b.cluster = h.cluster and h.component = 'host' and b.host_pool = h.pool
+),
+
 request_windows as (
-    {{ split_by_window('bounded') }}
+    {{ split_by_window('with_pools') }}
 ),
 
 final as (
     select
         {{ partition_day() }} as day,
+        request_key,
         request_id,
         cluster,
         window_index,
-        case attribution_level
-            when 'gpu' then node || '/' || gpu
-            when 'node' then node
-            else '*'
-        end as gpu_pool,
-        case when attribution_level in ('gpu', 'node') then node else '*' end as host_pool,
+        gpu_pool,
+        host_pool,
+        {{ pool_window_key('gpu_pool_index', 'window_index') }} as gpu_pool_window_key,
+        {{ pool_window_key('host_pool_index', 'window_index') }} as host_pool_window_key,
         overlap_s,
         window_length_s,
         tokens / duration_s as tokens_per_s

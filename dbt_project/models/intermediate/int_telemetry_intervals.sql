@@ -54,7 +54,7 @@ pairs as (
         lag(value) over series as v0,
         value as v1
     from samples
-    window series as (partition by cluster, node, gpu, cpu, mode, quantity order by sample_epoch_s)
+    window series as (partition by series_key order by sample_epoch_s)
 ),
 
 intervals as (

@@ -1,4 +1,4 @@
-{{ config(pre_hook="{{ delete_partition('day') }}") }}
+{{ config(materialized='view') }}
 
 -- Intervals spread over the day's windows: each interval's energy (and CPU utilisation-seconds) is shared among
 -- the windows it overlaps in proportion to the overlap, so a window gets exactly the energy measured inside it

@@ -17,7 +17,7 @@ windows as (
 ),
 
 request_days as (
-    select * from {{ ref('int_request_day_energy') }}
+    select * from {{ ref('int_request_days') }}
     where day = {{ partition_day() }}
 ),
 

@@ -19,7 +19,7 @@ pools as (
 ),
 
 request_days as (
-    select * from {{ ref('int_request_day_energy') }}
+    select * from {{ ref('int_request_days') }}
     where day = {{ partition_day() }}
 ),
 

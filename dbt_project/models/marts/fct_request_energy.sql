@@ -1,65 +1,69 @@
-{{
-    config(
-        pre_hook="{{ delete_requests_touched_by_partition() }}",
-    )
-}}
+{{ config(materialized='view') }}
 
--- Energy attributed to each request (METHODOLOGY section 3), summed over every day it ran in. `day` is the UTC
--- day it started. Materialising day D refreshes every request that overlaps D, so a request that runs past
--- midnight is complete once both days have been materialised (in any order).
+-- Energy attributed to each request (METHODOLOGY section 3), summed over every day it ran in; `day` is the UTC
+-- day it started. A view over intermediate.int_request_days: a request inside one day is its one row there; one
+-- that ran past midnight adds up its days (complete once both days have been materialised, in any order).
 
-with touched as (
-    select distinct request_id from {{ ref('int_request_day_energy') }}
-    where day = {{ partition_day() }}
-),
-
-energy as (
+-- (int_request_days is named in each branch below, not in an import CTE: a CTE read twice is materialised
+-- whole, and a query on the view that needs two columns would then read all of them)
+with requests as (
     select
-        e.request_id,
-        sum(e.request_seconds) as request_seconds,
-        sum(e.concurrency_seconds) / nullif(sum(e.request_seconds), 0) as mean_concurrency,
-        sum(e.idle_energy_j) as idle_energy_j,
-        sum(e.dynamic_energy_j) as dynamic_energy_j,
-        sum(e.unallocated_idle_energy_j) as unallocated_idle_energy_j,
-        sum(e.it_energy_j) as it_energy_j,
-        count(*) as days
-    from {{ ref('int_request_day_energy') }} as e
-    semi join touched as t on e.request_id = t.request_id
-    -- a request is at most a day long (ingestion's limit is 6 h), so it has rows on the neighbouring days only:
-    -- reading just those keeps each day's cost independent of the warehouse's history
-    where e.day between {{ partition_day() }} - 1 and {{ partition_day() }} + 1
-    group by e.request_id
-),
-
-attributes as (
-    select r.*
-    from {{ ref('stg_raw__requests') }} as r
-    where r.partition_day = {{ partition_day() }}
+        request_id, cluster, model, start_time, duration_s, input_tokens, output_tokens, tenant, endpoint, node,
+        gpu, days_spanned, day,
+        idle_energy_j, dynamic_energy_j, unallocated_idle_energy_j, it_energy_j, request_seconds,
+        concurrency_seconds, cast(1 as bigint) as days_materialised
+    from {{ ref('int_request_days') }}
+    where days_spanned = 1
+    union all
+    select
+        request_id,
+        any_value(cluster) as cluster,
+        any_value(model) as model,
+        any_value(start_time) as start_time,
+        any_value(duration_s) as duration_s,
+        any_value(input_tokens) as input_tokens,
+        any_value(output_tokens) as output_tokens,
+        any_value(tenant) as tenant,
+        any_value(endpoint) as endpoint,
+        any_value(node) as node,
+        any_value(gpu) as gpu,
+        any_value(days_spanned) as days_spanned,
+        cast(any_value(start_time) as date) as day,
+        sum(idle_energy_j) as idle_energy_j,
+        sum(dynamic_energy_j) as dynamic_energy_j,
+        sum(unallocated_idle_energy_j) as unallocated_idle_energy_j,
+        sum(it_energy_j) as it_energy_j,
+        sum(request_seconds) as request_seconds,
+        sum(concurrency_seconds) as concurrency_seconds,
+        count(*) as days_materialised
+    from {{ ref('int_request_days') }}
+    where days_spanned > 1
+    group by request_id
 ),
 
 final as (
     select
-        a.request_id,
-        a.cluster,
-        a.model,
-        a.start_time,
-        a.duration_s,
-        a.input_tokens,
-        a.output_tokens,
-        e.idle_energy_j,
-        e.dynamic_energy_j,
-        e.unallocated_idle_energy_j,
-        e.it_energy_j,
-        cast(a.start_time as date) as day,
-        e.request_seconds,
-        a.tenant,
-        a.endpoint,
-        a.node,
-        a.gpu,
-        cast(e.days as integer) as days_spanned,
-        e.mean_concurrency
-    from attributes as a
-    inner join energy as e on a.request_id = e.request_id
+        request_id,
+        cluster,
+        model,
+        start_time,
+        duration_s,
+        input_tokens,
+        output_tokens,
+        idle_energy_j,
+        dynamic_energy_j,
+        unallocated_idle_energy_j,
+        it_energy_j,
+        day,
+        request_seconds,
+        tenant,
+        endpoint,
+        node,
+        gpu,
+        days_spanned,
+        concurrency_seconds / nullif(request_seconds, 0) as mean_concurrency,
+        days_materialised
+    from requests
 )
 
 select * from final

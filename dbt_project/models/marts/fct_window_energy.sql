@@ -13,38 +13,17 @@ pools as (
     where day = {{ partition_day() }}
 ),
 
-request_overlaps as (
-    select * from {{ ref('int_request_window_overlaps') }}
+loads as (
+    select * from {{ ref('int_pool_window_load') }}
     where day = {{ partition_day() }}
 ),
 
-gpu_load as (
-    select distinct cluster, window_index, gpu_pool as pool from request_overlaps
-),
-
-host_load as (
-    select distinct cluster, window_index, host_pool as pool from request_overlaps
-),
-
-unallocated as (
+unallocated_by_window as (
     -- energy of the pool-windows no request touched (spread over the day's requests downstream)
     select p.cluster, p.window_index, sum(p.energy_j) as unallocated_energy_j
     from pools as p
-    anti join gpu_load as l on p.cluster = l.cluster and p.window_index = l.window_index and p.pool = l.pool
-    where p.component = 'gpu'
+    anti join loads as l on p.pool_window_key = l.pool_window_key
     group by p.cluster, p.window_index
-    union all
-    select p.cluster, p.window_index, sum(p.energy_j) as unallocated_energy_j
-    from pools as p
-    anti join host_load as l on p.cluster = l.cluster and p.window_index = l.window_index and p.pool = l.pool
-    where p.component = 'host'
-    group by p.cluster, p.window_index
-),
-
-unallocated_by_window as (
-    select cluster, window_index, sum(unallocated_energy_j) as unallocated_energy_j
-    from unallocated
-    group by cluster, window_index
 ),
 
 energy as (
@@ -71,12 +50,14 @@ energy as (
 ),
 
 load as (
+    -- each request has one overlap per window, in one GPU pool: the GPU pools' loads count requests once
     select
         cluster,
         window_index,
-        sum(overlap_s) as request_seconds,
-        count(distinct request_id) as requests
-    from request_overlaps
+        sum(request_seconds) as request_seconds,
+        cast(sum(requests) as bigint) as requests
+    from loads
+    where component = 'gpu'
     group by cluster, window_index
 ),
 

@@ -5,6 +5,7 @@ with source as (
 final as (
     select
         partition_day,
+        request_key,
         request_id,
         cluster,
         model,

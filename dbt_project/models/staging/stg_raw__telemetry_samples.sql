@@ -5,6 +5,7 @@ with source as (
 final as (
     select
         partition_day,
+        series_key,
         cluster,
         node,
         gpu,

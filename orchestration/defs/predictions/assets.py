@@ -1,16 +1,17 @@
-"""Predicted duration, inferences and energy (with 95 % prediction intervals) of every recent request.
+"""Predicted duration, inferences and energy (with 95 % prediction intervals) of every request.
 
-A thin wrapper over orchestration.lib.predictions: read the trailing window of marts.fct_request_energy, fit the
-paper form once per model x hardware, predict every request, replace models.request_predictions and
-models.prediction_errors.
+A thin wrapper over orchestration.lib.predictions: models.request_predictions is a view that predicts each request
+of marts.fct_request_energy with the latest stored fit of its model and hardware (models.energy_model_fits keeps
+each fit's coefficient covariance, so DuckDB computes statsmodels' exact prediction interval, set-based);
+models.prediction_errors compares the predictions with the attributed energy over the trailing window.
 """
 
 import dagster as dg
-import pandas as pd
 
+from orchestration.defs.models.assets import FITS_KEY
 from orchestration.defs.resources import ImpactSettings
 from orchestration.lib import predictions
-from orchestration.lib.warehouse import replace_table, warehouse
+from orchestration.lib.warehouse import warehouse
 
 OWNERS = ["team:sustainability"]
 REQUEST_PREDICTIONS_KEY = dg.AssetKey(["models", "request_predictions"])
@@ -23,44 +24,32 @@ CLUSTERS_KEY = dg.AssetKey(["raw", "clusters"])
     group_name="models",
     kinds={"statsmodels", "duckdb"},
     owners=OWNERS,
-    deps=[FCT_REQUEST_ENERGY_KEY, CLUSTERS_KEY],
+    deps=[FITS_KEY, FCT_REQUEST_ENERGY_KEY, CLUSTERS_KEY],
 )
 def request_predictions(context: dg.AssetExecutionContext, settings: ImpactSettings) -> dg.MaterializeResult:
     """Predicted request duration (r_K), predicted inferences (output tokens + 1) and predicted energy (e_K) with
-    95 % prediction intervals for every request of marts.fct_request_energy in the trailing 28 days, trained on the
-    same window (at most FIT_MAX_ROWS = 200,000 requests per model x hardware, a fixed hash sample): one
-    no-intercept fit of the paper form per model x hardware (hardware = the cluster's GPU model).
-    Predicted energy is comparable with it_energy_j (dynamic + idle shares as attributed). Replaces
-    models.request_predictions and models.prediction_errors (MAPE, median ratio and interval coverage of
-    predicted vs attributed energy per model x hardware)."""
-    now = pd.Timestamp.now(tz="UTC").tz_localize(None)
+    95 % prediction intervals for every request of marts.fct_request_energy, from the latest paper-form fit of its
+    model x hardware (hardware = the cluster's GPU model; telemetry fit preferred) in models.energy_model_fits.
+    Predicted energy is comparable with it_energy_j (dynamic + idle shares as attributed). A view (always the
+    current fits); models.prediction_errors (MAPE, median ratio and interval coverage of predicted vs attributed
+    energy per model x hardware, trailing 28 days) is replaced each run."""
     with warehouse(settings.warehouse_path) as con:
-        reqs = predictions.window_requests(con)
-        train = predictions.window_requests(con, max_rows_per_group=predictions.FIT_MAX_ROWS)
-        pred = predictions.predict_requests(reqs, train)
-        pred["attributed_it_energy_j"] = pred["it_energy_j"]
-        pred["predicted_at"] = now
-        errors = predictions.prediction_errors(pred)
-        errors["computed_at"] = now
-        con.execute("create schema if not exists models")
-        replace_table(con, "models.request_predictions", predictions.REQUEST_PREDICTIONS_SCHEMA, pred)
-        replace_table(con, "models.prediction_errors", predictions.PREDICTION_ERRORS_SCHEMA, errors)
-    n_ok = int((pred["prediction_status"] == predictions.STATUS_OK).sum())
-    unfitted = pred.loc[
-        pred["prediction_status"] != predictions.STATUS_OK, "prediction_status"
-    ].value_counts()
-    for reason, n in unfitted.items():
-        context.log.warning(f"{n} request(s) without a prediction: {reason}")
-    window = (
-        f"{reqs['day'].min()} to {reqs['day'].max()}"
-        if len(reqs)
-        else "no requests in marts.fct_request_energy"
-    )
+        predictions.create_predictions_view(con)
+        errors, statuses, n = predictions.replace_prediction_errors(con)
+        (first, last) = con.execute(
+            f"select min(day), max(day) from {predictions.REQUEST_PREDICTIONS_VIEW} "
+            f"where day > (select max(day) from marts.fct_request_energy) - {predictions.WINDOW_DAYS}"
+        ).fetchone()
+    for reason, count in statuses.items():
+        if reason != predictions.STATUS_OK:
+            context.log.warning(f"{count} request(s) without a prediction: {reason}")
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": dg.MetadataValue.int(len(pred)),
-            "rows_predicted": dg.MetadataValue.int(n_ok),
-            "window": dg.MetadataValue.text(window),
+            "dagster/row_count": dg.MetadataValue.int(n),
+            "rows_predicted": dg.MetadataValue.int(statuses.get(predictions.STATUS_OK, 0)),
+            "window": dg.MetadataValue.text(
+                f"{first} to {last}" if first else "no requests in marts.fct_request_energy"
+            ),
             "energy_definition": dg.MetadataValue.text(predictions.ENERGY_DEFINITION),
             "prediction_errors": dg.MetadataValue.md(predictions.errors_markdown(errors)),
         }

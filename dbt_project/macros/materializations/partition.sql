@@ -1,0 +1,70 @@
+{#-
+    The materialization of the day-partitioned models: a run replaces the partition's rows (the model's pre-hook
+    deletes them, e.g. delete_partition) and inserts the new ones straight from the model's query, in one
+    transaction. (dbt's incremental materialization first writes the query's result into a temporary table and
+    then copies it into the target: on the per-request and per-sample models, millions of rows, that copy costs
+    as much as the insert itself.)
+    The first run, or --full-refresh, creates the table from the query with the model's contract. A model whose
+    columns (names, order-independent, and types) no longer match the table's fails, like on_schema_change: fail:
+    rebuild the warehouse (README, "Upgrading a warehouse").
+-#}
+{% materialization partition, adapter='duckdb' %}
+    {%- set existing_relation = load_cached_relation(this) -%}
+    {%- set target_relation = this.incorporate(type='table') -%}
+    {%- set rebuild = existing_relation is none or should_full_refresh() or existing_relation.is_view -%}
+
+    {{ run_hooks(pre_hooks, inside_transaction=False) }}
+    {{ run_hooks(pre_hooks, inside_transaction=True) }}
+
+    {%- if rebuild %}
+        {%- if existing_relation is not none %}
+            {% do adapter.drop_relation(existing_relation) %}
+        {%- endif %}
+        {%- set build_sql = create_table_as(False, target_relation, compiled_code) %}
+    {%- else %}
+        {%- do check_partition_schema(existing_relation, compiled_code) %}
+        {%- set build_sql -%}
+            insert into {{ target_relation }} by name
+            select * from (
+                {{ compiled_code }}
+            )
+        {%- endset %}
+    {%- endif %}
+
+    {% call statement('main') -%}
+        {{ build_sql }}
+    {%- endcall %}
+
+    {{ run_hooks(post_hooks, inside_transaction=True) }}
+    {% do adapter.commit() %}
+    {{ run_hooks(post_hooks, inside_transaction=False) }}
+
+    {{ return({'relations': [target_relation]}) }}
+{% endmaterialization %}
+
+{#- Fails when the query's columns differ from the existing table's (DESCRIBE binds the query, it does not run it). -#}
+{% macro check_partition_schema(relation, sql) %}
+    {%- set described = run_query('describe ' ~ sql) -%}
+    {%- set wanted = {} -%}
+    {%- for row in described.rows -%}
+        {%- do wanted.update({row[0] | lower: row[1] | upper}) -%}
+    {%- endfor -%}
+    {%- set have = {} -%}
+    {%- for column in adapter.get_columns_in_relation(relation) -%}
+        {%- do have.update({column.name | lower: column.dtype | upper}) -%}
+    {%- endfor -%}
+    {%- if wanted != have -%}
+        {%- set missing = [] -%}
+        {%- for name, kind in wanted.items() if have.get(name) != kind -%}
+            {%- do missing.append(name ~ ' ' ~ kind ~ ' (table: ' ~ have.get(name, 'absent') ~ ')') -%}
+        {%- endfor -%}
+        {%- for name in have if name not in wanted -%}
+            {%- do missing.append(name ~ ' (only in the table)') -%}
+        {%- endfor -%}
+        {{ exceptions.raise_compiler_error(
+            "The source and target schemas on this incremental model are out of sync: " ~ relation
+            ~ " differs from the model in " ~ missing | join(', ')
+            ~ ". The warehouse was built by an earlier version: delete it and run again (README, "
+            ~ "'Upgrading a warehouse').") }}
+    {%- endif -%}
+{% endmacro %}

@@ -1,0 +1,557 @@
+{{ config(pre_hook="{{ delete_partition('day') }}") }}
+
+{%- set fits = energy_model_fits_relation() %}
+
+-- Each request on each UTC day it ran in (one row for almost every request; two for one that runs past
+-- midnight): what it is, the energy attributed to it that day (METHODOLOGY section 3) and that energy's impact
+-- (section 5). marts.fct_request_energy and marts.fct_request_impact are views over this table that add up the
+-- days of a request; re-materialising a day replaces only that day's rows.
+--
+-- Energy, per pool-window w the request ran in (its GPU pool and its host pool), from its overlap o_i,w:
+--   idle share    = o x idle_w / RS_w
+--   dynamic share = o x dyn_w / RS_w, or token-weighted (var dynamic_share = tokens)
+--   unallocated   = energy of the day's pool-windows no request touched, spread over the cluster's requests of
+--                   the day in proportion to their request-seconds (kept in its own column)
+-- A request inside one window (most of them) needs no expansion and no aggregation: its one overlap is its
+-- time in the day. A request with zero duration gets no energy (it is still listed).
+-- Impact, each share at the factors of the pool-window it came from:
+--   carbon        = energy x the grid intensity of the window's hour (the unallocated part: of the hours the
+--                   unallocated energy was consumed in), x PUE; market-based likewise where a factor exists
+--   embodied      = the hardware's embodied carbon and water per provisioned second, shared like idle energy
+--   water         = on-site WUE x IT energy + EWIF x facility energy + embodied water (+ training water)
+--   predicted     = time no telemetry covers gets the energy of the latest energy model for its model and
+--                   hardware (models.energy_model_fits, paper form; statsmodels' 95 % prediction interval) in
+--                   proportion to the uncovered seconds, priced at the grid intensity of the hour it started
+--   training      = the model's monthly rate (intermediate.int_model_training_rates) x (output tokens + 1), on the
+--                   day the request started
+-- Bounds (_low/_high): every factor range and the prediction interval at the same end together.
+
+with params as (
+    select * from {{ ref('int_cluster_day_params') }}
+    where day = {{ partition_day() }}
+),
+
+requests as (
+    select * from {{ ref('stg_raw__requests') }}
+    where partition_day = {{ partition_day() }}
+),
+
+clusters as (
+    select * from {{ ref('stg_raw__clusters') }}
+),
+
+pools as (
+    select * from {{ ref('int_cluster_day_pools') }}
+    where day = {{ partition_day() }}
+),
+
+pool_impact as (
+    select * from {{ ref('int_pool_window_impact') }}
+    where day = {{ partition_day() }}
+),
+
+loads as (
+    select * from {{ ref('int_pool_window_load') }}
+    where day = {{ partition_day() }} and pool_window_key is not null
+),
+
+factors as (
+    select * from {{ ref('int_cluster_day_factors') }}
+    where day = {{ partition_day() }}
+),
+
+start_hours as (
+    -- grid intensity of the hour a request started (prices its predicted energy): the partition day's hours and
+    -- the day before's (a request that ran past midnight started then)
+    select * from {{ ref('int_cluster_hour_intensity') }}
+    where day between {{ partition_day() }} - 1 and {{ partition_day() }}
+),
+
+fits as (
+    {%- if fits is not none %}
+        select
+            {{ model_key('model') }} as model_key,
+            lower(hardware) as hardware_key,
+            source || ' fit of ' || strftime(fitted_at, '%Y-%m-%dT%H:%M:%SZ') || ' (n=' || nobs || ')' as fit_label,
+            alpha_in, alpha_out, alpha_in_out,
+            cov_in_in, cov_in_out, cov_in_in_out, cov_out_out, cov_out_in_out, cov_in_out_in_out,
+            resid_variance, t_975
+        from {{ fits }}
+        where
+            target = 'energy' and form = 'paper' and t_975 is not null and alpha_in is not null
+        qualify row_number() over (
+            partition by {{ model_key('model') }}, lower(hardware)
+            order by (source = 'telemetry') desc, fitted_at desc
+        ) = 1
+    {%- else %}
+        select
+            cast(null as varchar) as model_key,
+            cast(null as varchar) as hardware_key,
+            cast(null as varchar) as fit_label,
+            cast(null as double) as alpha_in, cast(null as double) as alpha_out, cast(null as double) as alpha_in_out,
+            cast(null as double) as cov_in_in,
+            cast(null as double) as cov_in_out,
+            cast(null as double) as cov_in_in_out,
+            cast(null as double) as cov_out_out,
+            cast(null as double) as cov_out_in_out,
+            cast(null as double) as cov_in_out_in_out,
+            cast(null as double) as resid_variance, cast(null as double) as t_975
+        where false
+    {%- endif %}
+),
+
+model_names as (
+    -- each model name of the day once, with its factor-table key and hardware, for the model-level joins below
+    select
+        n.cluster,
+        n.model,
+        {{ model_key('n.model') }} as model_key,
+        c.gpu_model as hardware
+    from (select distinct cluster, model from requests) as n
+    inner join clusters as c on n.cluster = c.cluster
+),
+
+training as (
+    select
+        a.alias_key,
+        t.factor_model,
+        t.month,
+        t.training_g_co2e_per_inference,
+        t.fine_tuning_g_co2e_per_inference,
+        t.training_water_l_per_inference + t.fine_tuning_water_l_per_inference as training_water_l_per_inference
+    from {{ ref('int_model_training_rates') }} as t
+    inner join (select distinct alias_key, factor_model from {{ ref('stg_factors__models') }}) as a
+        on t.factor_model = a.factor_model
+),
+
+rates as (
+    -- per pool-window with telemetry that requests ran in: energy, embodied carbon and water per request-second
+    -- (dynamic energy per token-second too), the window's grid intensity, its load and its dynamic energy
+    select
+        p.pool_window_key,
+        p.idle_energy_j / l.request_seconds as idle_per_s,
+        p.dynamic_energy_j / l.request_seconds as dynamic_per_s,
+        {% if var('dynamic_share') == 'tokens' -%}
+            case when l.token_seconds > 0 then p.dynamic_energy_j / l.token_seconds end as dynamic_per_token_s,
+        {%- else -%}
+            cast(null as double) as dynamic_per_token_s,
+        {%- endif %}
+        p.embodied_g / l.request_seconds as embodied_per_s,
+        p.embodied_low_g / l.request_seconds as embodied_low_per_s,
+        p.embodied_high_g / l.request_seconds as embodied_high_per_s,
+        p.water_l / l.request_seconds as water_per_s,
+        p.water_low_l / l.request_seconds as water_low_per_s,
+        p.water_high_l / l.request_seconds as water_high_per_s,
+        p.ci,
+        p.ci_low,
+        p.ci_high,
+        p.ci_market,
+        p.annual_factor,
+        l.request_seconds,
+        l.requests,
+        p.dynamic_energy_j
+    from pool_impact as p
+    inner join loads as l on p.pool_window_key = l.pool_window_key
+),
+
+cluster_index as (
+    select cluster, row_number() over (order by cluster) as cluster_index from params
+),
+
+spans as (
+    -- each request's time in the day and the windows it touches
+    select
+        r.request_key,
+        k.cluster_index,
+        g.pool_index as gpu_pool_index,
+        h.pool_index as host_pool_index,
+        coalesce(r.input_tokens, 0) + coalesce(r.output_tokens, 0) as tokens,
+        r.duration_s,
+        p.window_s,
+        greatest({{ epoch_s('r.start_time') }}, {{ partition_day_epoch_s() }}) as t0_s,
+        least({{ epoch_s('r.start_time') }} + r.duration_s, {{ partition_day_epoch_s() }} + 86400) as t1_s,
+        cast(floor(
+            (greatest({{ epoch_s('r.start_time') }}, {{ partition_day_epoch_s() }}) - {{ partition_day_epoch_s() }})
+            / p.window_s
+        ) as bigint) as first_window,
+        cast(ceil(
+            (least({{ epoch_s('r.start_time') }} + r.duration_s, {{ partition_day_epoch_s() }} + 86400)
+                - {{ partition_day_epoch_s() }})
+            / p.window_s
+        ) as bigint) - 1 as last_window
+    from requests as r
+    inner join params as p on r.cluster = p.cluster
+    inner join cluster_index as k on r.cluster = k.cluster
+    left join pools as g
+        on
+            r.cluster = g.cluster and g.component = 'gpu'
+            and g.pool = {{ gpu_pool('p.attribution_level', 'r.node', 'r.gpu') }}
+    left join pools as h
+        on
+            r.cluster = h.cluster and h.component = 'host'
+            and h.pool = {{ host_pool('p.attribution_level', 'r.node') }}
+    where r.duration_s > 0
+),
+
+window_overlaps as (
+    -- o_i,w: one row per request and window (requests inside one window are not expanded)
+    select
+        request_key,
+        cluster_index,
+        true as single_window,
+        first_window as window_index,
+        t1_s - t0_s as overlap_s,
+        least(window_s, 86400 - first_window * window_s) as window_length_s,
+        tokens / duration_s as tokens_per_s,
+        {{ pool_window_key('gpu_pool_index', 'first_window') }} as gpu_pool_window_key,
+        {{ pool_window_key('host_pool_index', 'first_window') }} as host_pool_window_key
+    from spans
+    where first_window = last_window and t1_s > t0_s
+    union all
+    select
+        request_key,
+        cluster_index,
+        false as single_window,
+        window_index,
+        least(t1_s, {{ partition_day_epoch_s() }} + (window_index + 1) * window_s)
+        - greatest(t0_s, {{ partition_day_epoch_s() }} + window_index * window_s) as overlap_s,
+        least(window_s, 86400 - window_index * window_s) as window_length_s,
+        tokens / duration_s as tokens_per_s,
+        {{ pool_window_key('gpu_pool_index', 'window_index') }} as gpu_pool_window_key,
+        {{ pool_window_key('host_pool_index', 'window_index') }} as host_pool_window_key
+    from (
+        select *, unnest(generate_series(first_window, last_window)) as window_index
+        from spans
+        where first_window < last_window
+    )
+    where
+        least(t1_s, {{ partition_day_epoch_s() }} + (window_index + 1) * window_s)
+        > greatest(t0_s, {{ partition_day_epoch_s() }} + window_index * window_s)
+),
+
+overlap_shares as (
+    -- each overlap draws from its GPU pool and its host pool
+    select
+        o.request_key,
+        o.cluster_index,
+        o.single_window,
+        o.overlap_s,
+        -- concurrency the request saw: requests running in its GPU pool during the window, weighted by its time
+        o.overlap_s * coalesce(g.request_seconds, o.overlap_s) / o.window_length_s as concurrency_seconds,
+        case when g.pool_window_key is not null then o.overlap_s else 0 end as telemetry_covered_s,
+        o.overlap_s * coalesce(g.idle_per_s, 0) as gpu_idle_j,
+        o.overlap_s * coalesce(o.tokens_per_s * g.dynamic_per_token_s, g.dynamic_per_s, 0) as gpu_dynamic_j,
+        o.overlap_s * coalesce(h.idle_per_s, 0) as host_idle_j,
+        o.overlap_s * coalesce(o.tokens_per_s * h.dynamic_per_token_s, h.dynamic_per_s, 0) as host_dynamic_j,
+        o.overlap_s * (coalesce(g.embodied_per_s, 0) + coalesce(h.embodied_per_s, 0)) as embodied_g,
+        o.overlap_s * (coalesce(g.embodied_low_per_s, 0) + coalesce(h.embodied_low_per_s, 0)) as embodied_low_g,
+        o.overlap_s * (coalesce(g.embodied_high_per_s, 0) + coalesce(h.embodied_high_per_s, 0)) as embodied_high_g,
+        o.overlap_s * (coalesce(g.water_per_s, 0) + coalesce(h.water_per_s, 0)) as water_l,
+        o.overlap_s * (coalesce(g.water_low_per_s, 0) + coalesce(h.water_low_per_s, 0)) as water_low_l,
+        o.overlap_s * (coalesce(g.water_high_per_s, 0) + coalesce(h.water_high_per_s, 0)) as water_high_l,
+        -- one zone and hour per cluster-window: the GPU and host pools share it
+        coalesce(g.ci, h.ci) as ci,
+        coalesce(g.ci_low, h.ci_low) as ci_low,
+        coalesce(g.ci_high, h.ci_high) as ci_high,
+        coalesce(g.ci_market, h.ci_market) as ci_market,
+        coalesce(g.annual_factor, h.annual_factor) as annual_factor,
+        -- the single-request rule (checked downstream): how many requests shared the pool-windows, and their
+        -- whole dynamic energy
+        greatest(coalesce(g.requests, 0), coalesce(h.requests, 0)) as pool_requests,
+        coalesce(g.dynamic_energy_j, 0) + coalesce(h.dynamic_energy_j, 0) as pool_dynamic_energy_j
+    from window_overlaps as o
+    left join rates as g on o.gpu_pool_window_key = g.pool_window_key
+    left join rates as h on o.host_pool_window_key = h.pool_window_key
+),
+
+shares as (
+    select
+        *,
+        gpu_idle_j + gpu_dynamic_j + host_idle_j + host_dynamic_j as energy_j
+    from overlap_shares
+),
+
+{%- set sums = {
+    'request_seconds': 'overlap_s',
+    'concurrency_seconds': 'concurrency_seconds',
+    'telemetry_covered_s': 'telemetry_covered_s',
+    'idle_energy_j': 'gpu_idle_j + host_idle_j',
+    'dynamic_energy_j': 'gpu_dynamic_j + host_dynamic_j',
+    'accelerator_energy_j': 'gpu_idle_j + gpu_dynamic_j',
+    'accelerator_dynamic_energy_j': 'gpu_dynamic_j',
+    'host_energy_j': 'host_idle_j + host_dynamic_j',
+    'location_g': 'energy_j * ci / 3.6e6',
+    'location_low_g': 'energy_j * ci_low / 3.6e6',
+    'location_high_g': 'energy_j * ci_high / 3.6e6',
+    'market_g': 'energy_j * coalesce(ci_market, ci) / 3.6e6',
+    'market_factor_j': 'case when ci_market is not null then energy_j else 0 end',
+    'annual_factor_j': 'case when annual_factor then energy_j else 0 end',
+    'embodied_g': 'embodied_g',
+    'embodied_low_g': 'embodied_low_g',
+    'embodied_high_g': 'embodied_high_g',
+    'water_l': 'water_l',
+    'water_low_l': 'water_low_l',
+    'water_high_l': 'water_high_l',
+    'pool_dynamic_energy_j': 'pool_dynamic_energy_j',
+} %}
+
+attributed as (
+    -- per request: a single-window request's one overlap as it is, the others summed over their windows
+    select
+        request_key,
+        cluster_index,
+        {%- for name, expr in sums.items() %}
+            {{ expr }} as {{ name }},
+        {%- endfor %}
+        pool_requests as max_pool_requests
+    from shares
+    where single_window
+    union all
+    select
+        request_key,
+        any_value(cluster_index),
+        {%- for name, expr in sums.items() %}
+            sum({{ expr }}) as {{ name }},
+        {%- endfor %}
+        max(pool_requests) as max_pool_requests
+    from shares
+    where not single_window
+    group by request_key
+),
+
+unallocated as (
+    -- the pool-windows no request touched: their energy, its carbon, and the embodied carbon and water of the
+    -- hardware idling in them, per cluster
+    select
+        p.cluster,
+        sum(p.energy_j) as energy_j,
+        sum(p.energy_j * p.ci) / 3.6e6 as location_g,
+        sum(p.energy_j * p.ci_low) / 3.6e6 as location_low_g,
+        sum(p.energy_j * p.ci_high) / 3.6e6 as location_high_g,
+        sum(p.energy_j * coalesce(p.ci_market, p.ci)) / 3.6e6 as market_g,
+        sum(case when p.ci_market is not null then p.energy_j else 0 end) as market_factor_j,
+        sum(case when p.annual_factor then p.energy_j else 0 end) as annual_factor_j,
+        sum(p.embodied_g) as embodied_g,
+        sum(p.embodied_low_g) as embodied_low_g,
+        sum(p.embodied_high_g) as embodied_high_g,
+        sum(p.water_l) as water_l,
+        sum(p.water_low_l) as water_low_l,
+        sum(p.water_high_l) as water_high_l
+    from pool_impact as p
+    anti join loads as l on p.pool_window_key = l.pool_window_key
+    group by p.cluster
+),
+
+cluster_seconds as (
+    -- the request-seconds the unallocated part is spread over (summed from the very values each request gets)
+    select c.cluster, sum(a.request_seconds) as request_seconds
+    from attributed as a
+    inner join cluster_index as c on a.cluster_index = c.cluster_index
+    group by c.cluster
+),
+
+measured as (
+    -- every request of the day (those with no time in it too), with its attributed shares and its
+    -- request-seconds share of the cluster's unallocated energy and impact
+    select
+        r.*,
+        -- time in this day (a request that runs past midnight has a part in each day); exactly its duration when
+        -- it ran within the day (epoch seconds ~1.7e9 carry rounding of ~1e-7 s)
+        case
+            when
+                r.start_time >= cast({{ partition_day() }} as timestamp)
+                and r.end_time <= cast({{ partition_day() }} + 1 as timestamp)
+                then r.duration_s
+            else greatest(
+                least({{ epoch_s('r.start_time') }} + r.duration_s, {{ partition_day_epoch_s() }} + 86400)
+                - greatest({{ epoch_s('r.start_time') }}, {{ partition_day_epoch_s() }}),
+                0
+            )
+        end as part_s,
+        coalesce(a.request_seconds, 0) as request_seconds,
+        coalesce(a.concurrency_seconds, 0) as concurrency_seconds,
+        coalesce(a.telemetry_covered_s, 0) as telemetry_covered_s,
+        coalesce(a.idle_energy_j, 0) as idle_energy_j,
+        coalesce(a.dynamic_energy_j, 0) as dynamic_energy_j,
+        coalesce(u.energy_j * a.request_seconds / nullif(cs.request_seconds, 0), 0)
+            as unallocated_idle_energy_j,
+        coalesce(a.accelerator_energy_j, 0) as accelerator_energy_j,
+        coalesce(a.accelerator_dynamic_energy_j, 0) as accelerator_dynamic_energy_j,
+        coalesce(a.host_energy_j, 0) as host_energy_j,
+        {%- for col in [
+            'location_g', 'location_low_g', 'location_high_g', 'market_g', 'market_factor_j', 'annual_factor_j',
+            'embodied_g', 'embodied_low_g', 'embodied_high_g', 'water_l', 'water_low_l', 'water_high_l'] %}
+            coalesce(a.{{ col }}, 0)
+            + coalesce(u.{{ col }} * a.request_seconds / nullif(cs.request_seconds, 0), 0)
+                as {{ col }},
+        {%- endfor %}
+        cast(coalesce(a.max_pool_requests, 0) as bigint) as max_pool_requests,
+        coalesce(a.pool_dynamic_energy_j, 0) as pool_dynamic_energy_j
+    from requests as r
+    left join attributed as a on r.request_key = a.request_key
+    left join unallocated as u on r.cluster = u.cluster
+    left join cluster_seconds as cs on r.cluster = cs.cluster
+),
+
+priced as (
+    -- the day's factors, the fit for the uncovered time, the start hour's grid intensity and the training rate
+    select
+        m.*,
+        m.idle_energy_j + m.dynamic_energy_j + m.unallocated_idle_energy_j as it_energy_j,
+        n.factor_model_key,
+        f.pue,
+        f.pue_low,
+        f.pue_high,
+        f.wue_onsite_l_per_kwh,
+        f.wue_low_l_per_kwh,
+        f.wue_high_l_per_kwh,
+        f.ewif_l_per_kwh,
+        f.ewif_low_l_per_kwh,
+        f.ewif_high_l_per_kwh,
+        -- overlaps are computed from epoch seconds (~1.7e9): sub-millisecond differences are rounding, not gaps
+        case when m.part_s - m.telemetry_covered_s > 1e-3 then m.part_s - m.telemetry_covered_s else 0 end
+            as uncovered_s,
+        n.alpha_in * m.input_tokens + n.alpha_out * m.output_tokens
+        + n.alpha_in_out * m.input_tokens * m.output_tokens as predicted_j,
+        n.t_975 * sqrt(
+            n.resid_variance
+            + n.cov_in_in * m.input_tokens * m.input_tokens
+            + n.cov_out_out * m.output_tokens * m.output_tokens
+            + n.cov_in_out_in_out * power(m.input_tokens * m.output_tokens, 2)
+            + 2 * n.cov_in_out * m.input_tokens * m.output_tokens
+            + 2 * n.cov_in_in_out * m.input_tokens * m.input_tokens * m.output_tokens
+            + 2 * n.cov_out_in_out * m.output_tokens * m.input_tokens * m.output_tokens
+        ) as prediction_half_width_j,
+        n.fit_label,
+        h.location_g_co2e_per_kwh as start_ci,
+        h.location_low_g_co2e_per_kwh as start_ci_low,
+        h.location_high_g_co2e_per_kwh as start_ci_high,
+        h.market_g_co2e_per_kwh as start_ci_market,
+        h.resolution = 'annual' as start_annual,
+        -- training is charged once, on the day the request started
+        case when cast(m.start_time as date) = {{ partition_day() }} then coalesce(m.output_tokens, 0) + 1 else 0 end
+            as inferences_charged,
+        t.factor_model,
+        t.training_g_co2e_per_inference,
+        t.fine_tuning_g_co2e_per_inference,
+        t.training_water_l_per_inference
+    from measured as m
+    left join factors as f on m.cluster = f.cluster
+    left join (
+        select
+            mn.cluster, mn.model, mn.model_key as factor_model_key, p.*
+        from model_names as mn
+        left join fits as p on mn.model_key = p.model_key and lower(mn.hardware) = p.hardware_key
+    ) as n on m.cluster = n.cluster and m.model = n.model
+    left join start_hours as h on m.cluster = h.cluster and date_trunc('hour', m.start_time) = h.hour_start
+    left join training as t
+        on n.factor_model_key = t.alias_key and t.month = cast(date_trunc('month', m.start_time) as date)
+),
+
+predicted as (
+    select
+        *,
+        coalesce(uncovered_s / duration_s * predicted_j, 0) as predicted_it_j,
+        coalesce(uncovered_s / duration_s * greatest(predicted_j - prediction_half_width_j, 0), 0)
+            as predicted_it_low_j,
+        coalesce(uncovered_s / duration_s * (predicted_j + prediction_half_width_j), 0) as predicted_it_high_j
+    from priced
+),
+
+impact as (
+    select
+        *,
+        pue * (it_energy_j + predicted_it_j) as facility_energy_j,
+        -- (predicted energy with no grid factor for its hour leaves the carbon null: impact_factor_coverage warns)
+        pue * location_g + case when predicted_it_j > 0 then pue * predicted_it_j * start_ci / 3.6e6 else 0 end
+            as operational_location_g_co2e,
+        pue_low * location_low_g
+        + case when predicted_it_low_j > 0 then pue_low * predicted_it_low_j * start_ci_low / 3.6e6 else 0 end
+            as operational_location_low_g_co2e,
+        pue_high * location_high_g
+        + case when predicted_it_high_j > 0 then pue_high * predicted_it_high_j * start_ci_high / 3.6e6 else 0 end
+            as operational_location_high_g_co2e,
+        case
+            when market_factor_j > 0 or (predicted_it_j > 0 and start_ci_market is not null)
+                then pue * market_g + pue * predicted_it_j * coalesce(start_ci_market, start_ci) / 3.6e6
+        end as operational_market_g_co2e,
+        annual_factor_j + case when start_annual then predicted_it_j else 0 end as annual_factor_energy_j,
+        (it_energy_j + predicted_it_j) * wue_onsite_l_per_kwh / 3.6e6 as water_onsite_l,
+        (it_energy_j + predicted_it_low_j) * wue_low_l_per_kwh / 3.6e6 as water_onsite_low_l,
+        (it_energy_j + predicted_it_high_j) * wue_high_l_per_kwh / 3.6e6 as water_onsite_high_l,
+        pue * (it_energy_j + predicted_it_j) * ewif_l_per_kwh / 3.6e6 as water_offsite_l,
+        pue_low * (it_energy_j + predicted_it_low_j) * ewif_low_l_per_kwh / 3.6e6 as water_offsite_low_l,
+        pue_high * (it_energy_j + predicted_it_high_j) * ewif_high_l_per_kwh / 3.6e6 as water_offsite_high_l,
+        coalesce(training_g_co2e_per_inference * inferences_charged, 0) as training_g_co2e,
+        coalesce(fine_tuning_g_co2e_per_inference * inferences_charged, 0) as fine_tuning_g_co2e,
+        coalesce(training_water_l_per_inference * inferences_charged, 0) as training_water_l
+    from predicted
+),
+
+final as (
+    select
+        {{ partition_day() }} as day,
+        request_key,
+        request_id,
+        cluster,
+        model,
+        start_time,
+        duration_s,
+        input_tokens,
+        output_tokens,
+        tenant,
+        endpoint,
+        node,
+        gpu,
+        cast(greatest(
+            date_diff('day', cast(start_time as date), cast(end_time - interval 1 microsecond as date)) + 1, 1
+        ) as integer) as days_spanned,
+        -- energy (METHODOLOGY section 3)
+        request_seconds,
+        concurrency_seconds,
+        telemetry_covered_s,
+        idle_energy_j,
+        dynamic_energy_j,
+        unallocated_idle_energy_j,
+        it_energy_j,
+        accelerator_energy_j,
+        accelerator_dynamic_energy_j,
+        host_energy_j,
+        max_pool_requests,
+        pool_dynamic_energy_j,
+        -- the energy model's estimate for the uncovered time
+        uncovered_s,
+        predicted_it_j as it_energy_predicted_j,
+        predicted_it_low_j as it_energy_predicted_low_j,
+        predicted_it_high_j as it_energy_predicted_high_j,
+        case when uncovered_s > 0 then fit_label end as prediction_fit,
+        -- impact (METHODOLOGY section 5)
+        location_g as it_location_g_co2e,
+        facility_energy_j,
+        operational_location_g_co2e,
+        operational_location_low_g_co2e,
+        operational_location_high_g_co2e,
+        operational_market_g_co2e,
+        market_factor_j as market_factor_energy_j,
+        annual_factor_energy_j,
+        embodied_g as embodied_g_co2e,
+        embodied_low_g as embodied_low_g_co2e,
+        embodied_high_g as embodied_high_g_co2e,
+        water_onsite_l,
+        water_offsite_l,
+        water_l as water_embodied_l,
+        factor_model,
+        training_g_co2e,
+        fine_tuning_g_co2e,
+        training_water_l,
+        operational_location_g_co2e + embodied_g + training_g_co2e + fine_tuning_g_co2e as total_g_co2e,
+        operational_location_low_g_co2e + embodied_low_g + training_g_co2e + fine_tuning_g_co2e as total_g_co2e_low,
+        operational_location_high_g_co2e + embodied_high_g + training_g_co2e + fine_tuning_g_co2e
+            as total_g_co2e_high,
+        water_onsite_l + water_offsite_l + water_l + training_water_l as total_water_l,
+        water_onsite_low_l + water_offsite_low_l + water_low_l + training_water_l as total_water_l_low,
+        water_onsite_high_l + water_offsite_high_l + water_high_l + training_water_l as total_water_l_high
+    from impact
+)
+
+select * from final
