@@ -48,7 +48,7 @@ def small_shipped(tmp_path: Path) -> Path:
     (root / "grid_intensity").mkdir(parents=True)
     for name in ("grid_annual.csv", "water.csv", "datacenter.csv", "hardware.csv", "models.yml"):
         shutil.copy(SHIPPED / name, root / name)
-    shutil.copy(SHIPPED / "grid_intensity" / "US-CAL-CISO_2023.csv.gz", root / "grid_intensity")
+    shutil.copy(SHIPPED / "grid_intensity" / "US-CAL-CISO_2023.parquet", root / "grid_intensity")
     return root
 
 

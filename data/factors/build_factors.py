@@ -2,7 +2,7 @@
 
     .venv/bin/python data/factors/build_factors.py [SHARED_DATA_DIR]   (default /work/shared/data)
 
-Generates grid_intensity/*.csv.gz, grid_annual.csv and water.csv. datacenter.csv, hardware.csv and models.yml are
+Generates grid_intensity/*.parquet, grid_annual.csv and water.csv. datacenter.csv, hardware.csv and models.yml are
 written by hand (every row cites its source); this script does not touch them. Everything is set-based DuckDB SQL;
 rounding is to 4 decimals (grid) and 4 decimals (water), so a rebuild on the same inputs is byte-identical.
 """
@@ -54,7 +54,9 @@ def main() -> None:
 
 
 def hourly(con: duckdb.DuckDBPyConnection) -> None:
-    """One gzip CSV per Electricity Maps zone-year, in the CONTRACT columns (+ lifecycle, estimated, provenance)."""
+    """One Parquet file per Electricity Maps zone-year, in the CONTRACT columns (+ lifecycle, estimated, provenance),
+    typed (datetime_utc a UTC timestamp): the loader reads 100,000 shipped hours in well under a second, where
+    parsing as many CSV lines cost seconds on every run. (Read one with duckdb: select * from 'GB_2023.parquet'.)"""
     out = HERE / "grid_intensity"
     out.mkdir(exist_ok=True)
     for path in sorted(EM_DIR.glob("*_hourly.csv")):
@@ -76,7 +78,7 @@ def hourly(con: duckdb.DuckDBPyConnection) -> None:
             f"""
             copy (
                 select zone,
-                       strftime(ts, '%Y-%m-%dT%H:%M:%SZ') as datetime_utc,
+                       ts as datetime_utc,
                        direct as location_g_co2e_per_kwh,
                        cast(null as double) as market_g_co2e_per_kwh,
                        lca as lifecycle_g_co2e_per_kwh,
@@ -86,7 +88,7 @@ def hourly(con: duckdb.DuckDBPyConnection) -> None:
                        '{EM_LICENCE}' as licence,
                        cast(year(ts) as varchar) as version
                 from em order by ts
-            ) to '{out / f"{zone}_{year}.csv.gz"}' (header, compression gzip)
+            ) to '{out / f"{zone}_{year}.parquet"}' (format parquet, compression zstd)
             """.replace("$src", "'" + EM_SOURCE.replace("'", "''") + "'")
         )
 
