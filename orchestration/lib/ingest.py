@@ -28,7 +28,7 @@ from pathlib import Path
 import duckdb
 import yaml
 
-from orchestration.lib.metrics import METRICS
+from orchestration.lib.metrics import METRICS, METRICS_BY_NAME
 from orchestration.lib.textlines import read_text_lines
 
 REQUEST_FIELDS: tuple[str, ...] = (
@@ -987,14 +987,19 @@ def ingest_telemetry(
     )
     summary.rejected_by_reason = _reason_counts(con, "_tel_rejects", day)
     summary.rejected = sum(summary.rejected_by_reason.values())
+    # metrics the method does not use, counted for the day (one cheap pass over the metric names first: usually
+    # every metric is a known one and the count is skipped)
+    names = [r[0] for r in con.execute("select distinct metric from _tel_candidates").fetchall()]
+    unused = [n for n in names if n is not None and n.strip() and n.strip() not in METRICS_BY_NAME]
     ignored = con.execute(
         f"""
         select 'unused metric ' || metric, count(*) from _tel_rows
-        where quantity is null and cast(ts as date) = date '{day.isoformat()}'
-          and not impact_blank(metric) and parse_error is null
+        where list_contains($unused, metric) and quantity is null and cast(ts as date) = date '{day.isoformat()}'
+          and parse_error is null
         group by metric order by count(*) desc limit 50
-        """
-    ).fetchall()
+        """,
+        {"unused": sorted({n.strip() for n in unused})},
+    ).fetchall() if unused else []
     summary.ignored_by_reason = {str(k): int(n) for k, n in ignored}
     summary.lines_in_scope = summary.loaded + summary.rejected
     con.execute("drop view if exists _tel_rows")
@@ -1038,6 +1043,31 @@ def _new_series_sql() -> list[str]:
 # --------------------------------------------------------------------------------------------------------------
 
 
+def _parquet_days(con: duckdb.DuckDBPyConnection, path: Path, field: str, exclude_midnight: bool) -> set[dt.date]:
+    """The days of one Parquet file's timestamps, read straight from its typed column (epoch seconds or a
+    timestamp; a text column goes through the same parsing as CSV), without copying its rows."""
+    probe = con.sql("select * from read_parquet($p) limit 0", params={"p": str(path)})
+    types = dict(zip(probe.columns, (str(t) for t in probe.types)))
+    kind = types.get(field)
+    if kind is None:
+        return set()
+    col = f'"{field}"'
+    if kind.startswith("TIMESTAMP"):
+        ts = f"cast({col} as timestamp)"
+    elif kind.split("(")[0] in NUMERIC_TYPES:
+        x = f"cast({col} as double)"
+        ts = f"case when isfinite({x}) then try(make_timestamp(cast(round({x} * 1e6) as bigint))) end"
+    else:
+        ts = f"impact_parse_ts(cast({col} as varchar))"
+    inside = " and cast(ts as time) <> time '00:00:00'" if exclude_midnight else ""
+    rows = con.execute(
+        f"select distinct cast(ts as date) from (select {ts} as ts from read_parquet($p)) "
+        f"where ts is not null and not impact_implausible_ts(ts){inside}",
+        {"p": str(path)},
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
 def days_in_inputs(
     con: duckdb.DuckDBPyConnection, data_dir: Path, only: Iterable[Path] | None = None
 ) -> list[dt.date]:
@@ -1065,7 +1095,7 @@ def days_in_inputs(
             elif name.endswith((".csv", ".csv.gz")):
                 _csv_candidates(con, path, display, fields, table)
             else:
-                _parquet_candidates(con, path, display, fields, typed, table)
+                days.update(_parquet_days(con, path, ts_field, exclude_midnight=sub != "requests"))
         # A telemetry sample at exactly 00:00:00 closes the previous day's last interval; alone it opens no day.
         only_inside = "" if sub == "requests" else " and cast(ts as time) <> time '00:00:00'"
         rows = con.execute(
