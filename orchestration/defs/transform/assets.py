@@ -78,10 +78,17 @@ def partition_row_counts(context: dg.AssetExecutionContext, settings: ImpactSett
     tables = [key for key in context.selected_asset_keys if key.path[0] in ("intermediate", "marts")]
     con = connect(settings.warehouse_path, read_only=True)
     try:
+        # tables with a day column, and the marts' views (the request marts: cheap projections); intermediate
+        # views (overlaps, windows) would be recomputed just to be counted
         partitioned = {
             (schema, table)
             for schema, table in con.execute(
-                "select table_schema, table_name from information_schema.columns where column_name = 'day'"
+                """
+                select c.table_schema, c.table_name
+                from information_schema.columns as c
+                join information_schema.tables as t using (table_schema, table_name)
+                where c.column_name = 'day' and (t.table_type = 'BASE TABLE' or c.table_schema = 'marts')
+                """
             ).fetchall()
         }
         for key in tables:
