@@ -1,12 +1,15 @@
 {#-
-    The materialization of the day-partitioned models: a run replaces the partition's rows (the model's pre-hook
-    deletes them, e.g. delete_partition) and inserts the new ones straight from the model's query, in one
-    transaction. (dbt's incremental materialization first writes the query's result into a temporary table and
-    then copies it into the target: on the per-request and per-sample models, millions of rows, that copy costs
-    as much as the insert itself.)
+    The materialization of the day-partitioned models: a run replaces the partition's rows, in one transaction:
+    it deletes the rows of the day being materialised (and of the `partition_days_back` days before it, a model
+    meta setting, for roll-ups that a later day can complete) and inserts the new ones straight from the model's
+    query. Replacing is the mechanism's job, not each model's, so no day-partitioned model can forget it.
+    (dbt's incremental materialization first writes the query's result into a temporary table and then copies it
+    into the target: on the per-request and per-sample models, millions of rows, that copy costs as much as the
+    insert itself.)
     The first run, or --full-refresh, creates the table from the query with the model's contract. A model whose
     columns (names, order-independent, and types) no longer match the table's fails, like on_schema_change: fail:
     rebuild the warehouse (README, "Upgrading a warehouse").
+    Model meta: partition_column (default 'day'), partition_days_back (default 0).
 -#}
 {% materialization partition, adapter='duckdb' %}
     {%- set existing_relation = load_cached_relation(this) -%}
@@ -23,6 +26,13 @@
         {%- set build_sql = create_table_as(False, target_relation, compiled_code) %}
     {%- else %}
         {%- do check_partition_schema(existing_relation, compiled_code) %}
+        {%- set meta = config.get('meta') or {} -%}
+        {%- set column = meta.get('partition_column', 'day') -%}
+        {%- set days_back = meta.get('partition_days_back', 0) | int -%}
+        {% call statement('delete_partition') -%}
+            delete from {{ target_relation }}
+            where {{ adapter.quote(column) }} between {{ partition_day() }} - {{ days_back }} and {{ partition_day() }}
+        {%- endcall %}
         {%- set build_sql -%}
             insert into {{ target_relation }} by name
             select * from (

@@ -1,5 +1,3 @@
-{{ config(pre_hook="{{ delete_partition('day') }}") }}
-
 -- One row per cluster and day: every impact factor the day's requests use (METHODOLOGY section 5), with its range
 -- and where it came from. A value in clusters.yml wins over the factor tables; its range is the matched factor
 -- row's range scaled to it (PUE: the overhead part, pue - 1, is scaled). Rates per second of provisioned hardware:

@@ -1,5 +1,3 @@
-{{ config(pre_hook="{{ delete_partition('day') }}") }}
-
 {%- set level_override = var('attribution_level') -%}
 {%- if level_override not in (none, 'cluster', 'node', 'gpu') -%}
     {{ exceptions.raise_compiler_error("var attribution_level must be cluster, node or gpu, not " ~ level_override) }}

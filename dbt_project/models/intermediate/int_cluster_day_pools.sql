@@ -1,5 +1,3 @@
-{{ config(pre_hook="{{ delete_partition('day') }}") }}
-
 -- The day's attribution pools: per component (gpu, host) a GPU, a node or the whole cluster, as the cluster's
 -- attribution level says, for every pool that has telemetry. pool_index numbers them densely over the day, so a
 -- pool-window is one integer key, pool_index x 86400 + window_index (macro pool_window_key), that telemetry and

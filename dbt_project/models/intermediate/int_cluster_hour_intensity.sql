@@ -1,5 +1,3 @@
-{{ config(pre_hook="{{ delete_partition('day') }}") }}
-
 {%- set basis = var('grid_location_basis') -%}
 {%- if basis not in ('direct', 'lifecycle') -%}
     {{ exceptions.raise_compiler_error("var grid_location_basis must be direct or lifecycle, not " ~ basis) }}

@@ -1,5 +1,3 @@
-{{ config(pre_hook="{{ delete_partition('day') }}") }}
-
 -- Requests and inferences (output tokens + 1 per request: the forward passes of METHODOLOGY section 4) served per
 -- model on each UTC day, by the day the request started: the observed volume training footprints are amortised
 -- over (intermediate.int_model_training_rates).

@@ -1,5 +1,3 @@
-{{ config(pre_hook="{{ delete_partition('day') }}") }}
-
 -- Energy per attribution pool and window, split into idle and dynamic (METHODOLOGY section 2).
 --   GPU energy: metered per GPU; idle = gpu_idle_w x seconds the GPU is present in the window.
 --   Host energy per node: [P_idle + u_cpu x (P_max - P_idle)] x seconds the node is present (it is present while

@@ -1,5 +1,3 @@
-{{ config(pre_hook="{{ delete_partition('day') }}") }}
-
 -- The load of every pool-window that requests ran in (METHODOLOGY section 3): request-seconds RS (the sum of the
 -- overlaps o_i,w of the pool's requests), token-seconds (for the token-weighted dynamic share) and how many
 -- requests ran in it. Pool-windows with telemetry but no row here are unallocated (their energy is spread over

@@ -1,5 +1,3 @@
-{{ config(pre_hook="{{ delete_partition('day') }}") }}
-
 {%- set fits = energy_model_fits_relation() %}
 
 -- Each request on each UTC day it ran in (one row for almost every request; two for one that runs past

@@ -1,5 +1,3 @@
-{{ config(pre_hook="{{ delete_partition('day') }}") }}
-
 -- Consecutive sample pairs of every series: the interval (t0, t1] between two scrapes and what it says.
 --   gpu_energy_counter_j: energy = counter delta; a negative delta is an exporter/counter reset, never negative
 --       energy: the interval's energy then comes from the power samples around it, else from the counter's value

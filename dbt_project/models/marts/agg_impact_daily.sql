@@ -1,4 +1,4 @@
-{{ config(pre_hook="{{ delete_partition_and_previous_day('day') }}") }}
+{{ config(meta={'partition_days_back': 1}) }}
 
 -- Impact per start day x cluster x model x tenant, for analysts: totals, per-request means and medians, bounds,
 -- and how much of it rests on predictions or annual grid factors. The previous day is recomputed too (its

@@ -1,5 +1,3 @@
-{{ config(pre_hook="{{ delete_partition('day') }}") }}
-
 -- Per cluster and day: metered IT energy, what was attributed to requests and what could not be (a day with
 -- telemetry but no request-seconds). Conservation: attributed + unattributed = metered (checked by dbt and
 -- Dagster). telemetry_coverage = the lower of (GPU-seconds covered by telemetry, not counting seconds bridged

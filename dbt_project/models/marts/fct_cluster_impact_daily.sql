@@ -1,5 +1,3 @@
-{{ config(pre_hook="{{ delete_partition('day') }}") }}
-
 -- Per cluster and day: the impact of the metered hardware, what was attributed to requests, and the
 -- reconciliation in the spirit of Google's 2025 method (arXiv 2508.15734): shares of facility energy that are
 -- accelerator dynamic, accelerator idle (allocated to requests), host (CPU/DRAM, allocated), idle machines (energy

@@ -1,5 +1,3 @@
-{{ config(pre_hook="{{ delete_partition('day') }}") }}
-
 -- Cluster energy per window (METHODOLOGY sections 2-3): nodes and GPUs present, IT energy split into idle and
 -- dynamic, request-seconds, mean concurrency and energy per request-second.
 
