@@ -757,7 +757,6 @@ def ingest_requests(
         f"or cast({start_ts} as date) = date '{day.isoformat()}')"
     )
     counts = {f: f"cast({_typed_value(f, REQUEST_TYPED)} as bigint)" for f in INTEGER_REQUEST_FIELDS}
-    good = "_req_candidates where rowid not in (select row_id from _req_rejects)"
     loaded_sql = f"""
         select date '{day.isoformat()}', impact_trim(request_id), impact_trim(cluster), impact_trim(model), {start_ts}, {dur},
                {counts['input_tokens']}, {counts['output_tokens']},
@@ -765,7 +764,8 @@ def ingest_requests(
                nullif(impact_trim(gpu), ''),
                {counts['input_pixels']}, {counts['output_pixels']}, {counts['quality_steps']},
                nullif(impact_trim(lora), ''), source_file, source_row, $loaded_at, rowid
-        from {good} and {in_scope}
+        from _req_candidates
+        where rowid not in (select row_id from _req_rejects) and {in_scope}
     """
     rejected_sql = f"""
         select reject_day, 'requests', source_file, source_row, reason, raw_record, now()::timestamp
