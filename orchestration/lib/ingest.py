@@ -234,6 +234,12 @@ def _present(field: str) -> str:
     return f'("{field}__v" is not null or not impact_blank("{field}"))'
 
 
+def _epoch_s_ts_sql(x: str) -> str:
+    """SQL: the timestamp of epoch seconds `x` (a double), to the microsecond; null for a non-finite or
+    out-of-range value (which the callers keep as text, so its rejection can quote it)."""
+    return f"case when isfinite({x}) then try(make_timestamp(cast(round({x} * 1e6) as bigint))) end"
+
+
 def _parquet_select(types: dict[str, str], fields: tuple[str, ...], typed: dict[str, str]) -> tuple[str, str]:
     """(column list, select list) reading `fields` from a Parquet file whose columns have `types`.
 
@@ -254,7 +260,7 @@ def _parquet_select(types: dict[str, str], fields: tuple[str, ...], typed: dict[
                 columns += [f'"{name}"', f'"{name}__v"']
                 values += [
                     f"case when not isfinite({x}) then cast({x} as varchar) end",
-                    f"case when isfinite({x}) then try(make_timestamp(cast(round({x} * 1e6) as bigint))) end",
+                    _epoch_s_ts_sql(x),
                 ]
             else:
                 columns.append(f'"{name}__v"')
@@ -814,8 +820,7 @@ def _prom_candidates(
     )
     exprs = {
         '"timestamp"': "case when not isfinite(timestamp_s) then cast(timestamp_s as varchar) end",
-        "timestamp__v": "case when isfinite(timestamp_s) "
-        "then try(make_timestamp(cast(round(timestamp_s * 1e6) as bigint))) end",
+        "timestamp__v": _epoch_s_ts_sql("timestamp_s"),
         "value__v": "value",
         **{f: f for f in ("cluster", "metric", "node", "gpu", "cpu", "mode")},
     }
@@ -867,8 +872,7 @@ def ingest_telemetry(
                                          cluster, metric, node, gpu, cpu, mode)
             select source_file, source_row, raw_record,
                 case when not isfinite("timestamp") then cast("timestamp" as varchar) end,
-                case when isfinite("timestamp")
-                    then try(make_timestamp(cast(round("timestamp" * 1e6) as bigint))) end,
+                {_epoch_s_ts_sql('"timestamp"')},
                 value, cluster, metric, node, gpu, cpu, mode
             from {samples}
             """
@@ -1056,7 +1060,7 @@ def _parquet_days(con: duckdb.DuckDBPyConnection, path: Path, field: str, exclud
         ts = f"cast({col} as timestamp)"
     elif kind.split("(")[0] in NUMERIC_TYPES:
         x = f"cast({col} as double)"
-        ts = f"case when isfinite({x}) then try(make_timestamp(cast(round({x} * 1e6) as bigint))) end"
+        ts = _epoch_s_ts_sql(x)
     else:
         ts = f"impact_parse_ts(cast({col} as varchar))"
     inside = " and cast(ts as time) <> time '00:00:00'" if exclude_midnight else ""
