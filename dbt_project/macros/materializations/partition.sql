@@ -30,8 +30,7 @@
         {%- set column = meta.get('partition_column', 'day') -%}
         {%- set days_back = meta.get('partition_days_back', 0) | int -%}
         {% call statement('delete_partition') -%}
-            delete from {{ target_relation }}
-            where {{ adapter.quote(column) }} between {{ partition_day() }} - {{ days_back }} and {{ partition_day() }}
+            delete from {{ target_relation }} where {{ partition_filter(adapter.quote(column), days_back) }}
         {%- endcall %}
         {%- set build_sql -%}
             insert into {{ target_relation }} by name
