@@ -127,3 +127,44 @@ def test_day_without_requests_is_unattributed_not_dropped(tiny_dataset, tmp_path
         "from marts.fct_cluster_energy_daily")[0]
     assert metered == pytest.approx(METERED_J, rel=1e-12)
     assert attributed == 0 and unattributed == pytest.approx(metered, rel=1e-12) and requests == 0
+
+
+def test_reloading_raw_requests_never_pairs_energy_with_the_wrong_request(tiny_dataset, tmp_path):
+    """int_request_days refers to its request by its key in the day's partition of raw.requests. A late file that
+    sorts first renumbers the partition: its reload must drop the day's attribution (the marts show the day as
+    not materialised) rather than leave old energies joined to other requests, until the day is rebuilt."""
+    import datetime as dt
+
+    from orchestration.lib import ingest
+    from orchestration.lib.warehouse import connect
+
+    requests = tiny_dataset / "requests"
+    _requests(requests / "r.jsonl", [
+        {"request_id": "a", "cluster": "c1", "model": "m", "start_time": "2024-05-01T00:25:00Z",
+         "duration_s": 150, "input_tokens": 10, "output_tokens": 20},
+    ])
+    warehouse = tmp_path / "wh.duckdb"
+    run_days(tiny_dataset, warehouse, ["2024-05-01"])
+    assert _query(warehouse, "select request_id, dynamic_energy_j from marts.fct_request_energy") == [
+        ("a", pytest.approx(18000, rel=1e-12))]
+
+    _requests(requests / "0-late.jsonl", [
+        {"request_id": "c", "cluster": "c1", "model": "m", "start_time": "2024-05-01T12:00:00Z",
+         "duration_s": 30, "input_tokens": 10, "output_tokens": 20},
+    ])
+    con = connect(warehouse)
+    try:
+        ingest.ingest_requests(con, tiny_dataset, dt.date(2024, 5, 1))
+        # the late request took the first key: "a" now has another key than its attribution row
+        assert con.execute("select request_id, request_key from raw.requests order by all").fetchall() == [
+            ("a", 1), ("c", 0)]
+    finally:
+        con.close()
+    assert _query(warehouse, "select count(*) from marts.fct_request_energy") == [(0,)]
+    assert _query(warehouse, "select count(*) from intermediate.int_request_days") == [(0,)]
+
+    run_days(tiny_dataset, warehouse, ["2024-05-01"])
+    energy = dict(_query(warehouse, "select request_id, dynamic_energy_j from marts.fct_request_energy"))
+    # a still ran alone on GPU 0's burst; c, alone at noon, gets the host's dynamic 20 W x 30 s
+    assert energy == {"a": pytest.approx(18000, rel=1e-12), "c": pytest.approx(20 * 30, rel=1e-12)}
+    assert_invariants(warehouse)

@@ -84,16 +84,18 @@ def single_request_rule(
     any of its pool-windows (max_pool_requests, from the pool loads) and those pool-windows' metered dynamic energy
     (pool_dynamic_energy_j, from the pool energy); its own dynamic share is computed from the shares formula.
     Returns up to 20 offenders and how many request-days were tested, so a check that tested nothing shows it."""
-    where, params = _day_filter(day)
+    where, params = _day_filter(day, "d.day")
     (tested,) = con.execute(
-        f"select count(*) from intermediate.int_request_days where {where} and max_pool_requests = 1", params
+        f"select count(*) from intermediate.int_request_days as d where {where} and d.max_pool_requests = 1", params
     ).fetchone()
     bad = con.execute(
         f"""
-        select request_id, day, pool_dynamic_energy_j, dynamic_energy_j
-        from intermediate.int_request_days
-        where {where} and max_pool_requests = 1
-          and abs(dynamic_energy_j - pool_dynamic_energy_j) > {rel_tol} * greatest(abs(pool_dynamic_energy_j), 1)
+        select q.request_id, d.day, d.pool_dynamic_energy_j, d.dynamic_energy_j
+        from intermediate.int_request_days as d
+        join raw.requests as q on q.partition_day = d.day and q.request_key = d.request_key
+        where {where} and d.max_pool_requests = 1
+          and abs(d.dynamic_energy_j - d.pool_dynamic_energy_j)
+              > {rel_tol} * greatest(abs(d.pool_dynamic_energy_j), 1)
         limit 20
         """,
         params,
@@ -115,7 +117,7 @@ def impact_sum_violations(con: duckdb.DuckDBPyConnection, day: dt.date | None = 
     tol = IMPACT_REL_TOL
     return con.execute(
         f"""
-        select r.request_id, r.cluster, r.day,
+        select q.request_id, r.cluster, r.day,
             case
                 when abs(r.total_g_co2e - (r.operational_location_g_co2e + r.embodied_g_co2e + r.training_g_co2e
                                            + r.fine_tuning_g_co2e)) > {tol} * greatest(abs(r.total_g_co2e), 1e-9)
@@ -137,6 +139,7 @@ def impact_sum_violations(con: duckdb.DuckDBPyConnection, day: dt.date | None = 
                     then 'negative impact'
             end as problem
         from intermediate.int_request_days as r
+        join raw.requests as q on q.partition_day = r.day and q.request_key = r.request_key
         left join intermediate.int_cluster_day_factors as f on f.cluster = r.cluster and f.day = r.day
         where {where} and problem is not null
         limit 20

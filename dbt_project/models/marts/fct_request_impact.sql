@@ -2,7 +2,8 @@
 
 -- Impact of each request (METHODOLOGY section 5, CONTRACT section 3), summed over every day it ran in; `day` is
 -- the UTC day it started. A view over intermediate.int_request_days (where every term is computed, with the
--- formulas), adding up the days of a request that ran past midnight and naming the factors it used:
+-- formulas) joined to the request (raw.requests), adding up the days of a request that ran past midnight and
+-- naming the factors it used:
 --   facility energy   = PUE x IT energy (PUE applied once, that day's PUE)
 --   operational       = PUE x IT energy x the grid intensity of each window's hour (location- and market-based)
 --   embodied          = the hardware's embodied carbon per provisioned second, shared like idle energy
@@ -23,42 +24,45 @@
     'total_g_co2e', 'total_g_co2e_low', 'total_g_co2e_high', 'total_water_l', 'total_water_l_low',
     'total_water_l_high'] %}
 {%- set attributes = [
-    'cluster', 'model', 'start_time', 'duration_s', 'input_tokens', 'output_tokens', 'tenant', 'endpoint',
-    'days_spanned'] %}
+    'cluster', 'model', 'start_time', 'duration_s', 'input_tokens', 'output_tokens', 'tenant', 'endpoint'] %}
 
--- (int_request_days is named in each branch below, not in an import CTE: a CTE read twice is materialised
--- whole, and a query on the view that needs two columns would then read all of them)
+-- (int_request_days and the request it joins are named in each branch below, not in an import CTE: a CTE read
+-- twice is materialised whole, and a query on the view that needs two columns would then read all of them)
 with requests as (
     select
-        request_id,
+        r.request_id,
         {%- for col in attributes %}
-            {{ col }},
+            r.{{ col }},
         {%- endfor %}
-        day,
+        d.days_spanned,
+        d.day,
         {%- for col in summed %}
-            {{ col }},
+            d.{{ col }},
         {%- endfor %}
-        prediction_fit,
-        factor_model,
+        d.prediction_fit,
+        d.factor_model,
         cast(1 as bigint) as days_materialised
-    from {{ ref('int_request_days') }}
-    where days_spanned = 1
+    from {{ ref('int_request_days') }} as d
+    inner join {{ ref('stg_raw__requests') }} as r on d.day = r.partition_day and d.request_key = r.request_key
+    where d.days_spanned = 1
     union all
     select
-        request_id,
+        r.request_id,
         {%- for col in attributes %}
-            any_value({{ col }}) as {{ col }},
+            any_value(r.{{ col }}) as {{ col }},
         {%- endfor %}
-        cast(any_value(start_time) as date) as day,
+        any_value(d.days_spanned) as days_spanned,
+        cast(any_value(r.start_time) as date) as day,
         {%- for col in summed %}
-            sum({{ col }}) as {{ col }},
+            sum(d.{{ col }}) as {{ col }},
         {%- endfor %}
-        max(prediction_fit) as prediction_fit,
-        max(factor_model) as factor_model,
+        max(d.prediction_fit) as prediction_fit,
+        max(d.factor_model) as factor_model,
         count(*) as days_materialised
-    from {{ ref('int_request_days') }}
-    where days_spanned > 1
-    group by request_id
+    from {{ ref('int_request_days') }} as d
+    inner join {{ ref('stg_raw__requests') }} as r on d.day = r.partition_day and d.request_key = r.request_key
+    where d.days_spanned > 1
+    group by r.request_id
 ),
 
 clusters as (
