@@ -5,6 +5,7 @@ up; a cluster without telemetry falls back to the annual grid factor and to the 
 
 import math
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -123,6 +124,33 @@ def test_totals_add_up_and_conserve(impact):
     assert invariants.impact_sum_violations(con) == []
     assert invariants.impact_conservation_violations(con) == []
     assert invariants.conservation_violations(con) == []
+
+
+def test_the_checks_name_the_offending_request(impact):
+    """The per-request checks find offenders in intermediate.int_request_days and report their request_id (from
+    raw.requests): corrupt one request-day in a copy and it is the one named."""
+    _, con, _ = impact
+    copy = duckdb.connect()
+    for schema, table in (("intermediate", "int_request_days"), ("intermediate", "int_cluster_day_factors"),
+                          ("raw", "requests")):
+        rows = con.execute(f"select * from {schema}.{table}").df()  # noqa: F841 - read by DuckDB below
+        copy.execute(f"create schema if not exists {schema}")
+        copy.execute(f"create table {schema}.{table} as select * from rows")
+    request_id, key, day, cluster = copy.execute(
+        "select q.request_id, d.request_key, d.day, d.cluster from intermediate.int_request_days as d "
+        "join raw.requests as q on q.partition_day = d.day and q.request_key = d.request_key "
+        "where d.max_pool_requests = 1 order by q.request_id limit 1"
+    ).fetchone()
+    assert invariants.impact_sum_violations(copy) == [] and invariants.single_request_rule(copy)[0] == []
+    copy.execute(
+        "update intermediate.int_request_days set total_g_co2e = total_g_co2e + 1, "
+        "dynamic_energy_j = 2 * dynamic_energy_j + 1 where request_key = $key and day = $day",
+        {"key": key, "day": day},
+    )
+    assert invariants.impact_sum_violations(copy) == [
+        (request_id, cluster, day, "total_g_co2e is not operational + embodied + training + fine-tuning")]
+    assert [row[:2] for row in invariants.single_request_rule(copy)[0]] == [(request_id, day)]
+    copy.close()
 
 
 def test_facility_is_pue_times_it_exactly(impact):

@@ -90,13 +90,17 @@ def single_request_rule(
     ).fetchone()
     bad = con.execute(
         f"""
-        select q.request_id, d.day, d.pool_dynamic_energy_j, d.dynamic_energy_j
-        from intermediate.int_request_days as d
-        join raw.requests as q on q.partition_day = d.day and q.request_key = d.request_key
-        where {where} and d.max_pool_requests = 1
-          and abs(d.dynamic_energy_j - d.pool_dynamic_energy_j)
-              > {rel_tol} * greatest(abs(d.pool_dynamic_energy_j), 1)
-        limit 20
+        with offenders as (
+            select d.request_key, d.day, d.pool_dynamic_energy_j, d.dynamic_energy_j
+            from intermediate.int_request_days as d
+            where {where} and d.max_pool_requests = 1
+              and abs(d.dynamic_energy_j - d.pool_dynamic_energy_j)
+                  > {rel_tol} * greatest(abs(d.pool_dynamic_energy_j), 1)
+            limit 20
+        )
+        select q.request_id, o.day, o.pool_dynamic_energy_j, o.dynamic_energy_j
+        from offenders as o
+        join raw.requests as q on q.partition_day = o.day and q.request_key = o.request_key
         """,
         params,
     ).fetchall()
@@ -115,9 +119,12 @@ def impact_sum_violations(con: duckdb.DuckDBPyConnection, day: dt.date | None = 
     with a negative impact."""
     where, params = _day_filter(day, "r.day")
     tol = IMPACT_REL_TOL
+    # the offenders first (usually none), then their request ids: joining every request-day to raw.requests
+    # would cost more than the check
     return con.execute(
         f"""
-        select q.request_id, r.cluster, r.day,
+        with offenders as (
+        select r.request_key, r.cluster, r.day,
             case
                 when abs(r.total_g_co2e - (r.operational_location_g_co2e + r.embodied_g_co2e + r.training_g_co2e
                                            + r.fine_tuning_g_co2e)) > {tol} * greatest(abs(r.total_g_co2e), 1e-9)
@@ -139,10 +146,13 @@ def impact_sum_violations(con: duckdb.DuckDBPyConnection, day: dt.date | None = 
                     then 'negative impact'
             end as problem
         from intermediate.int_request_days as r
-        join raw.requests as q on q.partition_day = r.day and q.request_key = r.request_key
         left join intermediate.int_cluster_day_factors as f on f.cluster = r.cluster and f.day = r.day
         where {where} and problem is not null
         limit 20
+        )
+        select q.request_id, o.cluster, o.day, o.problem
+        from offenders as o
+        join raw.requests as q on q.partition_day = o.day and q.request_key = o.request_key
         """,
         params,
     ).fetchall()

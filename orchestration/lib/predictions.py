@@ -267,9 +267,27 @@ _TRAINING_SQL = """
 """
 
 
+def request_day_range(con, since: dt.date | None = None) -> tuple[dt.date | None, dt.date | None]:
+    """(first, last) request day of marts.fct_request_energy (on or after ``since``); (None, None) when empty.
+
+    The same as min/max(day) over the view, without joining millions of requests to their attributes: a request
+    inside one UTC day has its day in intermediate.int_request_days; only those that ran past midnight (few) go
+    through the view, which dates them by their start."""
+    return con.execute(
+        """
+        select min(day), max(day) from (
+            select day from intermediate.int_request_days where days_spanned = 1 and day >= $since
+            union all
+            select day from marts.fct_request_energy where days_spanned > 1 and day >= $since
+        )
+        """,
+        {"since": since or dt.date.min},
+    ).fetchone()
+
+
 def latest_day(con) -> dt.date | None:
     """The latest request day in marts.fct_request_energy (None when empty)."""
-    return con.execute("select max(day) from marts.fct_request_energy").fetchone()[0]
+    return request_day_range(con)[1]
 
 
 # Fits use at most this many requests per model x hardware: a deterministic sample (by a hash of request_id) of
