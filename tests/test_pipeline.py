@@ -1,5 +1,6 @@
 """Integration: materialise the real assets into a temporary DuckDB and check the numbers against closed forms."""
 
+import datetime as dt
 import json
 
 import duckdb
@@ -63,6 +64,19 @@ def test_cluster_level_attribution_is_exact_and_rerun_changes_nothing(tiny_datas
     # each ran alone: the concurrency it saw is 1
     assert dict(_query(warehouse, "select request_id, mean_concurrency from marts.fct_request_energy")) == {
         "a": pytest.approx(1.0), "b": pytest.approx(1.0)}
+
+    # the cheap day range (no join of every request) is the view's: b, which ran into 2024-05-02, is dated by its start
+    from orchestration.lib import predictions
+    from orchestration.lib.warehouse import connect
+
+    con = connect(warehouse, read_only=True)
+    try:
+        assert predictions.request_day_range(con) == tuple(
+            con.execute("select min(day), max(day) from marts.fct_request_energy").fetchone()
+        ) == (dt.date(2024, 5, 1), dt.date(2024, 5, 1))
+        assert predictions.request_day_range(con, dt.date(2024, 5, 2)) == (None, None)
+    finally:
+        con.close()
 
     # the next day has requests (b) but no telemetry: coverage 0, nothing metered, nothing invented
     (metered2, coverage2) = _query(
@@ -133,8 +147,6 @@ def test_reloading_raw_requests_never_pairs_energy_with_the_wrong_request(tiny_d
     """int_request_days refers to its request by its key in the day's partition of raw.requests. A late file that
     sorts first renumbers the partition: its reload must drop the day's attribution (the marts show the day as
     not materialised) rather than leave old energies joined to other requests, until the day is rebuilt."""
-    import datetime as dt
-
     from orchestration.lib import ingest
     from orchestration.lib.warehouse import connect
 
