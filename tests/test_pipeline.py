@@ -2,6 +2,7 @@
 
 import datetime as dt
 import json
+import shutil
 
 import duckdb
 import pytest
@@ -77,6 +78,15 @@ def test_cluster_level_attribution_is_exact_and_rerun_changes_nothing(tiny_datas
         assert predictions.request_day_range(con, dt.date(2024, 5, 2)) == (None, None)
     finally:
         con.close()
+
+    # a copy of the warehouse under another name (an audit snapshot) keeps working views: DuckDB names a file's
+    # database after the file, so views must not spell it out
+    snapshot_copy = tmp_path / "audit-snapshot.duckdb"
+    shutil.copy(warehouse, snapshot_copy)
+    assert _query(snapshot_copy, "select request_id, it_energy_j from marts.fct_request_energy order by 1") == sorted(
+        _query(warehouse, "select request_id, it_energy_j from marts.fct_request_energy"))
+    assert _query(snapshot_copy, "select count(*) from marts.fct_request_impact") == [(2,)]
+    assert _query(snapshot_copy, "select count(*) from raw.telemetry_samples")[0][0] > 0
 
     # the next day has requests (b) but no telemetry: coverage 0, nothing metered, nothing invented
     (metered2, coverage2) = _query(
