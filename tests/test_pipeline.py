@@ -76,6 +76,9 @@ def test_cluster_level_attribution_is_exact_and_rerun_changes_nothing(tiny_datas
             con.execute("select min(day), max(day) from marts.fct_request_energy").fetchone()
         ) == (dt.date(2024, 5, 1), dt.date(2024, 5, 1))
         assert predictions.request_day_range(con, dt.date(2024, 5, 2)) == (None, None)
+        assert predictions.request_day_range(con, mart="fct_request_impact") == tuple(
+            con.execute("select min(day), max(day) from marts.fct_request_impact").fetchone()
+        )
     finally:
         con.close()
 
