@@ -16,5 +16,5 @@
     {%- if 't_975' not in names -%}
         {{ return(none) }}
     {%- endif -%}
-    {{ return(relation.include(database=False)) }}
+    {{ return(relation_without_database(relation)) }}
 {%- endmacro %}

@@ -6,15 +6,14 @@
     the file is called.
 -#}
 {% macro ref() %}
-    {%- set relation = builtins.ref(*varargs, **kwargs) -%}
-    {%- if relation is not none and relation.include is defined -%}
-        {%- do return(relation.include(database=False)) -%}
-    {%- endif -%}
-    {%- do return(relation) -%}
+    {%- do return(relation_without_database(builtins.ref(*varargs, **kwargs))) -%}
 {% endmacro %}
 
 {% macro source() %}
-    {%- set relation = builtins.source(*varargs, **kwargs) -%}
+    {%- do return(relation_without_database(builtins.source(*varargs, **kwargs))) -%}
+{% endmacro %}
+
+{% macro relation_without_database(relation) %}
     {%- if relation is not none and relation.include is defined -%}
         {%- do return(relation.include(database=False)) -%}
     {%- endif -%}
