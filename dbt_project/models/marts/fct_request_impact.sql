@@ -26,43 +26,8 @@
 {%- set attributes = [
     'cluster', 'model', 'start_time', 'duration_s', 'input_tokens', 'output_tokens', 'tenant', 'endpoint'] %}
 
--- (int_request_days and the request it joins are named in each branch below, not in an import CTE: a CTE read
--- twice is materialised whole, and a query on the view that needs two columns would then read all of them)
 with requests as (
-    select
-        r.request_id,
-        {%- for col in attributes %}
-            r.{{ col }},
-        {%- endfor %}
-        d.days_spanned,
-        d.day,
-        {%- for col in summed %}
-            d.{{ col }},
-        {%- endfor %}
-        d.prediction_fit,
-        d.factor_model,
-        cast(1 as bigint) as days_materialised
-    from {{ ref('int_request_days') }} as d
-    inner join {{ ref('stg_raw__requests') }} as r on d.day = r.partition_day and d.request_key = r.request_key
-    where d.days_spanned = 1
-    union all
-    select
-        r.request_id,
-        {%- for col in attributes %}
-            any_value(r.{{ col }}) as {{ col }},
-        {%- endfor %}
-        any_value(d.days_spanned) as days_spanned,
-        cast(any_value(r.start_time) as date) as day,
-        {%- for col in summed %}
-            sum(d.{{ col }}) as {{ col }},
-        {%- endfor %}
-        max(d.prediction_fit) as prediction_fit,
-        max(d.factor_model) as factor_model,
-        count(*) as days_materialised
-    from {{ ref('int_request_days') }} as d
-    inner join {{ ref('stg_raw__requests') }} as r on d.day = r.partition_day and d.request_key = r.request_key
-    where d.days_spanned > 1
-    group by r.request_id
+    {{ request_days_by_request(attributes, summed, ['prediction_fit', 'factor_model']) }}
 ),
 
 clusters as (
