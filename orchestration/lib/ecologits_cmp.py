@@ -37,7 +37,6 @@ import numpy as np
 import pandas as pd
 
 from orchestration.lib import warehouse
-from orchestration.lib.predictions import request_day_range
 from orchestration.settings import REPO_ROOT
 
 try:  # the shared normalisation rule (factors engineer); the same rule is kept here if it is not there
@@ -434,10 +433,7 @@ def latency_bucket_sql(col: str = "r.duration_s", digits: int = LATENCY_SIGNIFIC
 
 def window(con: duckdb.DuckDBPyConnection, table: str = "marts.fct_request_impact", days: int = WINDOW_DAYS):
     """(start, end) of the trailing ``days`` days ending with the table's latest day; (None, None) when empty."""
-    if table == "marts.fct_request_impact":  # read without joining every request to its attributes
-        end = request_day_range(con, mart="fct_request_impact")[1]
-    else:
-        (end,) = con.execute(f"select max(day) from {table}").fetchone()
+    (end,) = con.execute(f"select max(day) from {table}").fetchone()
     if end is None:
         return None, None
     return end - dt.timedelta(days=days - 1), end

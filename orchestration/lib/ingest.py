@@ -662,20 +662,6 @@ def _integer_checks(fields: tuple[str, ...]) -> str:
     return "".join(branches)
 
 
-def _invalidate_request_days(con: duckdb.DuckDBPyConnection, day: dt.date) -> list[str]:
-    """Statements deleting the day's rows of intermediate.int_request_days (none before dbt first built it).
-
-    That table refers to its request by (day, request_key), the row's key within this day's partition of
-    raw.requests, and the request marts join the two on it. Replacing the partition renumbers its rows, so the
-    attribution computed from the old partition is deleted with it, in the same transaction: until dbt rebuilds
-    the day, the marts show the day as not materialised instead of pairing energy with the wrong request."""
-    (exists,) = con.execute(
-        "select count(*) from information_schema.tables "
-        "where table_schema = 'intermediate' and table_name = 'int_request_days' and table_type = 'BASE TABLE'"
-    ).fetchone()
-    return [f"delete from intermediate.int_request_days where day = date '{day.isoformat()}'"] if exists else []
-
-
 def ingest_requests(
     con: duckdb.DuckDBPyConnection,
     data_dir: Path,
@@ -792,10 +778,7 @@ def ingest_requests(
         from _req_rejects
         where reject_day = date '{day.isoformat()}' or reject_day is null
     """
-    summary.loaded = _store(
-        con, "requests", day, "raw.requests", loaded_sql, rejected_sql, displays,
-        before_insert=_invalidate_request_days(con, day),
-    )
+    summary.loaded = _store(con, "requests", day, "raw.requests", loaded_sql, rejected_sql, displays)
     summary.rejected_by_reason = _reason_counts(con, "_req_rejects", day)
     summary.rejected = sum(summary.rejected_by_reason.values())
     summary.lines_in_scope = summary.loaded + summary.rejected

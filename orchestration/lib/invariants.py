@@ -84,23 +84,17 @@ def single_request_rule(
     any of its pool-windows (max_pool_requests, from the pool loads) and those pool-windows' metered dynamic energy
     (pool_dynamic_energy_j, from the pool energy); its own dynamic share is computed from the shares formula.
     Returns up to 20 offenders and how many request-days were tested, so a check that tested nothing shows it."""
-    where, params = _day_filter(day, "d.day")
+    where, params = _day_filter(day)
     (tested,) = con.execute(
-        f"select count(*) from intermediate.int_request_days as d where {where} and d.max_pool_requests = 1", params
+        f"select count(*) from intermediate.int_request_days where {where} and max_pool_requests = 1", params
     ).fetchone()
     bad = con.execute(
         f"""
-        with offenders as (
-            select d.request_key, d.day, d.pool_dynamic_energy_j, d.dynamic_energy_j
-            from intermediate.int_request_days as d
-            where {where} and d.max_pool_requests = 1
-              and abs(d.dynamic_energy_j - d.pool_dynamic_energy_j)
-                  > {rel_tol} * greatest(abs(d.pool_dynamic_energy_j), 1)
-            limit 20
-        )
-        select q.request_id, o.day, o.pool_dynamic_energy_j, o.dynamic_energy_j
-        from offenders as o
-        join raw.requests as q on q.partition_day = o.day and q.request_key = o.request_key
+        select request_id, day, pool_dynamic_energy_j, dynamic_energy_j
+        from intermediate.int_request_days
+        where {where} and max_pool_requests = 1
+          and abs(dynamic_energy_j - pool_dynamic_energy_j) > {rel_tol} * greatest(abs(pool_dynamic_energy_j), 1)
+        limit 20
         """,
         params,
     ).fetchall()
@@ -119,12 +113,9 @@ def impact_sum_violations(con: duckdb.DuckDBPyConnection, day: dt.date | None = 
     with a negative impact."""
     where, params = _day_filter(day, "r.day")
     tol = IMPACT_REL_TOL
-    # the offenders first (usually none), then their request ids: joining every request-day to raw.requests
-    # would cost more than the check
     return con.execute(
         f"""
-        with offenders as (
-        select r.request_key, r.cluster, r.day,
+        select r.request_id, r.cluster, r.day,
             case
                 when abs(r.total_g_co2e - (r.operational_location_g_co2e + r.embodied_g_co2e + r.training_g_co2e
                                            + r.fine_tuning_g_co2e)) > {tol} * greatest(abs(r.total_g_co2e), 1e-9)
@@ -149,10 +140,6 @@ def impact_sum_violations(con: duckdb.DuckDBPyConnection, day: dt.date | None = 
         left join intermediate.int_cluster_day_factors as f on f.cluster = r.cluster and f.day = r.day
         where {where} and problem is not null
         limit 20
-        )
-        select q.request_id, o.cluster, o.day, o.problem
-        from offenders as o
-        join raw.requests as q on q.partition_day = o.day and q.request_key = o.request_key
         """,
         params,
     ).fetchall()

@@ -267,44 +267,9 @@ _TRAINING_SQL = """
 """
 
 
-REQUEST_MARTS = ("fct_request_energy", "fct_request_impact")
-
-
-def request_day_range(
-    con, since: dt.date | None = None, mart: str = "fct_request_energy"
-) -> tuple[dt.date | None, dt.date | None]:
-    """(first, last) request day of marts.<mart> (one of REQUEST_MARTS, which have the same days; on or after
-    ``since``); (None, None) when empty.
-
-    The same as min/max(day) over the view, without joining millions of requests to their attributes: a request
-    inside one UTC day has its day in intermediate.int_request_days; only those that ran past midnight (few) go
-    through the view, which dates them by their start. (A warehouse whose mart is not that view, e.g. one loaded
-    from elsewhere, is read directly.)"""
-    if mart not in REQUEST_MARTS:
-        raise ValueError(f"mart must be one of {REQUEST_MARTS}, not {mart!r}")
-    params = {"since": since or dt.date.min}
-    (views,) = con.execute(
-        "select count(*) from duckdb_views() where schema_name = 'marts' and view_name = $mart "
-        "and database_name = current_database()",
-        {"mart": mart},
-    ).fetchone()
-    if not views:
-        return con.execute(f"select min(day), max(day) from marts.{mart} where day >= $since", params).fetchone()
-    return con.execute(
-        f"""
-        select min(day), max(day) from (
-            select day from intermediate.int_request_days where days_spanned = 1 and day >= $since
-            union all
-            select day from marts.{mart} where days_spanned > 1 and day >= $since
-        )
-        """,
-        params,
-    ).fetchone()
-
-
 def latest_day(con) -> dt.date | None:
     """The latest request day in marts.fct_request_energy (None when empty)."""
-    return request_day_range(con)[1]
+    return con.execute("select max(day) from marts.fct_request_energy").fetchone()[0]
 
 
 # Fits use at most this many requests per model x hardware: a deterministic sample (by a hash of request_id) of

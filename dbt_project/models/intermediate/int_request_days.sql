@@ -1,13 +1,9 @@
 {%- set fits = energy_model_fits_relation() %}
 
 -- Each request on each UTC day it ran in (one row for almost every request; two for one that runs past
--- midnight): the energy attributed to it that day (METHODOLOGY section 3) and that energy's impact (section 5).
--- marts.fct_request_energy and marts.fct_request_impact are views over this table that join the request itself
--- (request_id, model, times, tokens, ...) from raw.requests on (day = partition_day, request_key) and add up the
--- days of a request; re-materialising a day replaces only that day's rows. The request's attributes are not
--- copied here: five million request ids and labels cost more to write than all the energy columns. The key is
--- only valid for the raw partition it was computed from, so replacing a day of raw.requests deletes the day's
--- rows here in the same transaction (orchestration/lib/ingest.py) until this model is rebuilt.
+-- midnight): what it is, the energy attributed to it that day (METHODOLOGY section 3) and that energy's impact
+-- (section 5). marts.fct_request_energy and marts.fct_request_impact are views over this table that add up the
+-- days of a request; re-materialising a day replaces only that day's rows.
 --
 -- Energy, per pool-window w the request ran in (its GPU pool and its host pool), from its overlap o_i,w:
 --   idle share    = o x idle_w / RS_w
@@ -356,14 +352,7 @@ measured as (
     -- every request of the day (those with no time in it too), with its attributed shares and its
     -- request-seconds share of the cluster's unallocated energy and impact
     select
-        r.request_key,
-        r.cluster,
-        r.model,
-        r.start_time,
-        r.end_time,
-        r.duration_s,
-        r.input_tokens,
-        r.output_tokens,
+        r.*,
         -- time in this day (a request that runs past midnight has a part in each day); exactly its duration when
         -- it ran within the day (epoch seconds ~1.7e9 carry rounding of ~1e-7 s)
         case
@@ -501,7 +490,17 @@ final as (
     select
         {{ partition_day() }} as day,
         request_key,
+        request_id,
         cluster,
+        model,
+        start_time,
+        duration_s,
+        input_tokens,
+        output_tokens,
+        tenant,
+        endpoint,
+        node,
+        gpu,
         cast(greatest(
             date_diff('day', cast(start_time as date), cast(end_time - interval 1 microsecond as date)) + 1, 1
         ) as integer) as days_spanned,

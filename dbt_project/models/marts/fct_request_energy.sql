@@ -1,9 +1,8 @@
 {{ config(materialized='view') }}
 
 -- Energy attributed to each request (METHODOLOGY section 3), summed over every day it ran in; `day` is the UTC
--- day it started. A view over intermediate.int_request_days joined to the request (raw.requests, through its
--- staging view): a request inside one day is its one row there; one that ran past midnight adds up its days
--- (complete once both days have been materialised, in any order).
+-- day it started. A view over intermediate.int_request_days: a request inside one day is its one row there; one
+-- that ran past midnight adds up its days (complete once both days have been materialised, in any order).
 
 {%- set attributes = [
     'cluster', 'model', 'start_time', 'duration_s', 'input_tokens', 'output_tokens', 'tenant', 'endpoint', 'node',

@@ -2,8 +2,7 @@
 
 -- Impact of each request (METHODOLOGY section 5, CONTRACT section 3), summed over every day it ran in; `day` is
 -- the UTC day it started. A view over intermediate.int_request_days (where every term is computed, with the
--- formulas) joined to the request (raw.requests), adding up the days of a request that ran past midnight and
--- naming the factors it used:
+-- formulas), adding up the days of a request that ran past midnight and naming the factors it used:
 --   facility energy   = PUE x IT energy (PUE applied once, that day's PUE)
 --   operational       = PUE x IT energy x the grid intensity of each window's hour (location- and market-based)
 --   embodied          = the hardware's embodied carbon per provisioned second, shared like idle energy

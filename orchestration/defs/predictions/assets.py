@@ -6,8 +6,6 @@ each fit's coefficient covariance, so DuckDB computes statsmodels' exact predict
 models.prediction_errors compares the predictions with the attributed energy over the trailing window.
 """
 
-import datetime as dt
-
 import dagster as dg
 
 from orchestration.defs.models.assets import FITS_KEY
@@ -38,12 +36,10 @@ def request_predictions(context: dg.AssetExecutionContext, settings: ImpactSetti
     with warehouse(settings.warehouse_path) as con:
         predictions.create_predictions_view(con)
         errors, statuses, n = predictions.replace_prediction_errors(con)
-        # the view has a row per request of marts.fct_request_energy: the same days
-        latest = predictions.latest_day(con)
-        first, last = (
-            predictions.request_day_range(con, latest - dt.timedelta(days=predictions.WINDOW_DAYS - 1))
-            if latest else (None, None)
-        )
+        (first, last) = con.execute(
+            f"select min(day), max(day) from {predictions.REQUEST_PREDICTIONS_VIEW} "
+            f"where day > (select max(day) from marts.fct_request_energy) - {predictions.WINDOW_DAYS}"
+        ).fetchone()
     for reason, count in statuses.items():
         if reason != predictions.STATUS_OK:
             context.log.warning(f"{count} request(s) without a prediction: {reason}")
