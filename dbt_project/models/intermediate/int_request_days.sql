@@ -1,4 +1,8 @@
 {%- set fits = energy_model_fits_relation() %}
+{#- what the table keeps of each request -#}
+{%- set request_columns = [
+    'request_key', 'request_id', 'cluster', 'model', 'start_time', 'end_time', 'duration_s', 'input_tokens',
+    'output_tokens', 'tenant', 'endpoint', 'node', 'gpu'] %}
 
 -- Each request on each UTC day it ran in (one row for almost every request; two for one that runs past
 -- midnight): what it is, the energy attributed to it that day (METHODOLOGY section 3) and that energy's impact
@@ -11,7 +15,9 @@
 --   unallocated   = energy of the day's pool-windows no request touched, spread over the cluster's requests of
 --                   the day in proportion to their request-seconds (kept in its own column)
 -- A request inside one window (most of them) needs no expansion and no aggregation: its one overlap is its
--- time in the day. A request with zero duration gets no energy (it is still listed).
+-- time in the day. The others' overlaps are expanded, shared and summed per request, and joined to the one
+-- pipeline over the day's requests that writes the table. A request with zero duration gets no energy (it is
+-- still listed).
 -- Impact, each share at the factors of the pool-window it came from:
 --   carbon        = energy x the grid intensity of the window's hour (the unallocated part: of the hours the
 --                   unallocated energy was consumed in), x PUE; market-based likewise where a factor exists
@@ -29,7 +35,7 @@ with params as (
     where day = {{ partition_day() }}
 ),
 
-requests as (
+requests as not materialized (
     select * from {{ ref('stg_raw__requests') }}
     where partition_day = {{ partition_day() }}
 ),
@@ -122,11 +128,12 @@ training as (
         on t.factor_model = a.factor_model
 ),
 
-rates as (
+pool_rates as materialized (
     -- per pool-window with telemetry that requests ran in: energy, embodied carbon and water per request-second
     -- (dynamic energy per token-second too), the window's grid intensity, its load and its dynamic energy
     select
         p.pool_window_key,
+        p.component,
         p.idle_energy_j / l.request_seconds as idle_per_s,
         p.dynamic_energy_j / l.request_seconds as dynamic_per_s,
         {% if var('dynamic_share') == 'tokens' -%}
@@ -152,20 +159,27 @@ rates as (
     inner join loads as l on p.pool_window_key = l.pool_window_key
 ),
 
-cluster_index as (
-    select cluster, row_number() over (order by cluster) as cluster_index from params
+-- (one hash table per component: a request's host pool-window is looked up in one a ninth the size)
+gpu_rates as (
+    select * from pool_rates
+    where component = 'gpu'
 ),
 
-spans as (
-    -- each request's time in the day and the windows it touches
+host_rates as (
+    select * from pool_rates
+    where component = 'host'
+),
+
+spans as not materialized (
+    -- every request of the day with its time in the day and the windows it touches. Not materialised: each use
+    -- below reads the columns it needs, and a materialised copy of 5 M requests would copy them all.
+    -- A request inside one window (most of them) needs no expansion and no aggregation; one with no time in the
+    -- day (zero duration) gets no energy, but is listed.
     select
-        r.request_key,
-        k.cluster_index,
-        g.pool_index as gpu_pool_index,
-        h.pool_index as host_pool_index,
-        coalesce(r.input_tokens, 0) + coalesce(r.output_tokens, 0) as tokens,
-        r.duration_s,
+        r.*,
         p.window_s,
+        p.attribution_level,
+        coalesce(r.input_tokens, 0) + coalesce(r.output_tokens, 0) as tokens,
         greatest({{ epoch_s('r.start_time') }}, {{ partition_day_epoch_s() }}) as t0_s,
         least({{ epoch_s('r.start_time') }} + r.duration_s, {{ partition_day_epoch_s() }} + 86400) as t1_s,
         cast(floor(
@@ -176,99 +190,72 @@ spans as (
             (least({{ epoch_s('r.start_time') }} + r.duration_s, {{ partition_day_epoch_s() }} + 86400)
                 - {{ partition_day_epoch_s() }})
             / p.window_s
-        ) as bigint) - 1 as last_window
+        ) as bigint) - 1 as last_window,
+        -- it has time in the day, on a cluster with the day's parameters
+        coalesce(
+            p.window_s is not null and r.duration_s > 0
+            and least({{ epoch_s('r.start_time') }} + r.duration_s, {{ partition_day_epoch_s() }} + 86400)
+            > greatest({{ epoch_s('r.start_time') }}, {{ partition_day_epoch_s() }}),
+            false
+        ) as in_day
     from requests as r
-    inner join params as p on r.cluster = p.cluster
-    inner join cluster_index as k on r.cluster = k.cluster
-    left join pools as g
-        on
-            r.cluster = g.cluster and g.component = 'gpu'
-            and g.pool = {{ gpu_pool('p.attribution_level', 'r.node', 'r.gpu') }}
-    left join pools as h
-        on
-            r.cluster = h.cluster and h.component = 'host'
-            and h.pool = {{ host_pool('p.attribution_level', 'r.node') }}
-    where r.duration_s > 0
+    left join params as p on r.cluster = p.cluster
 ),
 
-window_overlaps as (
-    -- o_i,w: one row per request and window (requests inside one window are not expanded)
-    select
-        request_key,
-        cluster_index,
-        true as single_window,
-        first_window as window_index,
-        t1_s - t0_s as overlap_s,
-        least(window_s, 86400 - first_window * window_s) as window_length_s,
-        tokens / duration_s as tokens_per_s,
-        {{ pool_window_key('gpu_pool_index', 'first_window') }} as gpu_pool_window_key,
-        {{ pool_window_key('host_pool_index', 'first_window') }} as host_pool_window_key
-    from spans
-    where first_window = last_window and t1_s > t0_s
-    union all
-    select
-        request_key,
-        cluster_index,
-        false as single_window,
-        window_index,
-        least(t1_s, {{ partition_day_epoch_s() }} + (window_index + 1) * window_s)
-        - greatest(t0_s, {{ partition_day_epoch_s() }} + window_index * window_s) as overlap_s,
-        least(window_s, 86400 - window_index * window_s) as window_length_s,
-        tokens / duration_s as tokens_per_s,
-        {{ pool_window_key('gpu_pool_index', 'window_index') }} as gpu_pool_window_key,
-        {{ pool_window_key('host_pool_index', 'window_index') }} as host_pool_window_key
-    from (
-        select *, unnest(generate_series(first_window, last_window)) as window_index
-        from spans
-        where first_window < last_window
-    )
-    where
-        least(t1_s, {{ partition_day_epoch_s() }} + (window_index + 1) * window_s)
-        > greatest(t0_s, {{ partition_day_epoch_s() }} + window_index * window_s)
-),
-
-overlap_shares as (
-    -- each overlap draws from its GPU pool and its host pool
-    select
-        o.request_key,
-        o.cluster_index,
-        o.single_window,
-        o.overlap_s,
-        -- concurrency the request saw: requests running in its GPU pool during the window, weighted by its time
-        o.overlap_s * coalesce(g.request_seconds, o.overlap_s) / o.window_length_s as concurrency_seconds,
-        case when g.pool_window_key is not null then o.overlap_s else 0 end as telemetry_covered_s,
-        o.overlap_s * coalesce(g.idle_per_s, 0) as gpu_idle_j,
-        o.overlap_s * coalesce(o.tokens_per_s * g.dynamic_per_token_s, g.dynamic_per_s, 0) as gpu_dynamic_j,
-        o.overlap_s * coalesce(h.idle_per_s, 0) as host_idle_j,
-        o.overlap_s * coalesce(o.tokens_per_s * h.dynamic_per_token_s, h.dynamic_per_s, 0) as host_dynamic_j,
-        o.overlap_s * (coalesce(g.embodied_per_s, 0) + coalesce(h.embodied_per_s, 0)) as embodied_g,
-        o.overlap_s * (coalesce(g.embodied_low_per_s, 0) + coalesce(h.embodied_low_per_s, 0)) as embodied_low_g,
-        o.overlap_s * (coalesce(g.embodied_high_per_s, 0) + coalesce(h.embodied_high_per_s, 0)) as embodied_high_g,
-        o.overlap_s * (coalesce(g.water_per_s, 0) + coalesce(h.water_per_s, 0)) as water_l,
-        o.overlap_s * (coalesce(g.water_low_per_s, 0) + coalesce(h.water_low_per_s, 0)) as water_low_l,
-        o.overlap_s * (coalesce(g.water_high_per_s, 0) + coalesce(h.water_high_per_s, 0)) as water_high_l,
-        -- one zone and hour per cluster-window: the GPU and host pools share it
-        coalesce(g.ci, h.ci) as ci,
-        coalesce(g.ci_low, h.ci_low) as ci_low,
-        coalesce(g.ci_high, h.ci_high) as ci_high,
-        coalesce(g.ci_market, h.ci_market) as ci_market,
-        coalesce(g.annual_factor, h.annual_factor) as annual_factor,
-        -- the single-request rule (checked downstream): how many requests shared the pool-windows, and their
-        -- whole dynamic energy
-        greatest(coalesce(g.requests, 0), coalesce(h.requests, 0)) as pool_requests,
-        coalesce(g.dynamic_energy_j, 0) + coalesce(h.dynamic_energy_j, 0) as pool_dynamic_energy_j
-    from window_overlaps as o
-    left join rates as g on o.gpu_pool_window_key = g.pool_window_key
-    left join rates as h on o.host_pool_window_key = h.pool_window_key
-),
-
-shares as (
+windowed_spans as not materialized (
     select
         *,
-        gpu_idle_j + gpu_dynamic_j + host_idle_j + host_dynamic_j as energy_j
-    from overlap_shares
+        in_day and first_window < last_window as multi_window
+    from spans
 ),
 
+pooled_spans as not materialized (
+    -- the request's GPU pool and host pool (null: no telemetry from them that day)
+    select
+        s.*,
+        g.pool_index as gpu_pool_index,
+        h.pool_index as host_pool_index
+    from windowed_spans as s
+    left join pools as g
+        on
+            s.cluster = g.cluster and g.component = 'gpu'
+            and g.pool = {{ gpu_pool('s.attribution_level', 's.node', 's.gpu') }}
+    left join pools as h
+        on
+            s.cluster = h.cluster and h.component = 'host'
+            and h.pool = {{ host_pool('s.attribution_level', 's.node') }}
+),
+
+{#- o_i,w of one request and window (o.overlap_s, o.window_length_s, o.tokens_per_s) drawing from its GPU pool's rates
+    (g) and its host pool's (h) -#}
+{%- set overlap_shares -%}
+    o.overlap_s,
+    -- concurrency the request saw: requests running in its GPU pool during the window, weighted by its time
+    o.overlap_s * coalesce(g.request_seconds, o.overlap_s) / o.window_length_s as concurrency_seconds,
+    case when g.pool_window_key is not null then o.overlap_s else 0 end as telemetry_covered_s,
+    o.overlap_s * coalesce(g.idle_per_s, 0) as gpu_idle_j,
+    o.overlap_s * coalesce(o.tokens_per_s * g.dynamic_per_token_s, g.dynamic_per_s, 0) as gpu_dynamic_j,
+    o.overlap_s * coalesce(h.idle_per_s, 0) as host_idle_j,
+    o.overlap_s * coalesce(o.tokens_per_s * h.dynamic_per_token_s, h.dynamic_per_s, 0) as host_dynamic_j,
+    o.overlap_s * (coalesce(g.embodied_per_s, 0) + coalesce(h.embodied_per_s, 0)) as embodied_g,
+    o.overlap_s * (coalesce(g.embodied_low_per_s, 0) + coalesce(h.embodied_low_per_s, 0)) as embodied_low_g,
+    o.overlap_s * (coalesce(g.embodied_high_per_s, 0) + coalesce(h.embodied_high_per_s, 0)) as embodied_high_g,
+    o.overlap_s * (coalesce(g.water_per_s, 0) + coalesce(h.water_per_s, 0)) as water_l,
+    o.overlap_s * (coalesce(g.water_low_per_s, 0) + coalesce(h.water_low_per_s, 0)) as water_low_l,
+    o.overlap_s * (coalesce(g.water_high_per_s, 0) + coalesce(h.water_high_per_s, 0)) as water_high_l,
+    -- one zone and hour per cluster-window: the GPU and host pools share it
+    coalesce(g.ci, h.ci) as ci,
+    coalesce(g.ci_low, h.ci_low) as ci_low,
+    coalesce(g.ci_high, h.ci_high) as ci_high,
+    coalesce(g.ci_market, h.ci_market) as ci_market,
+    coalesce(g.annual_factor, h.annual_factor) as annual_factor,
+    -- the single-request rule (checked downstream): how many requests shared the pool-windows, and their
+    -- whole dynamic energy
+    greatest(coalesce(g.requests, 0), coalesce(h.requests, 0)) as pool_requests,
+    coalesce(g.dynamic_energy_j, 0) + coalesce(h.dynamic_energy_j, 0) as pool_dynamic_energy_j
+{%- endset %}
+
+{#- a request's energy and impact from its overlaps' shares (summed when it has several) -#}
 {%- set sums = {
     'request_seconds': 'overlap_s',
     'concurrency_seconds': 'concurrency_seconds',
@@ -293,28 +280,110 @@ shares as (
     'pool_dynamic_energy_j': 'pool_dynamic_energy_j',
 } %}
 
-attributed as (
-    -- per request: a single-window request's one overlap as it is, the others summed over their windows
+single_window as (
+    -- every request's shares if it ran inside one window (or had no time in the day: none); the others' overlaps
+    -- are expanded below
     select
-        request_key,
-        cluster_index,
+        {%- for col in request_columns %}
+            o.{{ col }},
+        {%- endfor %}
+        o.multi_window,
+        {{ overlap_shares | indent(8) }}
+    from (
+        select
+            *,
+            case when in_day and not multi_window then t1_s - t0_s else 0 end as overlap_s,
+            least(window_s, 86400 - first_window * window_s) as window_length_s,
+            case when in_day and not multi_window then tokens / duration_s end as tokens_per_s,
+            case
+                when in_day and not multi_window then {{ pool_window_key('gpu_pool_index', 'first_window') }}
+            end as gpu_pool_window_key,
+            case
+                when in_day and not multi_window then {{ pool_window_key('host_pool_index', 'first_window') }}
+            end as host_pool_window_key
+        from pooled_spans
+    ) as o
+    left join gpu_rates as g on o.gpu_pool_window_key = g.pool_window_key
+    left join host_rates as h on o.host_pool_window_key = h.pool_window_key
+),
+
+single_window_sums as (
+    select
+        {%- for col in request_columns %}
+            {{ col }},
+        {%- endfor %}
+        multi_window,
         {%- for name, expr in sums.items() %}
             {{ expr }} as {{ name }},
         {%- endfor %}
         pool_requests as max_pool_requests
-    from shares
-    where single_window
-    union all
+    from (
+        select *, gpu_idle_j + gpu_dynamic_j + host_idle_j + host_dynamic_j as energy_j
+        from single_window
+    )
+),
+
+multi_window_overlaps as (
+    -- o_i,w of the requests that span windows: one row per request and window
     select
         request_key,
-        any_value(cluster_index),
+        least(t1_s, {{ partition_day_epoch_s() }} + (window_index + 1) * window_s)
+        - greatest(t0_s, {{ partition_day_epoch_s() }} + window_index * window_s) as overlap_s,
+        least(window_s, 86400 - window_index * window_s) as window_length_s,
+        tokens / duration_s as tokens_per_s,
+        {{ pool_window_key('gpu_pool_index', 'window_index') }} as gpu_pool_window_key,
+        {{ pool_window_key('host_pool_index', 'window_index') }} as host_pool_window_key
+    from (
+        select
+            request_key, t0_s, t1_s, window_s, tokens, duration_s, gpu_pool_index, host_pool_index,
+            unnest(generate_series(first_window, last_window)) as window_index
+        from pooled_spans
+        where multi_window
+    )
+    where
+        least(t1_s, {{ partition_day_epoch_s() }} + (window_index + 1) * window_s)
+        > greatest(t0_s, {{ partition_day_epoch_s() }} + window_index * window_s)
+),
+
+multi_window_sums as (
+    -- the requests that span windows: their overlaps' shares, summed
+    select
+        request_key,
         {%- for name, expr in sums.items() %}
             sum({{ expr }}) as {{ name }},
         {%- endfor %}
         max(pool_requests) as max_pool_requests
-    from shares
-    where not single_window
+    from (
+        select
+            request_key,
+            shares.*,
+            shares.gpu_idle_j + shares.gpu_dynamic_j + shares.host_idle_j + shares.host_dynamic_j as energy_j
+        from (
+            select
+                o.request_key,
+                {{ overlap_shares | indent(16) }}
+            from multi_window_overlaps as o
+            left join gpu_rates as g on o.gpu_pool_window_key = g.pool_window_key
+            left join host_rates as h on o.host_pool_window_key = h.pool_window_key
+        ) as shares
+    )
     group by request_key
+),
+
+attributed as (
+    -- every request of the day once, with its attributed shares (one pipeline over the requests, no union: a
+    -- union feeding the insert into the warehouse file makes DuckDB write half of it on one thread)
+    select
+        {%- for col in request_columns %}
+            s.{{ col }},
+        {%- endfor %}
+        {%- for name in sums %}
+            case when s.multi_window then coalesce(m.{{ name }}, 0) else s.{{ name }} end as {{ name }},
+        {%- endfor %}
+        case when s.multi_window then coalesce(m.max_pool_requests, 0) else s.max_pool_requests end
+            as max_pool_requests
+    from single_window_sums as s
+    left join multi_window_sums as m on s.request_key = m.request_key
 ),
 
 unallocated as (
@@ -341,28 +410,31 @@ unallocated as (
 ),
 
 cluster_seconds as (
-    -- the request-seconds the unallocated part is spread over (summed from the very values each request gets)
-    select c.cluster, sum(a.request_seconds) as request_seconds
-    from attributed as a
-    inner join cluster_index as c on a.cluster_index = c.cluster_index
-    group by c.cluster
+    -- the request-seconds the unallocated part is spread over: each request's time in the day, which is what
+    -- its overlaps add up to (the window boundaries split it exactly: Sterbenz)
+    select cluster, sum(t1_s - t0_s) as request_seconds
+    from spans
+    where in_day
+    group by cluster
 ),
 
 measured as (
     -- every request of the day (those with no time in it too), with its attributed shares and its
     -- request-seconds share of the cluster's unallocated energy and impact
     select
-        r.*,
+        {%- for col in request_columns %}
+            a.{{ col }},
+        {%- endfor %}
         -- time in this day (a request that runs past midnight has a part in each day); exactly its duration when
         -- it ran within the day (epoch seconds ~1.7e9 carry rounding of ~1e-7 s)
         case
             when
-                r.start_time >= cast({{ partition_day() }} as timestamp)
-                and r.end_time <= cast({{ partition_day() }} + 1 as timestamp)
-                then r.duration_s
+                a.start_time >= cast({{ partition_day() }} as timestamp)
+                and a.end_time <= cast({{ partition_day() }} + 1 as timestamp)
+                then a.duration_s
             else greatest(
-                least({{ epoch_s('r.start_time') }} + r.duration_s, {{ partition_day_epoch_s() }} + 86400)
-                - greatest({{ epoch_s('r.start_time') }}, {{ partition_day_epoch_s() }}),
+                least({{ epoch_s('a.start_time') }} + a.duration_s, {{ partition_day_epoch_s() }} + 86400)
+                - greatest({{ epoch_s('a.start_time') }}, {{ partition_day_epoch_s() }}),
                 0
             )
         end as part_s,
@@ -371,8 +443,7 @@ measured as (
         coalesce(a.telemetry_covered_s, 0) as telemetry_covered_s,
         coalesce(a.idle_energy_j, 0) as idle_energy_j,
         coalesce(a.dynamic_energy_j, 0) as dynamic_energy_j,
-        coalesce(u.energy_j * a.request_seconds / nullif(cs.request_seconds, 0), 0)
-            as unallocated_idle_energy_j,
+        coalesce(u.energy_j * a.request_seconds / nullif(cs.request_seconds, 0), 0) as unallocated_idle_energy_j,
         coalesce(a.accelerator_energy_j, 0) as accelerator_energy_j,
         coalesce(a.accelerator_dynamic_energy_j, 0) as accelerator_dynamic_energy_j,
         coalesce(a.host_energy_j, 0) as host_energy_j,
@@ -380,15 +451,13 @@ measured as (
             'location_g', 'location_low_g', 'location_high_g', 'market_g', 'market_factor_j', 'annual_factor_j',
             'embodied_g', 'embodied_low_g', 'embodied_high_g', 'water_l', 'water_low_l', 'water_high_l'] %}
             coalesce(a.{{ col }}, 0)
-            + coalesce(u.{{ col }} * a.request_seconds / nullif(cs.request_seconds, 0), 0)
-                as {{ col }},
+            + coalesce(u.{{ col }} * a.request_seconds / nullif(cs.request_seconds, 0), 0) as {{ col }},
         {%- endfor %}
         cast(coalesce(a.max_pool_requests, 0) as bigint) as max_pool_requests,
         coalesce(a.pool_dynamic_energy_j, 0) as pool_dynamic_energy_j
-    from requests as r
-    left join attributed as a on r.request_key = a.request_key
-    left join unallocated as u on r.cluster = u.cluster
-    left join cluster_seconds as cs on r.cluster = cs.cluster
+    from attributed as a
+    left join unallocated as u on a.cluster = u.cluster
+    left join cluster_seconds as cs on a.cluster = cs.cluster
 ),
 
 priced as (
