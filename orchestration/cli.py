@@ -190,10 +190,14 @@ def _cmd_run(args: argparse.Namespace, prometheus_url: str | None) -> int:
     os.environ[settings.DATA_DIR_ENV] = str(data_dir)
     os.environ[settings.WAREHOUSE_ENV] = str(warehouse)
 
+    from orchestration.dbt_manifest import prepare_manifest, start_background_parse
     from orchestration.lib.ingest import days_in_inputs
     from orchestration.lib.warehouse import connect
 
     say = (lambda *_: None) if args.quiet else (lambda msg: print(msg, flush=True))
+    prepare_manifest()
+    # a new warehouse: dbt parses its target folder on the other core while the inputs are scanned
+    start_background_parse(warehouse)
     if prometheus_url:
         say(f"Telemetry from Prometheus at {prometheus_url} (not from {data_dir / 'telemetry'})")
     say(f"Scanning {data_dir} for days ...")
@@ -210,9 +214,6 @@ def _cmd_run(args: argparse.Namespace, prometheus_url: str | None) -> int:
     if days[0].isoformat() < start_env:
         os.environ[settings.PARTITIONS_START_ENV] = days[0].isoformat()
 
-    from orchestration.dbt_manifest import prepare_manifest
-
-    prepare_manifest()
     import dagster as dg
 
     from orchestration.definitions import defs

@@ -7,6 +7,7 @@ Used by the `impact` CLI and the test session; the Makefile applies the same rul
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import subprocess
 import sys
@@ -48,3 +49,54 @@ def prepare_manifest() -> Path:
         if result.returncode != 0:
             raise RuntimeError(f"dbt parse failed:\n{result.stdout[-4000:]}{result.stderr[-2000:]}")
     return MANIFEST
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the parse of each warehouse's dbt target folder
+
+PARSE_LOCK = ".parse.lock"
+
+
+def warehouse_target_path(warehouse: Path) -> Path:
+    """dbt's target folder for a warehouse: stable across runs (so dbt parses partially, not fully, each day) and
+    distinct per warehouse (dbt's partial parse is only valid for the profile it was made with, whose path is the
+    warehouse's)."""
+    digest = hashlib.sha256(str(warehouse).encode()).hexdigest()[:12]
+    return settings.DBT_PROJECT_DIR / "target" / f"warehouse-{digest}"
+
+
+def start_background_parse(warehouse: Path) -> bool:
+    """For a warehouse whose target folder holds no parse yet (a new warehouse), start `dbt parse` into it in the
+    background, so that its first `dbt build` parses partially (1.5 s instead of 3 s on the 2-core machine) while
+    this process scans the inputs and loads definitions on the other core. The parse holds the folder's lock until
+    it exits; wait_for_parse() blocks on it. Returns whether a parse was started. (`dbt parse` does not open the
+    warehouse. If it fails, the build simply parses fully.)"""
+    target = warehouse_target_path(warehouse)
+    if (target / "partial_parse.msgpack").exists():
+        return False
+    target.mkdir(parents=True, exist_ok=True)
+    fd = os.open(target / PARSE_LOCK, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # another process is parsing this folder
+            return False
+        # the child inherits the locked descriptor: the lock is released when dbt exits
+        subprocess.Popen(
+            [dbt_executable(), "parse", "--quiet", "--profiles-dir", str(settings.DBT_PROJECT_DIR),
+             "--project-dir", str(settings.DBT_PROJECT_DIR), "--target-path", str(target)],
+            env={**os.environ, settings.WAREHOUSE_ENV: str(warehouse)},
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(fd,),
+        )
+    finally:
+        os.close(fd)
+    return True
+
+
+def wait_for_parse(target: Path) -> None:
+    """Block while a background parse (start_background_parse) writes into the target folder."""
+    lock = target / PARSE_LOCK
+    if not lock.exists():
+        return
+    with open(lock) as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes

@@ -1,10 +1,12 @@
 """`impact run` as a user runs it: exit codes, messages, progress and the summary table."""
 
 import json
+import shutil
 
 import pytest
 
 from orchestration.cli import main
+from orchestration.dbt_manifest import start_background_parse, wait_for_parse, warehouse_target_path
 
 pytestmark = pytest.mark.xdist_group("pipeline")
 
@@ -41,6 +43,21 @@ def test_run_prints_progress_and_summary_and_survives_bad_rows(tiny_dataset, tmp
     assert float(impact[0].split()[2]) == pytest.approx(1.2 * float(summary[3]), abs=2e-3)
     # and why: the rejection, with its file and line
     assert "requests/r.jsonl:2  malformed JSON" in out
+    # the new warehouse's dbt folder was parsed in the background, so its first build parsed partially
+    assert "Unable to do partial parsing" not in (tmp_path / "new" / "dir" / "wh.duckdb.run.log").read_text()
+
+
+def test_a_background_parse_is_started_once_and_waited_for(tmp_path):
+    warehouse = (tmp_path / "wh.duckdb").resolve()
+    target = warehouse_target_path(warehouse)
+    try:
+        assert start_background_parse(warehouse)
+        wait_for_parse(target)  # returns once dbt has exited and released the folder's lock
+        assert (target / "partial_parse.msgpack").is_file() and (target / "manifest.json").is_file()
+        assert not warehouse.exists()  # parsing never opens the warehouse
+        assert not start_background_parse(warehouse)  # already parsed: nothing to do
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
 
 
 def test_dbt_failure_detail_names_the_model_and_the_upgrade_hint(tmp_path):

@@ -1,7 +1,6 @@
 """Resources shared by every asset: the impact settings (paths, limits) and the dbt CLI."""
 
 
-import hashlib
 import importlib.metadata
 import os
 from functools import cached_property
@@ -12,7 +11,7 @@ from dagster_dbt import DbtCliResource, DbtProject
 from packaging import version
 
 from orchestration import settings
-from orchestration.dbt_manifest import dbt_executable, prepare_manifest
+from orchestration.dbt_manifest import dbt_executable, prepare_manifest, warehouse_target_path
 from orchestration.lib import prometheus as prom_api
 from orchestration.lib.ingest import DEFAULT_MAX_REQUEST_DURATION_S, DEFAULT_TELEMETRY_MARGIN_S
 from orchestration.lib.metrics import GPU_LABELS, NODE_LABELS
@@ -80,10 +79,8 @@ class ImpactSettings(dg.ConfigurableResource):
 
     @property
     def dbt_target_path(self) -> Path:
-        """dbt's target folder for this warehouse: stable across runs (so dbt parses partially, not fully, each
-        day) and distinct per warehouse (so two warehouses never share one)."""
-        digest = hashlib.sha256(str(self.warehouse_path).encode()).hexdigest()[:12]
-        return settings.DBT_PROJECT_DIR / "target" / f"warehouse-{digest}"
+        """dbt's target folder for this warehouse (dbt_manifest.warehouse_target_path)."""
+        return warehouse_target_path(self.warehouse_path)
 
 
 def dbt_vars(
