@@ -32,6 +32,13 @@ def manifest_is_current() -> bool:
     return MANIFEST.exists() and MANIFEST.stat().st_mtime >= newest
 
 
+def dbt_parse_command(target: Path | None = None) -> list[str]:
+    """`dbt parse` of the project, into its default target folder or into ``target``."""
+    project = str(settings.DBT_PROJECT_DIR)
+    command = [dbt_executable(), "parse", "--quiet", "--profiles-dir", project, "--project-dir", project]
+    return command + ["--target-path", str(target)] if target is not None else command
+
+
 def prepare_manifest() -> Path:
     """Run `dbt parse` when the manifest is missing or older than the project (one process at a time)."""
     MANIFEST.parent.mkdir(parents=True, exist_ok=True)
@@ -41,11 +48,7 @@ def prepare_manifest() -> Path:
             return MANIFEST
         with tempfile.TemporaryDirectory(prefix="impact-parse-") as tmp:
             env = {**os.environ, settings.WAREHOUSE_ENV: str(Path(tmp) / "parse.duckdb")}
-            result = subprocess.run(
-                [dbt_executable(), "parse", "--quiet", "--profiles-dir", str(settings.DBT_PROJECT_DIR),
-                 "--project-dir", str(settings.DBT_PROJECT_DIR)],
-                env=env, capture_output=True, text=True, check=False,
-            )
+            result = subprocess.run(dbt_parse_command(), env=env, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise RuntimeError(f"dbt parse failed:\n{result.stdout[-4000:]}{result.stderr[-2000:]}")
     return MANIFEST
@@ -83,8 +86,7 @@ def start_background_parse(warehouse: Path) -> bool:
             return False
         # the child inherits the locked descriptor: the lock is released when dbt exits
         subprocess.Popen(
-            [dbt_executable(), "parse", "--quiet", "--profiles-dir", str(settings.DBT_PROJECT_DIR),
-             "--project-dir", str(settings.DBT_PROJECT_DIR), "--target-path", str(target)],
+            dbt_parse_command(target),
             env={**os.environ, settings.WAREHOUSE_ENV: str(warehouse)},
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(fd,),
         )
