@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -230,7 +231,7 @@ def test_request_predictions_asset(tmp_path):
     assert "MAPE" in mat.metadata["prediction_errors"].value
 
 
-def test_fit_sample_is_capped_per_group_and_stable(tmp_path):
+def test_fit_sample_is_capped_per_group_and_stable(tmp_path, monkeypatch):
     wh = tmp_path / "wh.duckdb"
     _small_warehouse(wh)
     con = duckdb.connect(str(wh), read_only=True)
@@ -238,8 +239,47 @@ def test_fit_sample_is_capped_per_group_and_stable(tmp_path):
         full = predictions.window_requests(con)
         sample = predictions.window_requests(con, max_rows_per_group=50)
         again = predictions.window_requests(con, max_rows_per_group=50)
+        smallest = {r[0] for r in con.execute(
+            "select request_id from marts.fct_request_energy order by hash(request_id), request_id limit 50"
+        ).fetchall()}  # fmt: skip
+        # a hash threshold that keeps too few rows: the group is ranked in full, to the same sample
+        monkeypatch.setattr(predictions, "THIN_MARGIN", 0.01)
+        reranked = predictions.window_requests(con, max_rows_per_group=50)
     finally:
         con.close()
     assert len(full) == 400 and len(sample) == 50  # one model x hardware (both clusters are A100)
     assert sample["request_id"].tolist() == again["request_id"].tolist()
-    assert set(sample["request_id"]) < set(full["request_id"])
+    assert set(sample["request_id"]) == smallest and set(sample["request_id"]) < set(full["request_id"])
+    pd.testing.assert_frame_equal(reranked, sample)
+    assert sample[["day", "request_id"]].equals(sample[["day", "request_id"]].sort_values(["day", "request_id"]))
+
+
+def test_prediction_errors_table_statuses_and_window_from_one_scan():
+    con = duckdb.connect()
+    con.execute("create schema marts; create schema models")
+    con.execute("create table marts.fct_request_energy as select date '2024-03-28' as day")
+    con.execute(
+        """
+        create table models.request_predictions as select * from (values
+            ('a', 'H100', date '2024-03-28', 10.0, 11.0, 9.0, 12.0, 'ok'),
+            ('a', 'H100', date '2024-03-20', 20.0, 18.0, 17.0, 19.0, 'ok'),
+            ('a', 'H100', date '2024-03-01', 10.0, null, null, null, 'missing token counts'),
+            ('a', 'H100', date '2024-02-29', 10.0, 99.0, 0.0, 200.0, 'ok'),  -- before the 28-day window
+            ('b', 'A100', date '2024-03-10', 0.0, null, null, null, 'no fit for model b on hardware A100'),
+            ('b', 'A100', date '2024-03-11', 5.0, null, null, null, 'no fit for model b on hardware A100')
+        ) as t(model, hardware, day, attributed_it_energy_j, predicted_energy_j, predicted_energy_low_j,
+               predicted_energy_high_j, prediction_status)
+        """
+    )
+    errors, statuses, n, span = predictions.replace_prediction_errors(con)
+    stored = con.execute("select * from models.prediction_errors order by model").df()
+    con.close()
+    assert n == 5 and span == (dt.date(2024, 3, 1), dt.date(2024, 3, 28))
+    assert statuses == {"ok": 2, "missing token counts": 1, "no fit for model b on hardware A100": 2}
+    assert list(stored.columns) == list(predictions.PREDICTION_ERRORS_SCHEMA)
+    a, b = stored.iloc[0], stored.iloc[1]
+    assert (a["n_requests"], a["n"], b["n_requests"], b["n"]) == (3, 2, 2, 0)
+    assert a["mape"] == pytest.approx((0.1 + 0.1) / 2) and a["median_ratio"] == pytest.approx((1.1 + 0.9) / 2)
+    assert a["interval_coverage"] == pytest.approx(0.5)  # 10 in [9, 12]; 20 not in [17, 19]
+    assert pd.isna(b["mape"]) and pd.isna(b["median_ratio"])
+    pd.testing.assert_frame_equal(errors, stored)

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from orchestration.lib.energy_models import SingularDesignError, fit_energy_model
+from orchestration.lib.warehouse import replace_table
 
 WINDOW_DAYS = 28
 ALPHA = 0.05
@@ -276,6 +277,7 @@ def latest_day(con) -> dt.date | None:
 # the trailing window. Three coefficients are pinned down long before that (standard errors shrink as 1/sqrt(n)),
 # while fitting, cross-validating and testing millions of rows a day costs minutes. nobs reports the sample size.
 FIT_MAX_ROWS = 200_000
+THIN_MARGIN = 1.2  # the hash threshold of a large group keeps about this many times the cap
 
 
 def window_requests(
@@ -293,49 +295,53 @@ def window_requests(
             _TRAINING_SQL + " where f.day between ? and ? order by f.day, f.request_id", [start, end_day]
         ).df()
     # The requests with the smallest hash of request_id, per group. Ranking millions of rows by hash costs a full
-    # sort, so rank only those under a hash threshold that keeps ~1.2x the cap (the group's share of 2^64); if the
-    # threshold kept too few (it keeps `cap` with overwhelming probability), rank the whole group.
+    # sort, so rank only those under a hash threshold that keeps ~THIN_MARGIN x the cap (the group's share of
+    # 2^64); if the threshold kept too few (it keeps `cap` with overwhelming probability), rank the whole group.
+    # The sample is built in a temporary table and converted to pandas once, sorted (DuckDB sorts the strings far
+    # faster than pandas, and each conversion of the frame's strings costs a third of a second at 400,000 rows).
     cap = int(max_rows_per_group)
     window = {"start": start, "end": end_day}
-    sizes = con.execute(
-        f"select model, hardware, count(*) from ({_TRAINING_SQL} where f.day between $start and $end) group by all",
-        window,
-    ).fetchall()
+    source = f"({_TRAINING_SQL} where f.day between $start and $end)"
+    sizes = con.execute(f"select model, hardware, count(*) from {source} group by all", window).fetchall()
+    window["cap"] = cap
+    if not sizes:
+        return con.execute(_TRAINING_SQL + " where false").df()
     full = 2**64 - 1
-
-    def sample(groups: list[tuple[object, object, int]], thin: bool) -> pd.DataFrame:
-        if not groups:
-            return con.execute(_TRAINING_SQL + " where false").df()
-        bounds = pd.DataFrame(  # noqa: F841 - read by DuckDB's replacement scan below
-            {
-                "g_model": [g[0] for g in groups],
-                "g_hardware": [g[1] for g in groups],
-                "below": [min(full, int(1.2 * cap / g[2] * full)) if thin else full for g in groups],
-            }
-        ).astype({"below": "uint64"})
-        return con.execute(
-            f"""
-            select s.* from ({_TRAINING_SQL} where f.day between $start and $end) as s
-            join bounds as b on s.model is not distinct from b.g_model and s.hardware is not distinct from b.g_hardware
-            where hash(s.request_id) <= b.below
-            qualify row_number() over (partition by s.model, s.hardware order by hash(s.request_id), s.request_id)
-                <= $cap
+    ranked = f"""
+        select s.* from {source} as s
+        join bounds as b on s.model is not distinct from b.g_model and s.hardware is not distinct from b.g_hardware
+        where hash(s.request_id) <= b.below
+        qualify row_number() over (partition by s.model, s.hardware order by hash(s.request_id), s.request_id)
+            <= $cap
+    """
+    bounds = pd.DataFrame(
+        {
+            "g_model": [g[0] for g in sizes],
+            "g_hardware": [g[1] for g in sizes],
+            "below": [min(full, int(THIN_MARGIN * cap / g[2] * full)) if g[2] > cap else full for g in sizes],
+        }
+    ).astype({"below": "uint64"})
+    con.execute(f"create or replace temp table window_sample as {ranked}", window)
+    try:
+        # thinned groups that kept fewer than the cap: ranked again in full
+        bounds = con.execute(  # (both frames are read by DuckDB's replacement scans)
+            """
+            select b.g_model, b.g_hardware, cast($full as ubigint) as below from bounds as b
+            left join (select model, hardware, count(*) as n from window_sample group by all) as k
+                on k.model is not distinct from b.g_model and k.hardware is not distinct from b.g_hardware
+            where b.below < $full and coalesce(k.n, 0) < $cap
             """,
-            {**window, "cap": cap},
+            {"full": full, "cap": cap},
         ).df()
-
-    big = [g for g in sizes if g[2] > cap]
-    out = [sample([g for g in sizes if g[2] <= cap], thin=False)]
-    if big:
-        thinned = sample(big, thin=True)
-        kept = thinned.groupby(["model", "hardware"], dropna=False).size()
-        short = [g for g in big if kept.get((g[0], g[1]), 0) < cap]
-        out.append(thinned[~thinned.set_index(["model", "hardware"]).index.isin([(g[0], g[1]) for g in short])])
-        out.append(sample(short, thin=False))
-    frames = [f for f in out if len(f)]
-    result = pd.concat(frames, ignore_index=True) if frames else out[0]  # noqa: F841 - read by DuckDB below
-    # (DuckDB sorts the strings far faster than pandas)
-    return con.execute("select * from result order by day, request_id").df()
+        if len(bounds):
+            con.execute(
+                "delete from window_sample as s using bounds as b "
+                "where s.model is not distinct from b.g_model and s.hardware is not distinct from b.g_hardware"
+            )
+            con.execute(f"insert into window_sample {ranked}", window)
+        return con.execute("select * from window_sample order by day, request_id").df()
+    finally:
+        con.execute("drop table if exists window_sample")
 
 
 def _parse_at(at: str | None) -> pd.Timestamp | None:
@@ -767,23 +773,24 @@ def create_predictions_view(con) -> None:
     )
 
 
-def replace_prediction_errors(con, days: int = WINDOW_DAYS) -> tuple[pd.DataFrame, dict[str, int], int]:
+def replace_prediction_errors(
+    con, days: int = WINDOW_DAYS
+) -> tuple[pd.DataFrame, dict[str, int], int, tuple[dt.date | None, dt.date | None]]:
     """models.prediction_errors over the trailing ``days`` days of models.request_predictions: per model x
     hardware, n_requests, n (requests with a prediction and attributed energy > 0), MAPE and median of predicted /
     attributed energy, and the share of attributed energies inside the 95 % prediction interval (set-based, the
-    same definitions as prediction_errors()). Returns the table, the window's requests per prediction_status and
-    the window's request count."""
+    same definitions as prediction_errors()). Returns the table, the window's requests per prediction_status, the
+    window's request count and its first and last day. One scan of the view gives all of them (each scan costs a
+    second at 5 M requests a day)."""
     end_day = latest_day(con)
-    window = "day between $start and $end"
     params = {"start": (end_day or dt.date(1970, 1, 1)) - dt.timedelta(days=days - 1), "end": end_day}
-    con.execute(
+    groups = con.execute(
         f"""
-        create or replace table {PREDICTION_ERRORS_TABLE} as
         with w as (
             select *,
                 attributed_it_energy_j > 0 and predicted_energy_j is not null as usable,
                 predicted_energy_j / attributed_it_energy_j as ratio
-            from {REQUEST_PREDICTIONS_VIEW} where {window}
+            from {REQUEST_PREDICTIONS_VIEW} where day between $start and $end
         )
         select
             model, hardware,
@@ -793,18 +800,22 @@ def replace_prediction_errors(con, days: int = WINDOW_DAYS) -> tuple[pd.DataFram
             median(ratio) filter (where usable) as median_ratio,
             avg(case when attributed_it_energy_j between predicted_energy_low_j and predicted_energy_high_j
                 then 1.0 else 0.0 end) filter (where usable) as interval_coverage,
-            cast(now() as timestamp) as computed_at
+            cast(now() as timestamp) as computed_at,
+            histogram(prediction_status) as statuses,
+            min(day) as first_day,
+            max(day) as last_day
         from w
         group by model, hardware
         order by model, hardware
         """,
         params,
-    )
+    ).df()
+    replace_table(con, PREDICTION_ERRORS_TABLE, PREDICTION_ERRORS_SCHEMA, groups)
     errors = con.execute(f"select * from {PREDICTION_ERRORS_TABLE} order by model, hardware").df()
-    statuses = dict(
-        con.execute(
-            f"select prediction_status, count(*) from {REQUEST_PREDICTIONS_VIEW} where {window} group by 1",
-            params,
-        ).fetchall()
-    )
-    return errors, {str(k): int(v) for k, v in statuses.items()}, int(sum(statuses.values()))
+    statuses: dict[str, int] = {}
+    for histogram in groups["statuses"]:  # a loop over model x hardware groups
+        for status, count in dict(histogram).items():
+            statuses[str(status)] = statuses.get(str(status), 0) + int(count)
+    span = (groups["first_day"].min(), groups["last_day"].max()) if len(groups) else (None, None)
+    span = tuple(None if pd.isna(d) else pd.Timestamp(d).date() for d in span)
+    return errors, statuses, int(groups["n_requests"].sum()) if len(groups) else 0, span

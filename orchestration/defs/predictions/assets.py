@@ -35,11 +35,7 @@ def request_predictions(context: dg.AssetExecutionContext, settings: ImpactSetti
     energy per model x hardware, trailing 28 days) is replaced each run."""
     with warehouse(settings.warehouse_path) as con:
         predictions.create_predictions_view(con)
-        errors, statuses, n = predictions.replace_prediction_errors(con)
-        (first, last) = con.execute(
-            f"select min(day), max(day) from {predictions.REQUEST_PREDICTIONS_VIEW} "
-            f"where day > (select max(day) from marts.fct_request_energy) - {predictions.WINDOW_DAYS}"
-        ).fetchone()
+        errors, statuses, n, (first, last) = predictions.replace_prediction_errors(con)
     for reason, count in statuses.items():
         if reason != predictions.STATUS_OK:
             context.log.warning(f"{count} request(s) without a prediction: {reason}")
