@@ -80,6 +80,8 @@ def make_warehouse(con: duckdb.DuckDBPyConnection) -> None:
         "insert into factors.model_aliases values ('llama270b', 'Llama-2-70B'), "
         "('llama270bchathf', 'Llama-2-70B'), ('mixtral8x7binstructv01', 'Mixtral-8x7B')"
     )
+    # the energy mart: the same requests and days (build takes its window's last day from there)
+    con.execute("create view marts.fct_request_energy as select * from marts.fct_request_impact")
 
 
 def direct(active, total, tokens, latency, pue, gwp=1.0) -> dict[str, float]:

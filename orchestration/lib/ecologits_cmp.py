@@ -825,10 +825,14 @@ def build(
     days: int = WINDOW_DAYS,
     mlenergy_path: str | Path | None = MLENERGY_V2_CSV,
     table: str = "marts.fct_request_impact",
+    days_table: str | None = "marts.fct_request_energy",
 ) -> pd.DataFrame:
     """marts.cmp_ecologits over the trailing ``days`` days of ``table`` (an empty frame with the schema's columns
-    when there are no requests)."""
-    start, end = window(con, table, days)
+    when there are no requests). The window ends with the latest day of ``days_table`` (default: the energy mart,
+    which has the same requests and days as the impact mart, both being views over intermediate.int_request_days,
+    without the impact mart's factor joins: its max(day) takes 0.01 s instead of 0.4 s at 5 M requests); None
+    takes it from ``table``."""
+    start, end = window(con, days_table or table, days)
     if start is None:
         return pd.DataFrame(columns=list(CMP_SCHEMA))
     combos, counts = request_combos(con, start, end, table)

@@ -12,6 +12,7 @@ from orchestration.lib.warehouse import connect
 OWNERS = ["team:sustainability"]
 CMP_ECOLOGITS_KEY = dg.AssetKey(["marts", "cmp_ecologits"])
 FCT_REQUEST_IMPACT_KEY = dg.AssetKey(["marts", "fct_request_impact"])
+FCT_REQUEST_ENERGY_KEY = dg.AssetKey(["marts", "fct_request_energy"])  # the window's last day is read there
 FACTORS_MODELS_KEY = dg.AssetKey(["factors", "models"])
 CMP_TABLE = "marts.cmp_ecologits"
 
@@ -21,7 +22,7 @@ CMP_TABLE = "marts.cmp_ecologits"
     group_name="comparisons",
     kinds={"ecologits", "duckdb"},
     owners=OWNERS,
-    deps=[FCT_REQUEST_IMPACT_KEY, FACTORS_MODELS_KEY],
+    deps=[FCT_REQUEST_IMPACT_KEY, FCT_REQUEST_ENERGY_KEY, FACTORS_MODELS_KEY],
 )
 def cmp_ecologits(context: dg.AssetExecutionContext, settings: ImpactSettings) -> dg.MaterializeResult:
     """Measured vs estimated, per model x hardware x cluster over the trailing 28 days of
