@@ -387,7 +387,12 @@ def run_once(data: Path, meta: dict, keep_warehouse: bool, timeout_s: float, ech
         result.stages_s["scan inputs for days + load Dagster/dbt definitions"] = t_mat - t_scan
     if day_lines:
         result.stages_s["job (impact_daily, as the CLI reports it)"] = sum(float(m["s"]) for _, m in day_lines)
-        result.stages_s["summary query + exit"] = result.wall_s - day_lines[-1][0]
+        t_models = at("[models] ")
+        if t_models is not None:  # the unpartitioned models job `impact run` runs after the days
+            result.stages_s["models job (as the CLI reports it)"] = t_models - day_lines[-1][0]
+            result.stages_s["summary queries + exit"] = result.wall_s - t_models
+        else:
+            result.stages_s["summary query + exit"] = result.wall_s - day_lines[-1][0]
     header = next((i for i, (_, line) in enumerate(lines) if line.startswith("day ")), None)
     if header is not None:
         result.summary_lines = [line for _, line in lines[header:]]
