@@ -190,12 +190,13 @@ def _cmd_run(args: argparse.Namespace, prometheus_url: str | None) -> int:
     os.environ[settings.DATA_DIR_ENV] = str(data_dir)
     os.environ[settings.WAREHOUSE_ENV] = str(warehouse)
 
-    from orchestration.dbt_manifest import prepare_manifest, start_background_parse
+    from orchestration.dbt_manifest import prepare_manifest, prune_target_folders, start_background_parse
     from orchestration.lib.ingest import days_in_inputs
     from orchestration.lib.warehouse import connect
 
     say = (lambda *_: None) if args.quiet else (lambda msg: print(msg, flush=True))
     prepare_manifest()
+    prune_target_folders()  # the dbt folders of warehouses since deleted
     # a new warehouse: dbt parses its target folder on the other core while the inputs are scanned
     start_background_parse(warehouse)
     if prometheus_url:

@@ -18,9 +18,11 @@ DAY0 = 1714521600.0  # 2024-05-01T00:00:00Z
 @pytest.fixture(scope="session", autouse=True)
 def dbt_manifest() -> Path:
     """The dbt manifest must exist, and be current, before the dbt assets are imported."""
-    from orchestration.dbt_manifest import prepare_manifest
+    from orchestration.dbt_manifest import prepare_manifest, prune_target_folders
 
-    return prepare_manifest()
+    manifest = prepare_manifest()
+    prune_target_folders()  # earlier sessions' temporary warehouses leave dbt folders behind
+    return manifest
 
 
 @pytest.fixture()

@@ -11,7 +11,7 @@ from dagster_dbt import DbtCliResource, DbtProject
 from packaging import version
 
 from orchestration import settings
-from orchestration.dbt_manifest import dbt_executable, prepare_manifest, warehouse_target_path
+from orchestration.dbt_manifest import dbt_executable, prepare_manifest
 from orchestration.lib import prometheus as prom_api
 from orchestration.lib.ingest import DEFAULT_MAX_REQUEST_DURATION_S, DEFAULT_TELEMETRY_MARGIN_S
 from orchestration.lib.metrics import GPU_LABELS, NODE_LABELS
@@ -76,11 +76,6 @@ class ImpactSettings(dg.ConfigurableResource):
             dynamic_share=self.dynamic_share,
             attribution_level=self.attribution_level,
         )
-
-    @property
-    def dbt_target_path(self) -> Path:
-        """dbt's target folder for this warehouse (dbt_manifest.warehouse_target_path)."""
-        return warehouse_target_path(self.warehouse_path)
 
 
 def dbt_vars(

@@ -10,7 +10,7 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
-from orchestration.dbt_manifest import wait_for_parse
+from orchestration.dbt_manifest import claim_target_path, wait_for_parse
 from orchestration.defs.partitions import DAILY_PARTITIONS
 from orchestration.defs.resources import DBT_PROJECT, ImpactSettings
 from orchestration.lib.warehouse import connect, quote_ident
@@ -67,8 +67,9 @@ def impact_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, se
     # dbt inherits this process's environment; runs are sequential (one DuckDB writer), so setting it is safe.
     os.environ[PARTITION_DAY_ENV] = context.partition_key
     args = dbt_build_args(settings.dbt_vars())
-    wait_for_parse(settings.dbt_target_path)  # `impact run` may have started parsing a new warehouse's folder
-    yield from dbt.cli(args, context=context, target_path=settings.dbt_target_path).stream()
+    target = claim_target_path(settings.warehouse_path)
+    wait_for_parse(target)  # `impact run` may have started parsing a new warehouse's folder
+    yield from dbt.cli(args, context=context, target_path=target).stream()
     # Row counts of the day, once dbt has released the warehouse (DuckDB allows one writing process, so
     # dagster-dbt's fetch_row_counts cannot read it while dbt runs): observations the UI plots over time.
     yield from partition_row_counts(context, settings)
