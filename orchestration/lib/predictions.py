@@ -303,7 +303,7 @@ def window_requests(
     window = {"start": start, "end": end_day}
     source = f"({_TRAINING_SQL} where f.day between $start and $end)"
     sizes = con.execute(f"select model, hardware, count(*) from {source} group by all", window).fetchall()
-    window["cap"] = cap
+    ranked_params = {**window, "cap": cap}
     if not sizes:
         return con.execute(_TRAINING_SQL + " where false").df()
     full = 2**64 - 1
@@ -321,7 +321,7 @@ def window_requests(
             "below": [min(full, int(THIN_MARGIN * cap / g[2] * full)) if g[2] > cap else full for g in sizes],
         }
     ).astype({"below": "uint64"})
-    con.execute(f"create or replace temp table window_sample as {ranked}", window)
+    con.execute(f"create or replace temp table window_sample as {ranked}", ranked_params)
     try:
         # thinned groups that kept fewer than the cap: ranked again in full
         bounds = con.execute(  # (both frames are read by DuckDB's replacement scans)
@@ -338,7 +338,7 @@ def window_requests(
                 "delete from window_sample as s using bounds as b "
                 "where s.model is not distinct from b.g_model and s.hardware is not distinct from b.g_hardware"
             )
-            con.execute(f"insert into window_sample {ranked}", window)
+            con.execute(f"insert into window_sample {ranked}", ranked_params)
         return con.execute("select * from window_sample order by day, request_id").df()
     finally:
         con.execute("drop table if exists window_sample")
