@@ -729,7 +729,9 @@ def ingest_requests(
         """,
         {"max_dur": max_request_duration_s},
     )
-    # 2. duplicate ids among the good rows, across all files and days: the first (file, line) is kept
+    # 2. duplicate ids among the good rows, across all files and days: the first (file, line) is kept. Repeats are
+    #    found on a 64-bit hash of the id (grouping millions of hashes costs half as much as grouping the strings);
+    #    only the rows of a repeated hash are ranked, by the id itself, so a hash two ids share merges nothing.
     con.execute(
         """
         create or replace temp table _req_dups as
@@ -738,13 +740,14 @@ def ingest_requests(
             from _req_candidates
             where rowid not in (select row_id from _req_bad)
         ),
-        repeated as (select rid from good group by rid having count(*) > 1),
+        repeated as (select hash(rid) as rid_hash from good group by rid_hash having count(*) > 1),
         ranked as (
             select row_id, rid,
                 row_number() over (partition by rid order by source_file, source_row, source_index) as copy_no,
                 first(source_file || ':' || source_row) over (
                     partition by rid order by source_file, source_row, source_index) as first_at
-            from good semi join repeated using (rid)
+            from good
+            where hash(rid) in (select rid_hash from repeated)
         )
         select row_id, 'duplicate request_id ' || impact_quote(rid) || ' (first at ' || first_at || ')' as reason
         from ranked where copy_no > 1
@@ -961,12 +964,15 @@ def ingest_telemetry(
         """
         create or replace temp table _tel_dups as
         with repeated as (
-            select series_key, ts from _tel_good group by series_key, ts having count(*) > 1
+            -- one 64-bit hash per (series, timestamp): cheaper to group than the pair; the ranking below is by the
+            -- pair itself, so a hash two pairs share merges nothing
+            select hash(series_key, ts) as sample_hash from _tel_good group by sample_hash having count(*) > 1
         ),
         ranked as (
             select g.row_id,
                 row_number() over (partition by g.series_key, g.ts order by g.source_file, g.source_row) as copy_no
-            from _tel_good g semi join repeated r on g.series_key = r.series_key and g.ts = r.ts
+            from _tel_good g
+            where hash(g.series_key, g.ts) in (select sample_hash from repeated)
         )
         select row_id, 'duplicate sample (same series and timestamp)' as reason from ranked where copy_no > 1
         """
