@@ -279,14 +279,15 @@ def _cmd_run(args: argparse.Namespace, prometheus_url: str | None) -> int:
 def _has_table(warehouse: Path, schema: str, table: str) -> bool:
     if not warehouse.exists():
         return False
-    from orchestration.lib.warehouse import connect
+    from orchestration.lib.warehouse import connect, fetch_one
 
     con = connect(warehouse, read_only=True)
     try:
-        (n,) = con.execute(
+        (n,) = fetch_one(
+            con,
             "select count(*) from information_schema.tables where table_schema = $s and table_name = $t",
             {"s": schema, "t": table},
-        ).fetchone()
+        )
     finally:
         con.close()
     return n > 0

@@ -441,4 +441,4 @@ def test_unparseable_yaml_is_one_rejected_row(tmp_path: Path, small_shipped: Pat
 )
 def test_model_key_python_and_sql_agree(name: str, key: str) -> None:
     assert model_key(name) == key
-    assert duckdb.execute(f"select {MODEL_KEY_SQL.format(col='$n')}", {"n": name}).fetchone()[0] == key
+    assert duckdb.execute(f"select {MODEL_KEY_SQL.format(col='$n')}", {"n": name}).fetchall() == [(key,)]

@@ -99,9 +99,9 @@ def test_nanosecond_precision(con):
 
 def test_genai_filter_counts(con):
     rel = read_otlp_spans(con, str(FIXTURE))
-    assert rel.filter("parse_error IS NULL AND is_genai").aggregate("count(*)").fetchone() == (4,)
-    assert rel.filter("parse_error IS NULL AND NOT is_genai").aggregate("count(*)").fetchone() == (1,)
-    assert rel.filter("parse_error IS NOT NULL").aggregate("count(*)").fetchone() == (2,)
+    assert rel.filter("parse_error IS NULL AND is_genai").aggregate("count(*)").fetchall() == [(4,)]
+    assert rel.filter("parse_error IS NULL AND NOT is_genai").aggregate("count(*)").fetchall() == [(1,)]
+    assert rel.filter("parse_error IS NOT NULL").aggregate("count(*)").fetchall() == [(2,)]
 
 
 def _span(**fields) -> dict:

@@ -433,7 +433,7 @@ def latency_bucket_sql(col: str = "r.duration_s", digits: int = LATENCY_SIGNIFIC
 
 def window(con: duckdb.DuckDBPyConnection, table: str = "marts.fct_request_impact", days: int = WINDOW_DAYS):
     """(start, end) of the trailing ``days`` days ending with the table's latest day; (None, None) when empty."""
-    (end,) = con.execute(f"select max(day) from {table}").fetchone()
+    (end,) = warehouse.fetch_one(con, f"select max(day) from {table}")
     if end is None:
         return None, None
     return end - dt.timedelta(days=days - 1), end

@@ -43,7 +43,7 @@ from orchestration.lib.ingest import (
     _typed_value,
     discover_files,
 )
-from orchestration.lib.warehouse import ensure_raw_schema
+from orchestration.lib.warehouse import ensure_raw_schema, fetch_one
 
 MODEL_KEY_SQL = r"regexp_replace(lower(regexp_replace(trim({col}), '^.*/', '')), '[^a-z0-9]', '', 'g')"
 
@@ -692,13 +692,14 @@ def load_factors(
         _stage(con, spec)
         con.execute(f"create or replace temp table _fc_final_{spec.table} as {_final_select(spec)}")
         _insert_rejects(con, spec)
-        counts = con.execute(
+        counts = fetch_one(
+            con,
             f"""
             select count(*) filter (where origin = 'shipped'), count(*) filter (where origin = 'user'),
                 (select count(*) from _fc_typed where reason is null and origin = 'shipped')
             from _fc_final_{spec.table}
             """
-        ).fetchone()
+        )
         summary.loaded_shipped, summary.loaded_user = int(counts[0]), int(counts[1])
         summary.overridden_shipped = int(counts[2]) - summary.loaded_shipped
         summaries[spec.table] = summary
@@ -715,10 +716,11 @@ def load_factors(
         summaries[spec.table].rejected = sum(n for _, n in rows)
     alias = FactorSummary(table="model_aliases", files=list(summaries["models"].files))
     alias.shipped_defaults_only = summaries["models"].shipped_defaults_only
-    (alias.loaded_shipped, alias.loaded_user) = con.execute(
+    (alias.loaded_shipped, alias.loaded_user) = fetch_one(
+        con,
         "select count(*) filter (where origin = 'shipped'), count(*) filter (where origin = 'user') "
         "from factors.model_aliases"
-    ).fetchone()
+    )
     summaries["model_aliases"] = alias
     return summaries
 

@@ -30,6 +30,7 @@ import yaml
 
 from orchestration.lib.metrics import METRICS, METRICS_BY_NAME
 from orchestration.lib.textlines import read_text_lines
+from orchestration.lib.warehouse import fetch_one
 
 REQUEST_FIELDS: tuple[str, ...] = (
     "request_id",
@@ -369,7 +370,7 @@ def _jsonl_candidates(
         """,
         {"display": display},
     )
-    (blank,) = con.execute("select count(*) from _json_lines where impact_blank(line)").fetchone()
+    (blank,) = fetch_one(con, "select count(*) from _json_lines where impact_blank(line)")
     return int(blank)
 
 
@@ -461,9 +462,10 @@ def _store(
             con.execute(statement)
         con.execute(f"delete from {raw_table} where partition_day = $day", {"day": day})
         # one load time for the whole partition (a per-row now() costs seconds on millions of rows)
-        (loaded,) = con.execute(
+        (loaded,) = fetch_one(
+            con,
             f"insert into {raw_table} {loaded_sql}", {"loaded_at": dt.datetime.now(dt.UTC).replace(tzinfo=None)}
-        ).fetchone()
+        )
         con.execute(
             "delete from raw.rejected_rows where input = $input and partition_day = $day",
             {"input": input_name, "day": day},
@@ -641,9 +643,10 @@ def _otlp_candidates(
         """,
         {"display": display},
     )
-    (ignored,) = con.execute(
+    (ignored,) = fetch_one(
+        con,
         "select count(*) from _otlp_spans where parse_error is null and not is_genai"
-    ).fetchone()
+    )
     return int(ignored)
 
 

@@ -9,6 +9,8 @@ import datetime as dt
 
 import duckdb
 
+from orchestration.lib.warehouse import fetch_one
+
 CONSERVATION_REL_TOL = 1e-9
 
 
@@ -85,9 +87,10 @@ def single_request_rule(
     (pool_dynamic_energy_j, from the pool energy); its own dynamic share is computed from the shares formula.
     Returns up to 20 offenders and how many request-days were tested, so a check that tested nothing shows it."""
     where, params = _day_filter(day)
-    (tested,) = con.execute(
+    (tested,) = fetch_one(
+        con,
         f"select count(*) from intermediate.int_request_days where {where} and max_pool_requests = 1", params
-    ).fetchone()
+    )
     bad = con.execute(
         f"""
         select request_id, day, pool_dynamic_energy_j, dynamic_energy_j
@@ -186,7 +189,8 @@ def impact_factor_gaps(con: duckdb.DuckDBPyConnection, day: dt.date | None = Non
     """How many requests lack a factor or rest on a flagged fallback, by kind (0 everywhere = every request has
     an hourly grid factor, a training factor and metered energy)."""
     where, params = _day_filter(day)
-    row = con.execute(
+    row = fetch_one(
+        con,
         f"""
         select
             count(*) as requests,
@@ -201,7 +205,7 @@ def impact_factor_gaps(con: duckdb.DuckDBPyConnection, day: dt.date | None = Non
         where {where}
         """,
         params,
-    ).fetchone()
+    )
     keys = (
         "requests",
         "no_grid_factor",

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from orchestration.lib.energy_models import SingularDesignError, fit_energy_model
-from orchestration.lib.warehouse import replace_table
+from orchestration.lib.warehouse import fetch_one, replace_table
 
 WINDOW_DAYS = 28
 ALPHA = 0.05
@@ -270,7 +270,7 @@ _TRAINING_SQL = """
 
 def latest_day(con) -> dt.date | None:
     """The latest request day in marts.fct_request_energy (None when empty)."""
-    return con.execute("select max(day) from marts.fct_request_energy").fetchone()[0]
+    return fetch_one(con, "select max(day) from marts.fct_request_energy")[0]
 
 
 # Fits use at most this many requests per model x hardware: a deterministic sample (by a hash of request_id) of
@@ -370,7 +370,7 @@ def predict_one(
     """
     hardware = None
     if cluster is not None:
-        row = con.execute("select gpu_model from raw.clusters where cluster = ?", [cluster]).fetchone()
+        row = fetch_one(con, "select gpu_model from raw.clusters where cluster = ?", [cluster])
         if row is None:
             raise ValueError(f"unknown cluster {cluster!r} (not in raw.clusters)")
         hardware = row[0]
@@ -511,9 +511,10 @@ def hypothetical_impact(con, cluster: str | None, model: str, at_ts, p: dict) ->
     import duckdb
 
     try:
-        day_row = con.execute(
+        day_row = fetch_one(
+            con,
             "select max(day) from intermediate.int_cluster_day_factors where cluster = ?", [cluster]
-        ).fetchone()
+        )
     except duckdb.CatalogException:  # a warehouse built before the impact marts
         return None
     if day_row is None or day_row[0] is None:
@@ -714,10 +715,11 @@ def create_predictions_view(con) -> None:
     e_mean, e_half = _interval_sql("e")
     r_mean, r_half = _interval_sql("r")
     con.execute("create schema if not exists models")
-    (kind,) = con.execute(
+    (kind,) = fetch_one(
+        con,
         "select coalesce(max(table_type), '') from information_schema.tables "
         "where table_schema = 'models' and table_name = 'request_predictions'"
-    ).fetchone()
+    )
     if kind == "BASE TABLE":  # a warehouse from before the view
         con.execute(f"drop table {REQUEST_PREDICTIONS_VIEW}")
     con.execute(

@@ -48,6 +48,7 @@ import requests
 
 from orchestration.lib.metrics import CLUSTER_LABELS, GPU_LABELS, METRICS, NODE_LABELS
 from orchestration.lib.prom import PER_CPU_METRICS
+from orchestration.lib.warehouse import fetch_one
 
 URL_ENV = "IMPACT_PROMETHEUS_URL"
 TOKEN_ENV = "IMPACT_PROMETHEUS_TOKEN"
@@ -411,9 +412,10 @@ def fetch_samples(
         try:
             con.execute("set timezone = 'UTC'")
             _decode(con, manifest, groups, mapping, stats.server, out)
-            stats.samples, stats.series = con.execute(
+            stats.samples, stats.series = fetch_one(
+                con,
                 "select count(*), count(distinct (source_file, raw_series)) from _prom_samples"
-            ).fetchone()
+            )
             stats.warnings = [
                 r[0] for r in con.execute("select distinct unnest(warnings) from _prom_docs order by 1").fetchall()
             ]
@@ -596,7 +598,7 @@ def write_openmetrics(con: duckdb.DuckDBPyConnection, source: str, out: Path, st
         f"copy (select line from _om_lines order by part, metric, k, series, ts) to '{_sql_path(out)}' "
         "(format csv, header false, quote '', escape '', delimiter '\t')"
     )
-    (n,) = con.execute("select count(*) from _om_lines where k = 1").fetchone()
+    (n,) = fetch_one(con, "select count(*) from _om_lines where k = 1")
     con.execute("drop table _om_lines")
     return int(n)
 

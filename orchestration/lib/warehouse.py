@@ -120,10 +120,11 @@ def ensure_raw_schema(con: duckdb.DuckDBPyConnection) -> None:
 def _ensure_telemetry_view(con: duckdb.DuckDBPyConnection) -> None:
     """raw.telemetry_samples as the view over series and points; a warehouse from before the split (a table of that
     name, one row per sample with its labels) is migrated in place."""
-    (kind,) = con.execute(
+    (kind,) = fetch_one(
+        con,
         "select coalesce(max(table_type), '') from information_schema.tables "
         "where table_schema = 'raw' and table_name = 'telemetry_samples'"
-    ).fetchone()
+    )
     if kind == "VIEW":
         return
     if kind == "BASE TABLE":
@@ -180,6 +181,13 @@ def warehouse(path: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
         yield con
     finally:
         con.close()
+
+
+def fetch_one(con: duckdb.DuckDBPyConnection, sql: str, params: object = None) -> tuple | None:
+    """The first row of `sql` (None when it returns none), with the result read to its end. DuckDB 2 streams
+    results: a result read with fetchone() stays open and keeps the connection from the relational API."""
+    rows = con.execute(sql, params).fetchall() if params is not None else con.execute(sql).fetchall()
+    return rows[0] if rows else None
 
 
 def quote_ident(name: str) -> str:

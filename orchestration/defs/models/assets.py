@@ -16,7 +16,7 @@ from orchestration.defs.resources import ImpactSettings
 from orchestration.lib import energy_models as em
 from orchestration.lib.model_plots import diagnostics_markdown
 from orchestration.lib.predictions import FIT_MAX_ROWS, window_requests
-from orchestration.lib.warehouse import quote_ident, replace_table, warehouse
+from orchestration.lib.warehouse import fetch_one, quote_ident, replace_table, warehouse
 
 OWNERS = ["team:sustainability"]
 KINDS = {"statsmodels", "duckdb"}
@@ -330,7 +330,7 @@ def energy_models(
         append_fits(con, fits)
         replace_table(con, ANOVA_TABLE, ANOVA_COLUMNS, anova)
         replace_table(con, COMPARISON_TABLE, COMPARISON_COLUMNS, comparison)
-        (history,) = con.execute(f"select count(distinct fitted_at) from {FITS_TABLE}").fetchone()
+        (history,) = fetch_one(con, f"select count(distinct fitted_at) from {FITS_TABLE}")
 
     if len(rejects):
         context.log.warning(f"{len(rejects)} profiling row(s) rejected (see raw.rejected_rows)")

@@ -10,7 +10,7 @@ import pandas as pd
 from orchestration.defs.models.assets import FITS_KEY, FITS_TABLE
 from orchestration.defs.resources import ImpactSettings
 from orchestration.lib.energy_models import coefficient_drift, quality_offenders
-from orchestration.lib.warehouse import connect
+from orchestration.lib.warehouse import connect, fetch_one
 
 FIT_QUALITY_CHECK = "fit_quality"
 COEFFICIENT_DRIFT_CHECK = "coefficient_drift"
@@ -36,10 +36,11 @@ def _read(settings: ImpactSettings, ranks: tuple[int, ...]) -> list[pd.DataFrame
     """The fits of each rank, or None when the table does not exist yet."""
     con = connect(settings.warehouse_path, read_only=True)
     try:
-        (exists,) = con.execute(
+        (exists,) = fetch_one(
+            con,
             "select count(*) from information_schema.tables "
             "where table_schema = 'models' and table_name = 'energy_model_fits'"
-        ).fetchone()
+        )
         return [_fits_at(con, k) for k in ranks] if exists else None
     finally:
         con.close()

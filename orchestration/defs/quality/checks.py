@@ -7,7 +7,7 @@ import dagster as dg
 
 from orchestration.defs.resources import ImpactSettings
 from orchestration.lib import invariants
-from orchestration.lib.warehouse import connect
+from orchestration.lib.warehouse import connect, fetch_one
 
 CLUSTER_DAILY_KEY = dg.AssetKey(["marts", "fct_cluster_energy_daily"])
 REQUEST_ENERGY_KEY = dg.AssetKey(["marts", "fct_request_energy"])
@@ -116,11 +116,12 @@ def telemetry_coverage(context: dg.AssetCheckExecutionContext, settings: ImpactS
     con = connect(settings.warehouse_path, read_only=True)
     try:
         low = invariants.low_coverage_days(con, settings.coverage_warn_below, day)
-        (lowest,) = con.execute(
+        (lowest,) = fetch_one(
+            con,
             "select min(telemetry_coverage) from marts.fct_cluster_energy_daily"
             + (" where day = $day" if day else ""),
             {"day": day} if day else {},
-        ).fetchone()
+        )
     finally:
         con.close()
     return dg.AssetCheckResult(

@@ -13,7 +13,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 from orchestration.dbt_manifest import claim_target_path, wait_for_parse
 from orchestration.defs.partitions import DAILY_PARTITIONS
 from orchestration.defs.resources import DBT_PROJECT, ImpactSettings
-from orchestration.lib.warehouse import connect, quote_ident
+from orchestration.lib.warehouse import connect, fetch_one, quote_ident
 
 LAYER_OWNERS = {
     "staging": ["team:platform"],
@@ -98,9 +98,10 @@ def partition_row_counts(context: dg.AssetExecutionContext, settings: ImpactSett
             schema, table = key.path
             if (schema, table) not in partitioned:  # a whole-history table (e.g. the monthly training rates)
                 continue
-            (rows,) = con.execute(
+            (rows,) = fetch_one(
+                con,
                 f"select count(*) from {quote_ident(schema)}.{quote_ident(table)} where day = $day", {"day": day}
-            ).fetchone()
+            )
             yield dg.AssetObservation(
                 asset_key=key, partition=context.partition_key, metadata={"dagster/row_count": int(rows)}
             )
