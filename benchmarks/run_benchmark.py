@@ -190,6 +190,7 @@ class RunResult:
     cpu_s: float = 0.0  # user + system CPU of the run's process tree (wait4)
     other_cpu_s: float = 0.0  # CPU the rest of the machine used meanwhile (/proc/stat busy - cpu_s)
     load_avg_max: float = 0.0  # 1-min load average, max over the run
+    reference_s: float | None = None  # reference_workload() just before the run: the machine's speed then
 
     @property
     def peak_rss_gb(self) -> float:
@@ -246,6 +247,30 @@ def code_fingerprint() -> str:
             except OSError:
                 pass
     return h.hexdigest()[:12]
+
+
+REFERENCE_SORT_N = 20_000_000
+REFERENCE_LOOP_N = 10_000_000
+REFERENCE_REPEATS = 3  # the fastest of three: the machine's speed also flickers from second to second
+
+
+def reference_workload() -> float:
+    """Seconds of a fixed workload that runs no product code and no DuckDB (numpy, locked): it sorts 20 M
+    doubles, then runs a 10 M-step pure-Python loop, on one core; the fastest of three, taken right before each
+    run. The virtual machine's speed changes a lot within a day: a run's wall time divided by this figure
+    compares across hours (roughly: it is one core, the pipeline uses two)."""
+    import numpy as np
+
+    values = np.random.default_rng(0).random(REFERENCE_SORT_N)
+    times = []
+    for _ in range(REFERENCE_REPEATS):
+        t0 = time.perf_counter()
+        np.sort(values)
+        acc = 0
+        for i in range(REFERENCE_LOOP_N):
+            acc += i & 7
+        times.append(time.perf_counter() - t0)
+    return min(times)
 
 
 def _dir_bytes(path: Path) -> int:
@@ -322,6 +347,7 @@ def run_once(data: Path, meta: dict, keep_warehouse: bool, timeout_s: float, ech
 
     lines: list[tuple[float, str]] = []
     err: list[str] = []
+    result.reference_s = reference_workload()
     result.code_before = code_fingerprint()
     busy0 = _cpu_busy_s()
     spawn_epoch = time.time()
@@ -495,6 +521,10 @@ def report(results: list[RunResult]) -> str:
                        f"(max 1-min load average {r.load_avg_max:.2f})"
                        + ("  << the machine was shared: timings are pessimistic"
                           if r.other_cpu_s > 0.1 * r.wall_s else ""))
+        if r.reference_s:
+            out.append(f"  machine speed: reference workload {r.reference_s:.2f} s just before the run (numpy sort of "
+                       f"{REFERENCE_SORT_N / 1e6:.0f} M doubles + a {REFERENCE_LOOP_N / 1e6:.0f} M-step Python loop); "
+                       f"wall / reference = {r.wall_s / r.reference_s:.1f}")
         if r.code_before:
             out.append(f"  product code {r.code_before}"
                        + ("" if r.code_after == r.code_before else
