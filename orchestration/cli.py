@@ -380,5 +380,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def console_main() -> int:
+    """The `impact` console script: main(), then the garbage collector is told to leave the objects of the run
+    alone. The interpreter's shutdown otherwise walks them all (Dagster's definitions, dbt's manifest, the model
+    frames): 1.8 s of a demo run's 21 s after the summary was printed, 0.3 s frozen. Exit handlers still run
+    (temporary directories are removed). Not in main(): tests call it in-process many times."""
+    import gc
+
+    code = main()
+    gc.freeze()
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console_main())

@@ -86,3 +86,16 @@ def test_clusters_yaml_malformed():
     assert valid == [] and rejected[0][1].startswith("malformed YAML")
     valid, rejected = parse_clusters_yaml("something: else")
     assert valid == [] and "no top-level 'clusters:'" in rejected[0][1]
+
+
+def test_console_script_returns_main_code_and_freezes_the_heap(monkeypatch):
+    import gc
+
+    from orchestration import cli
+
+    monkeypatch.setattr(cli, "main", lambda: 3)
+    try:
+        assert cli.console_main() == 3
+        assert gc.get_freeze_count() > 0  # the shutdown's collections skip the run's objects
+    finally:
+        gc.unfreeze()
