@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 import pytest
 from conftest import TINY_CLUSTER, write_clusters
@@ -244,3 +245,22 @@ def test_csv_text_with_single_quotes_is_not_misparsed(data_dir, tmp_path):
         got = con.execute("select request_id, tenant, endpoint from raw.requests order by request_id").fetchall()
     assert requests.rejected == 0
     assert got == [("q1", "O'Brien's team", "'v1'"), ("q2", "quoted, with comma", "plain")]
+
+
+def test_a_series_key_two_label_sets_share_is_refused(data_dir, tmp_path):
+    """The 64-bit series key is a hash of the labels: a key already stored for other labels must stop the load
+    (not merge two series), and the day's rows must not be half written."""
+    frame = pd.DataFrame([("2024-05-01T00:00:15Z", "c1", "DCGM_FI_DEV_POWER_USAGE", "50", "n1", "0")],
+                         columns=["timestamp", "cluster", "metric", "value", "node", "gpu"])
+    frame.to_csv(data_dir / "telemetry" / "t.csv", index=False)
+    with warehouse(tmp_path / "wh.duckdb") as con:
+        ingest.ingest_clusters(con, data_dir)
+        con.execute(
+            "insert into raw.telemetry_series select hash('c1', 'n1', '0', null::varchar, null::varchar, "
+            "'DCGM_FI_DEV_POWER_USAGE'), 'c1', 'another-node', '0', null, null, 'DCGM_FI_DEV_POWER_USAGE', "
+            "'gpu_power_w'"
+        )
+        with pytest.raises(duckdb.Error, match="telemetry series key collision"):
+            ingest.ingest_telemetry(con, data_dir, DAY)
+        assert con.execute("select count(*) from raw.telemetry_points").fetchall() == [(0,)]
+        assert con.execute("select node from raw.telemetry_series").fetchall() == [("another-node",)]

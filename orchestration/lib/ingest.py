@@ -459,7 +459,8 @@ def _store(
     con.execute("begin transaction")
     try:
         for statement in before_insert:
-            con.execute(statement)
+            # read to the end: DuckDB 2 streams results, and a check's error() must not wait in an unread row
+            con.execute(statement).fetchall()
         con.execute(f"delete from {raw_table} where partition_day = $day", {"day": day})
         # one load time for the whole partition (a per-row now() costs seconds on millions of rows)
         (loaded,) = fetch_one(
