@@ -186,7 +186,7 @@ def warehouse(path: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
 def fetch_one(con: duckdb.DuckDBPyConnection, sql: str, params: object = None) -> tuple | None:
     """The first row of `sql` (None when it returns none), with the result read to its end. DuckDB 2 streams
     results: a result read with fetchone() stays open and keeps the connection from the relational API."""
-    rows = con.execute(sql, params).fetchall() if params is not None else con.execute(sql).fetchall()
+    rows = con.execute(sql, params).fetchall()
     return rows[0] if rows else None
 
 
