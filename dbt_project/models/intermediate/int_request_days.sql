@@ -14,10 +14,10 @@
 --   dynamic share = o x dyn_w / RS_w, or token-weighted (var dynamic_share = tokens)
 --   unallocated   = energy of the day's pool-windows no request touched, spread over the cluster's requests of
 --                   the day in proportion to their request-seconds (kept in its own column)
--- A request inside one window (most of them) needs no expansion and no aggregation: its one overlap is its
--- time in the day. The others' overlaps are expanded, shared and summed per request, and joined to the one
--- pipeline over the day's requests that writes the table. A request with zero duration gets no energy (it is
--- still listed).
+-- A request inside one or two windows (at 15 s windows, 97 % of them) needs no expansion and no aggregation: its
+-- one or two overlaps are shared in line. Longer requests' overlaps are expanded, shared and summed per request,
+-- and joined to the one pipeline over the day's requests that writes the table. A request with zero duration
+-- gets no energy (it is still listed).
 -- Impact, each share at the factors of the pool-window it came from:
 --   carbon        = energy x the grid intensity of the window's hour (the unallocated part: of the hours the
 --                   unallocated energy was consumed in), x PUE; market-based likewise where a factor exists
@@ -205,7 +205,8 @@ spans as not materialized (
 windowed_spans as not materialized (
     select
         *,
-        in_day and first_window < last_window as multi_window
+        in_day and first_window < last_window as multi_window,
+        in_day and last_window > first_window + 1 as long_span
     from spans
 ),
 
@@ -226,109 +227,107 @@ pooled_spans as not materialized (
             and h.pool = {{ host_pool('s.attribution_level', 's.node') }}
 ),
 
-{#- o_i,w of one request and window (o.overlap_s, o.window_length_s, o.tokens_per_s) drawing from its GPU pool's rates
-    (g) and its host pool's (h) -#}
-{%- set overlap_shares -%}
-    o.overlap_s,
-    -- concurrency the request saw: requests running in its GPU pool during the window, weighted by its time
-    o.overlap_s * coalesce(g.request_seconds, o.overlap_s) / o.window_length_s as concurrency_seconds,
-    case when g.pool_window_key is not null then o.overlap_s else 0 end as telemetry_covered_s,
-    o.overlap_s * coalesce(g.idle_per_s, 0) as gpu_idle_j,
-    o.overlap_s * coalesce(o.tokens_per_s * g.dynamic_per_token_s, g.dynamic_per_s, 0) as gpu_dynamic_j,
-    o.overlap_s * coalesce(h.idle_per_s, 0) as host_idle_j,
-    o.overlap_s * coalesce(o.tokens_per_s * h.dynamic_per_token_s, h.dynamic_per_s, 0) as host_dynamic_j,
-    o.overlap_s * (coalesce(g.embodied_per_s, 0) + coalesce(h.embodied_per_s, 0)) as embodied_g,
-    o.overlap_s * (coalesce(g.embodied_low_per_s, 0) + coalesce(h.embodied_low_per_s, 0)) as embodied_low_g,
-    o.overlap_s * (coalesce(g.embodied_high_per_s, 0) + coalesce(h.embodied_high_per_s, 0)) as embodied_high_g,
-    o.overlap_s * (coalesce(g.water_per_s, 0) + coalesce(h.water_per_s, 0)) as water_l,
-    o.overlap_s * (coalesce(g.water_low_per_s, 0) + coalesce(h.water_low_per_s, 0)) as water_low_l,
-    o.overlap_s * (coalesce(g.water_high_per_s, 0) + coalesce(h.water_high_per_s, 0)) as water_high_l,
-    -- one zone and hour per cluster-window: the GPU and host pools share it
-    coalesce(g.ci, h.ci) as ci,
-    coalesce(g.ci_low, h.ci_low) as ci_low,
-    coalesce(g.ci_high, h.ci_high) as ci_high,
-    coalesce(g.ci_market, h.ci_market) as ci_market,
-    coalesce(g.annual_factor, h.annual_factor) as annual_factor,
-    -- the single-request rule (checked downstream): how many requests shared the pool-windows, and their
-    -- whole dynamic energy
-    greatest(coalesce(g.requests, 0), coalesce(h.requests, 0)) as pool_requests,
-    coalesce(g.dynamic_energy_j, 0) + coalesce(h.dynamic_energy_j, 0) as pool_dynamic_energy_j
-{%- endset %}
-
-{#- a request's energy and impact from its overlaps' shares (summed when it has several) -#}
+{#- a request's energy and impact from its overlaps' shares (@: the prefix of the overlap's share columns) -#}
 {%- set sums = {
-    'request_seconds': 'overlap_s',
-    'concurrency_seconds': 'concurrency_seconds',
-    'telemetry_covered_s': 'telemetry_covered_s',
-    'idle_energy_j': 'gpu_idle_j + host_idle_j',
-    'dynamic_energy_j': 'gpu_dynamic_j + host_dynamic_j',
-    'accelerator_energy_j': 'gpu_idle_j + gpu_dynamic_j',
-    'accelerator_dynamic_energy_j': 'gpu_dynamic_j',
-    'host_energy_j': 'host_idle_j + host_dynamic_j',
-    'location_g': 'energy_j * ci / 3.6e6',
-    'location_low_g': 'energy_j * ci_low / 3.6e6',
-    'location_high_g': 'energy_j * ci_high / 3.6e6',
-    'market_g': 'energy_j * coalesce(ci_market, ci) / 3.6e6',
-    'market_factor_j': 'case when ci_market is not null then energy_j else 0 end',
-    'annual_factor_j': 'case when annual_factor then energy_j else 0 end',
-    'embodied_g': 'embodied_g',
-    'embodied_low_g': 'embodied_low_g',
-    'embodied_high_g': 'embodied_high_g',
-    'water_l': 'water_l',
-    'water_low_l': 'water_low_l',
-    'water_high_l': 'water_high_l',
-    'pool_dynamic_energy_j': 'pool_dynamic_energy_j',
+    'request_seconds': '@overlap_s',
+    'concurrency_seconds': '@concurrency_seconds',
+    'telemetry_covered_s': '@telemetry_covered_s',
+    'idle_energy_j': '@gpu_idle_j + @host_idle_j',
+    'dynamic_energy_j': '@gpu_dynamic_j + @host_dynamic_j',
+    'accelerator_energy_j': '@gpu_idle_j + @gpu_dynamic_j',
+    'accelerator_dynamic_energy_j': '@gpu_dynamic_j',
+    'host_energy_j': '@host_idle_j + @host_dynamic_j',
+    'location_g': '@energy_j * @ci / 3.6e6',
+    'location_low_g': '@energy_j * @ci_low / 3.6e6',
+    'location_high_g': '@energy_j * @ci_high / 3.6e6',
+    'market_g': '@energy_j * coalesce(@ci_market, @ci) / 3.6e6',
+    'market_factor_j': 'case when @ci_market is not null then @energy_j else 0 end',
+    'annual_factor_j': 'case when @annual_factor then @energy_j else 0 end',
+    'embodied_g': '@embodied_g',
+    'embodied_low_g': '@embodied_low_g',
+    'embodied_high_g': '@embodied_high_g',
+    'water_l': '@water_l',
+    'water_low_l': '@water_low_l',
+    'water_high_l': '@water_high_l',
+    'pool_dynamic_energy_j': '@pool_dynamic_energy_j',
 } %}
 
-single_window as (
-    -- every request's shares if it ran inside one window (or had no time in the day: none); the others' overlaps
-    -- are expanded below
+short_span_shares as (
+    -- every request's shares if it ran in one or two windows (none if it had no time in the day): its first
+    -- window's (a_) and its second's (b_, zero for a request inside one window). Two windows is most of the
+    -- requests that cross a window boundary: shared in line, they need no expansion and no aggregation. The
+    -- longer ones' overlaps are expanded below.
     select
         {%- for col in request_columns %}
             o.{{ col }},
         {%- endfor %}
-        o.multi_window,
-        {{ overlap_shares | indent(8) }}
+        o.long_span,
+        {{ overlap_shares('o.a_overlap_s', 'o.a_window_length_s', 'o.tokens_per_s', 'ga', 'ha', 'a_') | indent(8) }},
+        {{ overlap_shares('o.b_overlap_s', 'o.b_window_length_s', 'o.tokens_per_s', 'gb', 'hb', 'b_') | indent(8) }}
     from (
         select
             *,
-            case when in_day and not multi_window then t1_s - t0_s else 0 end as overlap_s,
-            least(window_s, 86400 - first_window * window_s) as window_length_s,
-            case when in_day and not multi_window then tokens / duration_s end as tokens_per_s,
-            case
-                when in_day and not multi_window then {{ pool_window_key('gpu_pool_index', 'first_window') }}
-            end as gpu_pool_window_key,
-            case
-                when in_day and not multi_window then {{ pool_window_key('host_pool_index', 'first_window') }}
-            end as host_pool_window_key
-        from pooled_spans
+            -- (an overlap that rounding leaves at zero or below counts for nothing, as in the expansion)
+            case when a_raw_s > 0 then a_raw_s else 0 end as a_overlap_s,
+            case when b_raw_s > 0 then b_raw_s else 0 end as b_overlap_s,
+            case when a_raw_s > 0 then {{ pool_window_key('gpu_pool_index', 'first_window') }} end
+                as a_gpu_pool_window_key,
+            case when a_raw_s > 0 then {{ pool_window_key('host_pool_index', 'first_window') }} end
+                as a_host_pool_window_key,
+            case when b_raw_s > 0 then {{ pool_window_key('gpu_pool_index', 'first_window + 1') }} end
+                as b_gpu_pool_window_key,
+            case when b_raw_s > 0 then {{ pool_window_key('host_pool_index', 'first_window + 1') }} end
+                as b_host_pool_window_key
+        from (
+            select
+                *,
+                case
+                    when not in_day or long_span then 0
+                    when not multi_window then t1_s - t0_s
+                    else {{ window_overlap('first_window') | indent(20) }}
+                end as a_raw_s,
+                case
+                    when in_day and multi_window and not long_span then {{ window_overlap('first_window + 1') }}
+                    else 0
+                end as b_raw_s,
+                least(window_s, 86400 - first_window * window_s) as a_window_length_s,
+                least(window_s, 86400 - (first_window + 1) * window_s) as b_window_length_s,
+                case when in_day and not long_span then tokens / duration_s end as tokens_per_s
+            from pooled_spans
+        )
     ) as o
-    left join gpu_rates as g on o.gpu_pool_window_key = g.pool_window_key
-    left join host_rates as h on o.host_pool_window_key = h.pool_window_key
+    left join gpu_rates as ga on o.a_gpu_pool_window_key = ga.pool_window_key
+    left join host_rates as ha on o.a_host_pool_window_key = ha.pool_window_key
+    left join gpu_rates as gb on o.b_gpu_pool_window_key = gb.pool_window_key
+    left join host_rates as hb on o.b_host_pool_window_key = hb.pool_window_key
 ),
 
-single_window_sums as (
+short_span_sums as (
+    -- the two overlaps' shares added up as sum() would: a null share counts for nothing
     select
         {%- for col in request_columns %}
             {{ col }},
         {%- endfor %}
-        multi_window,
+        long_span,
         {%- for name, expr in sums.items() %}
-            {{ expr }} as {{ name }},
+            coalesce(
+                ({{ expr | replace('@', 'a_') }}) + ({{ expr | replace('@', 'b_') }}),
+                {{ expr | replace('@', 'a_') }},
+                {{ expr | replace('@', 'b_') }}
+            ) as {{ name }},
         {%- endfor %}
-        pool_requests as max_pool_requests
+        greatest(a_pool_requests, b_pool_requests) as max_pool_requests
     from (
-        select *, gpu_idle_j + gpu_dynamic_j + host_idle_j + host_dynamic_j as energy_j
-        from single_window
+        select *, {{ share_energy('a_') }} as a_energy_j, {{ share_energy('b_') }} as b_energy_j
+        from short_span_shares
     )
 ),
 
-multi_window_overlaps as (
-    -- o_i,w of the requests that span windows: one row per request and window
+long_span_overlaps as (
+    -- o_i,w of the requests that span three windows or more: one row per request and window
     select
         request_key,
-        least(t1_s, {{ partition_day_epoch_s() }} + (window_index + 1) * window_s)
-        - greatest(t0_s, {{ partition_day_epoch_s() }} + window_index * window_s) as overlap_s,
+        {{ window_overlap('window_index') | indent(4) }} as overlap_s,
         least(window_s, 86400 - window_index * window_s) as window_length_s,
         tokens / duration_s as tokens_per_s,
         {{ pool_window_key('gpu_pool_index', 'window_index') }} as gpu_pool_window_key,
@@ -338,31 +337,26 @@ multi_window_overlaps as (
             request_key, t0_s, t1_s, window_s, tokens, duration_s, gpu_pool_index, host_pool_index,
             unnest(generate_series(first_window, last_window)) as window_index
         from pooled_spans
-        where multi_window
+        where long_span
     )
-    where
-        least(t1_s, {{ partition_day_epoch_s() }} + (window_index + 1) * window_s)
-        > greatest(t0_s, {{ partition_day_epoch_s() }} + window_index * window_s)
+    where {{ window_overlap('window_index') | indent(4) }} > 0
 ),
 
-multi_window_sums as (
-    -- the requests that span windows: their overlaps' shares, summed
+long_span_sums as (
+    -- the requests that span three windows or more: their overlaps' shares, summed
     select
         request_key,
         {%- for name, expr in sums.items() %}
-            sum({{ expr }}) as {{ name }},
+            sum({{ expr | replace('@', '') }}) as {{ name }},
         {%- endfor %}
         max(pool_requests) as max_pool_requests
     from (
-        select
-            request_key,
-            shares.*,
-            shares.gpu_idle_j + shares.gpu_dynamic_j + shares.host_idle_j + shares.host_dynamic_j as energy_j
+        select *, {{ share_energy('') }} as energy_j
         from (
             select
                 o.request_key,
-                {{ overlap_shares | indent(16) }}
-            from multi_window_overlaps as o
+                {{ overlap_shares('o.overlap_s', 'o.window_length_s', 'o.tokens_per_s', 'g', 'h', '') | indent(16) }}
+            from long_span_overlaps as o
             left join gpu_rates as g on o.gpu_pool_window_key = g.pool_window_key
             left join host_rates as h on o.host_pool_window_key = h.pool_window_key
         ) as shares
@@ -378,12 +372,12 @@ attributed as (
             s.{{ col }},
         {%- endfor %}
         {%- for name in sums %}
-            case when s.multi_window then coalesce(m.{{ name }}, 0) else s.{{ name }} end as {{ name }},
+            case when s.long_span then coalesce(m.{{ name }}, 0) else s.{{ name }} end as {{ name }},
         {%- endfor %}
-        case when s.multi_window then coalesce(m.max_pool_requests, 0) else s.max_pool_requests end
+        case when s.long_span then coalesce(m.max_pool_requests, 0) else s.max_pool_requests end
             as max_pool_requests
-    from single_window_sums as s
-    left join multi_window_sums as m on s.request_key = m.request_key
+    from short_span_sums as s
+    left join long_span_sums as m on s.request_key = m.request_key
 ),
 
 unallocated as (
