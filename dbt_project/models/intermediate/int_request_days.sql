@@ -115,6 +115,18 @@ model_names as (
     inner join clusters as c on n.cluster = c.cluster
 ),
 
+model_aliases as (
+    select distinct alias_key, factor_model from {{ ref('stg_factors__models') }}
+),
+
+model_fits as (
+    -- each model name of the day with the fit for its model and hardware (none: no fit yet)
+    select
+        mn.cluster, mn.model, mn.model_key as factor_model_key, p.*
+    from model_names as mn
+    left join fits as p on mn.model_key = p.model_key and lower(mn.hardware) = p.hardware_key
+),
+
 training as (
     select
         a.alias_key,
@@ -124,8 +136,7 @@ training as (
         t.fine_tuning_g_co2e_per_inference,
         t.training_water_l_per_inference + t.fine_tuning_water_l_per_inference as training_water_l_per_inference
     from {{ ref('int_model_training_rates') }} as t
-    inner join (select distinct alias_key, factor_model from {{ ref('stg_factors__models') }}) as a
-        on t.factor_model = a.factor_model
+    inner join model_aliases as a on t.factor_model = a.factor_model
 ),
 
 pool_rates as materialized (
@@ -187,8 +198,10 @@ spans as not materialized (
             / p.window_s
         ) as bigint) as first_window,
         cast(ceil(
-            (least({{ epoch_s('r.start_time') }} + r.duration_s, {{ partition_day_epoch_s() }} + 86400)
-                - {{ partition_day_epoch_s() }})
+            (
+                least({{ epoch_s('r.start_time') }} + r.duration_s, {{ partition_day_epoch_s() }} + 86400)
+                - {{ partition_day_epoch_s() }}
+            )
             / p.window_s
         ) as bigint) - 1 as last_window,
         -- it has time in the day, on a cluster with the day's parameters
@@ -338,7 +351,7 @@ long_span_overlaps as (
             unnest(generate_series(first_window, last_window)) as window_index
         from pooled_spans
         where long_span
-    )
+    ) as by_window
     where {{ window_overlap('window_index') | indent(4) }} > 0
 ),
 
@@ -498,12 +511,7 @@ priced as (
         t.training_water_l_per_inference
     from measured as m
     left join factors as f on m.cluster = f.cluster
-    left join (
-        select
-            mn.cluster, mn.model, mn.model_key as factor_model_key, p.*
-        from model_names as mn
-        left join fits as p on mn.model_key = p.model_key and lower(mn.hardware) = p.hardware_key
-    ) as n on m.cluster = n.cluster and m.model = n.model
+    left join model_fits as n on m.cluster = n.cluster and m.model = n.model
     left join start_hours as h on m.cluster = h.cluster and date_trunc('hour', m.start_time) = h.hour_start
     left join training as t
         on n.factor_model_key = t.alias_key and t.month = cast(date_trunc('month', m.start_time) as date)
