@@ -42,7 +42,7 @@ ui: $(MANIFEST)
 lint: $(STAMP)
 	$(BIN)/ruff check orchestration tests benchmarks
 	cd dbt_project && IMPACT_PARTITION_DAY=2024-01-01 IMPACT_WAREHOUSE=$(CURDIR)/.tmp-lint.duckdb \
-		../$(BIN)/sqlfluff lint models
+		../$(BIN)/sqlfluff lint models --processes 2
 
 benchmark: $(MANIFEST)
 	$(BIN)/python benchmarks/run_benchmark.py

@@ -21,7 +21,7 @@ def test_ruff_is_clean():
 def test_sqlfluff_is_clean(tmp_path):
     env = {**os.environ, "IMPACT_PARTITION_DAY": "2024-01-01", settings.WAREHOUSE_ENV: str(tmp_path / "lint.duckdb")}
     result = subprocess.run(
-        [str(BIN / "sqlfluff"), "lint", "models", "--nocolor"],
+        [str(BIN / "sqlfluff"), "lint", "models", "--nocolor", "--processes", "2"],
         cwd=settings.DBT_PROJECT_DIR, env=env, capture_output=True, text=True, check=False,
     )
     assert result.returncode == 0, result.stdout[-4000:]
