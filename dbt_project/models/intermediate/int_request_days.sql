@@ -14,7 +14,7 @@
 --   dynamic share = o x dyn_w / RS_w, or token-weighted (var dynamic_share = tokens)
 --   unallocated   = energy of the day's pool-windows no request touched, spread over the cluster's requests of
 --                   the day in proportion to their request-seconds (kept in its own column)
--- A request inside one or two windows (at 15 s windows, 97 % of them) needs no expansion and no aggregation: its
+-- A request inside one or two windows (97 % of the 5 M benchmark day at 15 s) needs no expansion or aggregation: its
 -- one or two overlaps are shared in line. Longer requests' overlaps are expanded, shared and summed per request,
 -- and joined to the one pipeline over the day's requests that writes the table. A request with zero duration
 -- gets no energy (it is still listed).
