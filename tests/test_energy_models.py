@@ -122,6 +122,25 @@ def test_cross_validation_folds_and_errors_by_hand():
     assert row["cv_rmse"] == pytest.approx(np.sqrt(np.mean((y - pred) ** 2)), rel=1e-9)
 
 
+def test_cross_validation_is_nan_when_a_training_fold_is_singular():
+    # 12 rows, 4 folds of 3: tau_out varies only in the fold of row 0, so the other rows alone leave tau_in and
+    # tau_in x tau_out collinear (rank 2 of 3) while the whole design has full rank
+    n, k, seed = 12, 4, 0
+    fold_of_first = next(f for f in em.kfold_indices(n, k, seed) if 0 in f)
+    tin = np.arange(1.0, n + 1)
+    tout = np.full(n, 5.0)
+    tout[fold_of_first] = [7.0, 9.0, 11.0][: len(fold_of_first)]
+    data = pd.DataFrame({"y": 2 * tin + 3 * tout + 0.1 * tin * tout, "tau_in": tin, "tau_out": tout})
+    x, _, _ = em._design(data, "paper")
+    assert np.linalg.matrix_rank(x) == 3
+    cv = em.cross_validate(data, "paper", k=k, seed=seed)
+    assert math.isnan(cv["cv_mape"]) and math.isnan(cv["cv_rmse"]) and cv["cv_folds"] == k
+    data.loc[1, "tau_out"] = 6.0  # a second fold varies too: every training fold has full rank
+    if 1 in fold_of_first:
+        data.loc[next(i for i in range(n) if i not in fold_of_first), "tau_out"] = 6.0
+    assert np.isfinite(em.cross_validate(data, "paper", k=k, seed=seed)["cv_rmse"])
+
+
 def test_anova_type2_no_intercept():
     df = synthetic()
     fit = em.fit_energy_model(df, "energy_j")
