@@ -50,6 +50,10 @@ OUT = HERE / "out"
 VENV_BIN = Path(sys.executable).parent
 TARGET_WALL_S = 60.0
 TARGET_RSS_GB = 8.0
+# --floor: a nearly empty day (1,000 requests on one GPU) that measures what the stack costs before any data
+# (start-up, Dagster, dbt's per-node cost, the models job on next to nothing): the part of the budget no change to
+# the per-row SQL can buy back
+FLOOR_REQUESTS, FLOOR_NODES, FLOOR_GPUS = 1000, 1, 1
 PAGE = os.sysconf("SC_PAGE_SIZE")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 DBT_NODE = re.compile(
@@ -191,14 +195,17 @@ class RunResult:
     other_cpu_s: float = 0.0  # CPU the rest of the machine used meanwhile (/proc/stat busy - cpu_s)
     load_avg_max: float = 0.0  # 1-min load average, max over the run
     reference_s: float | None = None  # reference_workload() just before the run: the machine's speed then
+    floor: bool = False  # the --floor run (not a benchmark size)
 
     @property
     def peak_rss_gb(self) -> float:
         return max(self.ru_maxrss_gb, self.tree_peak_rss_gb)
 
 
-def ensure_dataset(n: int, nodes: int, gpn: int, seed: int, regenerate: bool) -> tuple[Path, dict]:
-    data = OUT / f"data-{n}"
+def ensure_dataset(
+    n: int, nodes: int, gpn: int, seed: int, regenerate: bool, name: str | None = None
+) -> tuple[Path, dict]:
+    data = OUT / (name or f"data-{n}")
     meta_path = data / "benchmark.json"
     want = {"requests": n, "nodes": nodes, "gpus_per_node": gpn, "seed": seed}
     if not regenerate and meta_path.exists():
@@ -471,13 +478,14 @@ def report(results: list[RunResult]) -> str:
         ok = "ok" if r.exit_code == 0 else ("TIMEOUT" if r.timed_out else f"exit {r.exit_code}")
         rows.append([f"{r.requests:,}", f"{r.telemetry_rows:,}", f"{r.data_bytes / 1e6:,.0f} MB", ok,
                      f"{r.wall_s:,.1f}", f"{r.ru_maxrss_gb:.2f}", f"{r.tree_peak_rss_gb:.2f}",
-                     "yes" if r.exit_code == 0 and r.wall_s <= TARGET_WALL_S and r.peak_rss_gb <= TARGET_RSS_GB
+                     "(floor)" if r.floor else "yes" if r.exit_code == 0 and r.wall_s <= TARGET_WALL_S and r.peak_rss_gb <= TARGET_RSS_GB
                      else "no"])
     out.append(_table(["requests", "telemetry rows", "inputs", "status", "wall s", "max RSS 1 proc GB",
                        "tree RSS sum GB", f"<= {TARGET_WALL_S:.0f} s & <= {TARGET_RSS_GB:.0f} GB"], rows))
 
     for r in results:
-        out.append(f"\n--- {r.requests:,} requests: where the time goes (wall {r.wall_s:.1f} s)")
+        what = " (--floor: 1 GPU)" if r.floor else ""
+        out.append(f"\n--- {r.requests:,} requests{what}: where the time goes (wall {r.wall_s:.1f} s)")
         for name, s in r.stages_s.items():
             out.append(f"  {name:<58} {s:8.1f} s")
         steps = [s for s in r.steps if not s["key"].startswith("(")]
@@ -537,7 +545,10 @@ def report(results: list[RunResult]) -> str:
         if r.run_log:
             out.append(f"  run log: {r.run_log}")
 
-    done = {r.requests: r for r in results if r.exit_code == 0}
+    sized = [r for r in results if r.exit_code == 0 and not r.floor]
+    # growth between runs on the same telemetry (the largest telemetry present), so the slope is per request
+    same = [r for r in sized if r.telemetry_rows == max((x.telemetry_rows for x in sized), default=0)]
+    done = {r.requests: r for r in same}
     if len(done) >= 2:
         small, big = min(done), max(done)
         a, b = done[small], done[big]
@@ -559,7 +570,36 @@ def report(results: list[RunResult]) -> str:
         ma, mb = dict(a.dbt_models), dict(b.dbt_models)
         for key in sorted(set(ma) & set(mb), key=lambda k: -mb[k])[:5]:
             out.append(f"  model {key:<52} {ma[key]:8.2f} -> {mb[key]:8.2f} s")
+    out += floor_lines(results, done)
     return "\n".join(out)
+
+
+def floor_lines(results: list[RunResult], done: dict[int, RunResult]) -> list[str]:
+    """How the largest run's wall time splits into the stack's fixed cost (the last --floor run) and what scales
+    with the data; with two sizes, the data part splits further into telemetry (+ the per-day work of the nodes)
+    and requests."""
+    floors = [r for r in results if r.floor and r.exit_code == 0]
+    if not floors or not done:
+        return []
+    f, big = floors[-1], done[max(done)]
+    data_s, left_s = big.wall_s - f.wall_s, TARGET_WALL_S - f.wall_s
+    head = (f"\nFixed cost of the stack (a {f.requests:,}-request day on one GPU, {f.telemetry_rows:,} telemetry "
+            f"rows): {f.wall_s:.1f} s, {f.cpu_s:.0f} CPU-s")
+    split = (f"  of the {big.requests:,}-request run's {big.wall_s:.1f} s: {f.wall_s:.1f} s fixed, {data_s:.1f} s "
+             f"with the data; the target leaves {left_s:.1f} s for the data"
+             + (f" (the data part would have to be {data_s / left_s:.1f}x faster)" if left_s > 0 else
+                " (none: the fixed cost alone exceeds it)"))
+    lines = [head, split]
+    if len(done) >= 2:
+        small = done[min(done)]
+        marginal = (big.wall_s - small.wall_s) / ((big.requests - small.requests) / 1e6)
+        intercept = small.wall_s - marginal * small.requests / 1e6
+        lines.append(f"  the data part: telemetry and the nodes' per-day work {intercept - f.wall_s:.1f} s, "
+                     f"requests {marginal * big.requests / 1e6:.1f} s ({marginal:.1f} s per 1M)")
+    for name, fs in f.stages_s.items():
+        if name in big.stages_s:
+            lines.append(f"  {name:<58} {fs:8.1f} of {big.stages_s[name]:8.1f} s")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -572,6 +612,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep-warehouse", action="store_true", help="keep each run's warehouse under out/runs/")
     p.add_argument("--timeout", type=float, default=900.0, help="kill a run after this many seconds")
     p.add_argument("--quiet", action="store_true", help="do not echo the CLI's lines as they come")
+    p.add_argument("--floor", action="store_true",
+                   help=f"first time a {FLOOR_REQUESTS:,}-request day on one GPU: the stack's fixed cost")
     p.add_argument("--previous", type=Path, action="append", default=[],
                    help="a results-*.json of an earlier invocation whose runs join the report (for growth)")
     args = p.parse_args(argv)
@@ -585,15 +627,19 @@ def main(argv: list[str] | None = None) -> int:
             known = {f for f in RunResult.__dataclass_fields__}
             results.append(RunResult(**{k: v for k, v in run.items() if k in known}))
             print(f"from {prev}: {results[-1].requests:,} requests, wall {results[-1].wall_s:.1f} s", flush=True)
-    for n in sizes:
-        data, meta = ensure_dataset(n, args.nodes, args.gpus_per_node, args.seed, args.regenerate)
+    runs = [(n, args.nodes, args.gpus_per_node, None) for n in sizes]
+    if args.floor:
+        runs.insert(0, (FLOOR_REQUESTS, FLOOR_NODES, FLOOR_GPUS, f"floor-{FLOOR_REQUESTS}"))
+    for n, nodes, gpn, name in runs:
+        data, meta = ensure_dataset(n, nodes, gpn, args.seed, args.regenerate, name)
         results.append(run_once(data, meta, args.keep_warehouse, args.timeout, echo=not args.quiet))
+        results[-1].floor = name is not None
         print(f"  -> exit {results[-1].exit_code}, wall {results[-1].wall_s:.1f} s, "
               f"peak RSS {results[-1].peak_rss_gb:.2f} GB", flush=True)
 
     text = report(results)
     print("\n" + text)
-    if not sizes:
+    if not runs:
         return 0
     OUT.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S")
