@@ -208,6 +208,16 @@ def test_other_forms_and_comparison():
     assert cmp.loc["paper", "cv_rmse"] < cmp.loc["loglog", "cv_rmse"]
     with pytest.raises(ValueError):
         em.fit_energy_model(df, "energy_j", form="cubic")
+    # a fit of the same frame passed in is used as is (the same table); one of another target or form is not
+    paper = em.fit_energy_model(df, "energy_j")
+    reused = em.compare_forms(df, "energy_j", fitted={"paper": paper}).set_index("form")
+    pd.testing.assert_frame_equal(reused, cmp, check_exact=True)
+    decoy = em.fit_energy_model(df.assign(energy_j=df["energy_j"] * 2), "energy_j")
+    assert em.compare_forms(df, "energy_j", fitted={"paper": decoy}).set_index("form").loc["paper", "aic"] != cmp.loc[
+        "paper", "aic"
+    ]
+    wrong_form = em.compare_forms(df, "energy_j", fitted={"intercept": paper}).set_index("form")
+    pd.testing.assert_frame_equal(wrong_form, cmp, check_exact=True)
 
 
 def test_fit_groups_skips_small_and_singular_groups():

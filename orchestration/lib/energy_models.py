@@ -29,7 +29,7 @@ import json
 import logging
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -410,8 +410,12 @@ def compare_forms(
     concurrency: str = "mean_concurrency",
     cv_folds: int = 5,
     seed: int = 0,
+    fitted: Mapping[str, FitResult] | None = None,
 ) -> pd.DataFrame:
     """AIC / BIC and out-of-sample CV MAPE / RMSE per form (``concurrency`` only when its column exists).
+
+    ``fitted``: fits of some forms already made on this same frame, target and settings (e.g. the paper form the
+    model table holds), used instead of fitting them again.
 
     CV errors are all on the original scale of the target and are the comparable metric; AIC / BIC of
     ``loglog`` are on the log scale (``aic_scale`` says which) and must not be compared with the others.
@@ -423,7 +427,8 @@ def compare_forms(
     for form in forms:
         base = {"form": form, "aic_scale": "log" if form == "loglog" else "original"}
         try:
-            fit = fit_energy_model(
+            known = (fitted or {}).get(form)
+            fit = known if known is not None and (known.form, known.target) == (form, target) else fit_energy_model(
                 df, target, tau_in, tau_out, form=form, cv_folds=cv_folds, seed=seed, concurrency=concurrency
             )
         except (SingularDesignError, KeyError) as exc:

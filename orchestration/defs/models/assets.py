@@ -6,6 +6,7 @@ reads the marts, calls them, and writes the results under the `models` schema.
 """
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -142,12 +143,17 @@ def anova_rows(fit: em.FitResult, row: pd.Series) -> pd.DataFrame:
 
 
 def comparison_rows(
-    groups: dict[tuple[str, str, str], pd.DataFrame], fitted_at: pd.Timestamp
+    groups: dict[tuple[str, str, str], pd.DataFrame],
+    fitted_at: pd.Timestamp,
+    paper_fits: Mapping[tuple[str, str, str], em.FitResult] | None = None,
 ) -> pd.DataFrame:
-    """compare_forms for the energy target of every model x hardware x source."""
+    """compare_forms for the energy target of every model x hardware x source; ``paper_fits`` (same keys): the
+    groups' energy fits of the paper form already made (fit_all), which the comparison reuses."""
     frames = []
-    for (model, hardware, source), g in groups.items():  # a loop over groups
-        table = em.compare_forms(g, TARGETS["energy"])
+    for key, g in groups.items():  # a loop over groups
+        model, hardware, source = key
+        known = (paper_fits or {}).get(key)
+        table = em.compare_forms(g, TARGETS["energy"], fitted={"paper": known} if known is not None else None)
         table = table.assign(model=model, hardware=hardware, source=source, target="energy", fitted_at=fitted_at)
         frames.append(table)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COMPARISON_COLUMNS))
@@ -325,7 +331,12 @@ def energy_models(
                 title = f"{row['model']} / {row['hardware'] or '-'} / {row['source']} / {row['target']}"
                 plots[f"diagnostics/{i}"] = dg.MetadataValue.md(diagnostics_markdown(fit, title))
         anova = pd.concat(anova_parts, ignore_index=True) if anova_parts else pd.DataFrame()
-        comparison = comparison_rows(groups, fitted_at)
+        paper_energy = {
+            (row["model"], row["hardware"], row["source"]): fit
+            for (_, row), fit in zip(fits.iterrows(), fit_results)
+            if row["target"] == "energy"
+        }
+        comparison = comparison_rows(groups, fitted_at, paper_energy)
 
         append_fits(con, fits)
         replace_table(con, ANOVA_TABLE, ANOVA_COLUMNS, anova)
