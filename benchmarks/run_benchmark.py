@@ -192,7 +192,8 @@ class RunResult:
     code_after: str = ""
     dbt_project: str = ""  # "N models, M data tests" as dbt found them (the project changes between commits)
     cpu_s: float = 0.0  # user + system CPU of the run's process tree (wait4)
-    other_cpu_s: float = 0.0  # CPU the rest of the machine used meanwhile (/proc/stat busy - cpu_s)
+    other_cpu_s: float = 0.0  # CPU the rest of the machine used meanwhile (/proc/stat busy - steal - cpu_s)
+    steal_s: float = 0.0  # CPU time the hypervisor gave to other guests while this VM wanted it (/proc/stat steal)
     load_avg_max: float = 0.0  # 1-min load average, max over the run
     reference_s: float | None = None  # reference_workload() just before the run: the machine's speed then
     floor: bool = False  # the --floor run (not a benchmark size)
@@ -224,12 +225,15 @@ def ensure_dataset(
     return data, json.loads(meta_path.read_text())
 
 
-def _cpu_busy_s() -> float:
-    """CPU-seconds the whole machine has been busy since boot (/proc/stat, all CPUs)."""
+def _cpu_busy_s() -> tuple[float, float]:
+    """(CPU-seconds the machine's processes have been busy, CPU-seconds stolen by the hypervisor) since boot
+    (/proc/stat, all CPUs). Steal is time this virtual machine was ready to run but the host ran someone else:
+    it slows the run down without showing up as any process's CPU."""
     with open("/proc/stat") as f:
         fields = [int(x) for x in f.readline().split()[1:]]
     user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / tick, steal / tick
 
 
 def _load1() -> float:
@@ -356,7 +360,7 @@ def run_once(data: Path, meta: dict, keep_warehouse: bool, timeout_s: float, ech
     err: list[str] = []
     result.reference_s = reference_workload()
     result.code_before = code_fingerprint()
-    busy0 = _cpu_busy_s()
+    busy0, steal0 = _cpu_busy_s()
     spawn_epoch = time.time()
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
@@ -389,7 +393,9 @@ def run_once(data: Path, meta: dict, keep_warehouse: bool, timeout_s: float, ech
     _, status, rusage = os.wait4(proc.pid, 0)
     result.wall_s = time.perf_counter() - t0
     result.cpu_s = rusage.ru_utime + rusage.ru_stime
-    result.other_cpu_s = max(0.0, _cpu_busy_s() - busy0 - result.cpu_s)
+    busy1, steal1 = _cpu_busy_s()
+    result.other_cpu_s = max(0.0, busy1 - busy0 - result.cpu_s)
+    result.steal_s = steal1 - steal0
     result.code_after = code_fingerprint()
     timer.cancel()
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -525,10 +531,13 @@ def report(results: list[RunResult]) -> str:
         if r.cpu_s:
             cores = os.cpu_count() or 1
             out.append(f"  CPU: the run used {r.cpu_s:.0f} CPU-s ({r.cpu_s / r.wall_s / cores:.0%} of {cores} cores "
-                       f"over the wall time); other processes used {r.other_cpu_s:.0f} CPU-s meanwhile "
+                       f"over the wall time); other processes used {r.other_cpu_s:.0f} CPU-s meanwhile, "
+                       f"the hypervisor stole {r.steal_s:.0f} CPU-s "
                        f"(max 1-min load average {r.load_avg_max:.2f})"
                        + ("  << the machine was shared: timings are pessimistic"
-                          if r.other_cpu_s > 0.1 * r.wall_s else ""))
+                          if r.other_cpu_s > 0.1 * r.wall_s else "")
+                       + ("  << the host took CPU from this VM: timings are pessimistic"
+                          if r.steal_s > 0.1 * r.wall_s else ""))
         if r.reference_s:
             out.append(f"  machine speed: reference workload {r.reference_s:.2f} s just before the run (numpy sort of "
                        f"{REFERENCE_SORT_N / 1e6:.0f} M doubles + a {REFERENCE_LOOP_N / 1e6:.0f} M-step Python loop); "
