@@ -135,9 +135,8 @@ def test_cross_validation_is_nan_when_a_training_fold_is_singular():
     assert np.linalg.matrix_rank(x) == 3
     cv = em.cross_validate(data, "paper", k=k, seed=seed)
     assert math.isnan(cv["cv_mape"]) and math.isnan(cv["cv_rmse"]) and cv["cv_folds"] == k
-    data.loc[1, "tau_out"] = 6.0  # a second fold varies too: every training fold has full rank
-    if 1 in fold_of_first:
-        data.loc[next(i for i in range(n) if i not in fold_of_first), "tau_out"] = 6.0
+    outside = next(i for i in range(n) if i not in fold_of_first)
+    data.loc[outside, "tau_out"] = 6.0  # a second fold varies too: every training fold has full rank
     assert np.isfinite(em.cross_validate(data, "paper", k=k, seed=seed)["cv_rmse"])
 
 
@@ -208,7 +207,8 @@ def test_other_forms_and_comparison():
     assert cmp.loc["paper", "cv_rmse"] < cmp.loc["loglog", "cv_rmse"]
     with pytest.raises(ValueError):
         em.fit_energy_model(df, "energy_j", form="cubic")
-    # a fit of the same frame passed in is used as is (the same table); one of another target or form is not
+    # a fit passed in is used as is, unchecked against the frame (the caller's promise: the same frame and settings),
+    # so a fit of other data shows through; a fit of another form is not used
     paper = em.fit_energy_model(df, "energy_j")
     reused = em.compare_forms(df, "energy_j", fitted={"paper": paper}).set_index("form")
     pd.testing.assert_frame_equal(reused, cmp, check_exact=True)
