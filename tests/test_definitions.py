@@ -54,7 +54,7 @@ EXPECTED_KEYS = {
         "models/model_comparison",
         "models/request_predictions",
     },
-    "comparisons": {"marts/cmp_ecologits"},
+    "comparisons": {"marts/cmp_ecologits", "marts/cmp_ecologits_day_combos", "marts/cmp_ecologits_day_bins"},
 }
 
 

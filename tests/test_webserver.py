@@ -28,8 +28,11 @@ from test_definitions import EXPECTED_KEYS  # the same snapshot the UI must show
 
 ALL_KEYS = set().union(*EXPECTED_KEYS.values())
 # clusters.yml and the factor tables are one snapshot each and the models and comparisons read a trailing window
-# of the marts: none of them is per day.
-UNPARTITIONED = {"raw/clusters"} | EXPECTED_KEYS["factors"] | EXPECTED_KEYS["models"] | EXPECTED_KEYS["comparisons"]
+# of the marts: none of them is per day (but the comparison's per-day parts, reduced with their day).
+DAY_PARTS = {"marts/cmp_ecologits_day_combos", "marts/cmp_ecologits_day_bins"}
+UNPARTITIONED = (
+    {"raw/clusters"} | EXPECTED_KEYS["factors"] | EXPECTED_KEYS["models"] | (EXPECTED_KEYS["comparisons"] - DAY_PARTS)
+)
 # Which layers each layer may read from: lineage flows raw -> staging -> intermediate -> marts, never backwards.
 ALLOWED_UPSTREAM_GROUPS = {
     "raw": {"raw"},
@@ -38,7 +41,7 @@ ALLOWED_UPSTREAM_GROUPS = {
     "intermediate": {"staging", "intermediate"},
     "marts": {"staging", "intermediate", "marts"},
     "models": {"raw", "marts", "models"},
-    "comparisons": {"factors", "marts"},
+    "comparisons": {"factors", "marts", "comparisons"},
 }
 
 ASSET_NODES_QUERY = """
@@ -348,6 +351,8 @@ def test_lineage_raw_to_marts(nodes: dict[str, dict]):
         ("intermediate/int_pool_window_impact", "intermediate/int_cluster_hour_intensity"),
         ("marts/fct_request_impact", "intermediate/int_request_days"),
         ("marts/cmp_ecologits", "marts/fct_request_impact"),
+        ("marts/cmp_ecologits", "marts/cmp_ecologits_day_combos"),
+        ("marts/cmp_ecologits_day_bins", "marts/fct_request_impact"),
     ]
     for downstream, upstream in edges:
         assert upstream in deps[downstream], (downstream, deps[downstream])

@@ -371,57 +371,177 @@ def verdict(ours: float | None, lo: float | None, hi: float | None, tol: float =
 
 
 # --------------------------------------------------------------------------------------------------------------
-# requests
+# requests: per-day parts, summed over the window
+#
+# The comparison covers the trailing 28 days. Scanning the request mart over that window on every run would grow
+# with history (at 5 M requests a day: ~3 s more per day of history, ~90 s a run after four weeks). Each day's
+# requests are therefore reduced once, when the day is materialised (asset cmp_ecologits_day_parts
+# in the daily job; re-materialising a day replaces its parts), to
+# - DAY_COMBOS_TABLE: per start day x model x hardware x cluster x PUE x output tokens x latency bucket, the
+#   request count and the sums the comparison needs (additive: the window's sums are sums of the days' sums);
+# - DAY_BINS_TABLE: per start day x model x hardware x cluster x measure, how many requests had each value
+#   rounded to MEDIAN_SIGNIFICANT_DIGITS significant figures. The window's median is read from the summed bins:
+#   exactly the median of the rounded values (DuckDB's median: the mean of the two middle values for an even
+#   count), within 0.05 % of the exact median, and the same however many requests the window holds.
+# The run reads the window's parts (some 10^5 rows a day at 5 M requests) and reduces any day of the window that
+# has requests but no parts yet (a warehouse from before the parts, or a day loaded by other means).
 
-
-_COMBO_SQL = """
-select
-    r.model,
-    r.hardware,
-    r.cluster,
-    r.pue,
-    r.output_tokens,
-    {bucket} as latency_s,
-    count(*) as requests,
-    sum(r.input_tokens) as input_tokens_sum,
-    sum(r.duration_s) as duration_s_sum,
-    sum(r.it_energy_j) as it_energy_j,
-    sum(r.facility_energy_j) as facility_energy_j,
-    -- the parts (accelerator, host) exist for the metered energy only: taken over fully metered requests
-    count(case when {metered} then 1 end) as requests_metered,
-    sum(case when {metered} then r.accelerator_energy_j end) as metered_accelerator_energy_j,
-    sum(case when {metered} then r.host_energy_j end) as metered_host_energy_j,
-    sum(case when {metered} then r.it_energy_j end) as metered_it_energy_j,
-    sum(case when {metered} then r.facility_energy_j end) as metered_facility_energy_j,
-    sum(r.operational_location_g_co2e) as operational_g_co2e,
-    sum(r.water_onsite_l) as water_onsite_l,
-    sum(r.water_offsite_l) as water_offsite_l,
-    -- the request's own grid mix, kg/kWh (= g/J x 3.6e6 / 1000), summed for the per-request EcoLogits carbon
-    sum(case when r.facility_energy_j > 0
-        then r.operational_location_g_co2e / r.facility_energy_j * 3600.0 end) as mix_kg_per_kwh_sum,
-    count(case when r.facility_energy_j > 0 and r.operational_location_g_co2e is not null then 1 end)
-        as requests_with_mix
-from {table} as r
-where r.day between ? and ?
-    and {has_energy}
-group by all
-"""
-
+DAY_COMBOS_TABLE = "marts.cmp_ecologits_day_combos"
+DAY_BINS_TABLE = "marts.cmp_ecologits_day_bins"
+MEDIAN_SIGNIFICANT_DIGITS = 4
 # energy_source: 'telemetry' | 'telemetry+predicted' | 'predicted' | 'telemetry (partial: ...)' | 'none: ...'
 HAS_ENERGY_SQL = "r.it_energy_j is not null and not starts_with(coalesce(r.energy_source, 'none'), 'none')"
 METERED_SQL = "r.energy_source = 'telemetry'"
 
-_COUNT_SQL = """
+# measure of DAY_BINS_TABLE -> (its value per request q of _DAY_REQUESTS_SQL or null, the column of the counts
+# frame its window median fills)
+MEDIAN_MEASURES = {
+    "facility_wh": ("case when q.has_energy then q.facility_energy_j / 3600.0 end", "ours_facility_wh_median"),
+    # (the accelerator part exists for fully metered requests only)
+    "accelerator_wh": ("case when q.metered then q.accelerator_energy_j / 3600.0 end", "ours_accelerator_wh_median"),
+    "operational_g_co2e": ("case when q.has_energy then q.operational_location_g_co2e end",
+                           "ours_operational_g_co2e_median"),
+}
+
+# the sums of DAY_COMBOS_TABLE (column -> expression over one request q of _DAY_REQUESTS_SQL)
+_COMBO_SUMS = {
+    "input_tokens_sum": "q.input_tokens",
+    "duration_s_sum": "q.duration_s",
+    "it_energy_j": "q.it_energy_j",
+    "facility_energy_j": "q.facility_energy_j",
+    # the parts (accelerator, host) exist for the metered energy only: taken over fully metered requests
+    "metered_accelerator_energy_j": "case when q.metered then q.accelerator_energy_j end",
+    "metered_host_energy_j": "case when q.metered then q.host_energy_j end",
+    "metered_it_energy_j": "case when q.metered then q.it_energy_j end",
+    "metered_facility_energy_j": "case when q.metered then q.facility_energy_j end",
+    "operational_g_co2e": "q.operational_location_g_co2e",
+    "water_onsite_l": "q.water_onsite_l",
+    "water_offsite_l": "q.water_offsite_l",
+    # the request's own grid mix, kg/kWh (= g/J x 3.6e6 / 1000), summed for the per-request EcoLogits carbon
+    "mix_kg_per_kwh_sum": "case when q.facility_energy_j > 0 then q.operational_location_g_co2e / q.facility_energy_j"
+    " * 3600.0 end",
+}
+_COMBO_COUNTS = {
+    "requests": "true",
+    "requests_metered": "q.metered",
+    "requests_with_mix": "q.facility_energy_j > 0 and q.operational_location_g_co2e is not null",
+}
+_COMBO_KEYS = ("model", "hardware", "cluster", "pue", "output_tokens", "latency_s")
+_GROUP_KEYS = ("day", "model", "hardware", "cluster", "spanning")
+
+# The requests a reduction covers: those that ran within one day (days_spanned = 1) and started in
+# [$first, $last], and those that ran past midnight and started in [$span_first, $last]. A day's materialisation
+# completes the requests that ran into it from earlier days, so the daily reduction recomputes the spanning parts
+# of the days before it (few requests) but not their final ones (millions). ($lo = least($first, $span_first).)
+_DAYS_SQL = (
+    "r.day between $lo and $last and ((r.days_spanned = 1 and r.day >= $first) "
+    "or (r.days_spanned > 1 and r.day >= $span_first))"
+)
+_DELETE_SQL = (
+    "delete from {target} where day between $lo and $last and ((not spanning and day >= $first) "
+    "or (spanning and day >= $span_first))"
+)
+
+# A reduction first numbers the (day, model, hardware, cluster, spanning) groups of its requests and copies the
+# requests, with their group number and the flags, into a temporary table: the aggregates then group on integers
+# (grouping millions of rows on three strings costs several times as much).
+_DAY_GROUPS_SQL = """
+create or replace temp table _cmp_day_groups as
+select row_number() over () as gid, *
+from (select distinct r.day, r.model, r.hardware, r.cluster, r.days_spanned > 1 as spanning from {table} as r
+      where {days})
+"""
+
+_DAY_REQUESTS_SQL = """
+create or replace temp table _cmp_day_requests as
 select
-    r.model,
-    r.hardware,
-    r.cluster,
-    count(*) as requests,
-    -- medians over the requests with energy (Google reports the median prompt)
-    median(case when {has_energy} then r.facility_energy_j end) / 3600.0 as ours_facility_wh_median,
-    median(case when {metered} then r.accelerator_energy_j end) / 3600.0 as ours_accelerator_wh_median,
-    median(case when {has_energy} then r.operational_location_g_co2e end) as ours_operational_g_co2e_median
-from {table} as r where r.day between ? and ? group by all
+    g.gid,
+    r.pue,
+    r.output_tokens,
+    {bucket} as latency_s,
+    coalesce({has_energy}, false) as has_energy,
+    coalesce({metered}, false) as metered,
+    r.input_tokens, r.duration_s, r.it_energy_j, r.facility_energy_j, r.accelerator_energy_j, r.host_energy_j,
+    r.operational_location_g_co2e, r.water_onsite_l, r.water_offsite_l
+from {table} as r
+inner join _cmp_day_groups as g
+    on r.day = g.day and r.model is not distinct from g.model and r.hardware is not distinct from g.hardware
+    and r.cluster is not distinct from g.cluster and (r.days_spanned > 1) = g.spanning
+where {days}
+"""
+
+_DAY_COMBOS_SQL = """
+select {groups}, c.* exclude (gid)
+from (
+    select q.gid, q.pue, q.output_tokens, q.latency_s, q.has_energy, {counts}, {sums}
+    from _cmp_day_requests as q
+    group by all
+) as c
+inner join _cmp_day_groups as g using (gid)
+"""
+
+_DAY_BINS_SQL = """
+select {groups}, b.* exclude (gid)
+from ({bins}) as b
+inner join _cmp_day_groups as g using (gid)
+"""
+
+_DAY_BIN_SQL = """
+select q.gid, '{measure}' as measure, {rounded} as value, count(*) as requests
+from _cmp_day_requests as q
+where {value} is not null
+group by all
+"""
+
+# the window: the days' combos of requests with energy added up; per model x hardware x cluster, all requests
+_WINDOW_COMBOS_SQL = """
+select {keys}, {sums}
+from {combos}
+where day between $start and $end and has_energy
+group by all
+"""
+
+# the median of each measure over the window's bins: with n values, the mean of the values at 0-based ranks
+# floor((n - 1) / 2) and ceil((n - 1) / 2), each found as the bin whose cumulative count range holds it
+_WINDOW_COUNTS_SQL = """
+with bins as (
+    select model, hardware, cluster, measure, value, cast(sum(requests) as bigint) as n
+    from {bins}
+    where day between $start and $end
+    group by all
+),
+ranked as (
+    select
+        *,
+        sum(n) over (partition by model, hardware, cluster, measure order by value) - n as first_rank,
+        sum(n) over (partition by model, hardware, cluster, measure) as total
+    from bins
+),
+medians as (
+    select
+        model, hardware, cluster, measure,
+        (
+            any_value(value) filter (where first_rank <= (total - 1) // 2 and (total - 1) // 2 < first_rank + n)
+            + any_value(value) filter (where first_rank <= total // 2 and total // 2 < first_rank + n)
+        ) / 2 as median
+    from ranked
+    group by all
+),
+counts as (
+    select model, hardware, cluster, cast(sum(requests) as bigint) as requests
+    from {combos}
+    where day between $start and $end
+    group by all
+)
+select
+    c.model, c.hardware, c.cluster, c.requests,
+    {medians}
+from counts as c
+left join medians as m
+    on c.model is not distinct from m.model and c.hardware is not distinct from m.hardware
+    and c.cluster is not distinct from m.cluster
+group by all
+order by all
 """
 
 
@@ -429,6 +549,12 @@ def latency_bucket_sql(col: str = "r.duration_s", digits: int = LATENCY_SIGNIFIC
     """SQL for latency_bucket (3 significant figures)."""
     scale = f"pow(10, floor(log10({col})) - {digits - 1})"
     return f"case when {col} > 0 then round({col} / {scale}) * {scale} else 0 end"
+
+
+def significant_sql(col: str, digits: int = MEDIAN_SIGNIFICANT_DIGITS) -> str:
+    """SQL rounding ``col`` to ``digits`` significant figures (0 stays 0; the sign is kept)."""
+    scale = f"pow(10, floor(log10(abs({col}))) - {digits - 1})"
+    return f"case when {col} = 0 then 0.0 else round({col} / {scale}) * {scale} end"
 
 
 def window(con: duckdb.DuckDBPyConnection, table: str = "marts.fct_request_impact", days: int = WINDOW_DAYS):
@@ -439,13 +565,134 @@ def window(con: duckdb.DuckDBPyConnection, table: str = "marts.fct_request_impac
     return end - dt.timedelta(days=days - 1), end
 
 
+def _day_parts_sql(table: str) -> tuple[str, str, str, str]:
+    """(groups, requests, combos, bins) SQL of a reduction of ``table``."""
+    fmt = {"table": table, "has_energy": HAS_ENERGY_SQL, "metered": METERED_SQL, "days": _DAYS_SQL}
+    groups = _DAY_GROUPS_SQL.format(**fmt)
+    requests = _DAY_REQUESTS_SQL.format(bucket=latency_bucket_sql(), **fmt)
+    keys = ", ".join(f"g.{k}" for k in _GROUP_KEYS)
+    counts = ", ".join(f"count(case when {expr} then 1 end) as {name}" for name, expr in _COMBO_COUNTS.items())
+    sums = ", ".join(f"sum({expr}) as {name}" for name, expr in _COMBO_SUMS.items())
+    combos = _DAY_COMBOS_SQL.format(groups=keys, counts=counts, sums=sums)
+    bins = _DAY_BINS_SQL.format(
+        groups=keys,
+        bins=" union all ".join(
+            _DAY_BIN_SQL.format(measure=measure, value=value, rounded=significant_sql(value))
+            for measure, (value, _) in MEDIAN_MEASURES.items()
+        ),
+    )
+    return groups, requests, combos, bins
+
+
+def replace_day_parts(
+    con: duckdb.DuckDBPyConnection,
+    first: dt.date,
+    last: dt.date,
+    span_first: dt.date | None = None,
+    table: str = "marts.fct_request_impact",
+) -> tuple[int, int]:
+    """Replace the parts (DAY_COMBOS_TABLE, DAY_BINS_TABLE) of the requests of ``table`` that started in
+    [first, last], and of those that ran past midnight and started in [span_first, last] (default: first), in one
+    transaction; returns the (combo, bin) rows written."""
+    span_first = first if span_first is None else span_first
+    groups_sql, requests_sql, combos_sql, bins_sql = _day_parts_sql(table)
+    params = {"first": first, "last": last, "span_first": span_first, "lo": min(first, span_first)}
+    con.execute("create schema if not exists marts")
+    try:
+        con.execute(groups_sql, params)
+        con.execute(requests_sql, params)
+        con.execute("begin transaction")
+        try:
+            written = []
+            for target, sql in ((DAY_COMBOS_TABLE, combos_sql), (DAY_BINS_TABLE, bins_sql)):
+                con.execute(f"create table if not exists {target} as select * from ({sql}) limit 0")
+                con.execute(_DELETE_SQL.format(target=target), params)
+                (n,) = warehouse.fetch_one(con, f"insert into {target} by name {sql}")
+                written.append(int(n))
+            con.execute("commit")
+        except BaseException:
+            con.execute("rollback")
+            raise
+    finally:
+        con.execute("drop table if exists _cmp_day_requests")
+        con.execute("drop table if exists _cmp_day_groups")
+    return written[0], written[1]
+
+
+def reduce_day(
+    con: duckdb.DuckDBPyConnection,
+    day: dt.date,
+    max_request_duration_s: float,
+    table: str = "marts.fct_request_impact",
+) -> tuple[int, int]:
+    """The daily reduction of ``day``: its requests that ended within it, and every request that ran past a
+    midnight and started in the days before that a request of at most max_request_duration_s can reach back."""
+    back = max(1, math.ceil(max_request_duration_s / 86400.0))
+    return replace_day_parts(con, day, day, day - dt.timedelta(days=back), table)
+
+
+def days_without_parts(
+    con: duckdb.DuckDBPyConnection, start: dt.date, end: dt.date, days_table: str = "marts.fct_request_energy"
+) -> list[dt.date]:
+    """The start days in [start, end] with requests in ``days_table`` but no final parts in DAY_COMBOS_TABLE (a
+    day all of whose requests ran past midnight is reduced again each time: a few requests)."""
+    (have,) = warehouse.fetch_one(
+        con,
+        "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+        DAY_COMBOS_TABLE.split("."),
+    )
+    done = (
+        f"except select distinct day from {DAY_COMBOS_TABLE} where day between $start and $end and not spanning"
+        if have
+        else ""
+    )
+    rows = con.execute(
+        f"select distinct day from {days_table} where day between $start and $end {done} order by 1",
+        {"start": start, "end": end},
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def reduce_missing_days(
+    con: duckdb.DuckDBPyConnection,
+    start: dt.date,
+    end: dt.date,
+    table: str = "marts.fct_request_impact",
+    days_table: str = "marts.fct_request_energy",
+) -> list[dt.date]:
+    """Reduce the days of [start, end] that have requests but no parts (days_without_parts), each run of
+    consecutive days in one scan of ``table``; returns those days."""
+    missing = days_without_parts(con, start, end, days_table)
+    runs: list[list[dt.date]] = []
+    for day in missing:  # a loop over days
+        if runs and day - runs[-1][-1] == dt.timedelta(days=1):
+            runs[-1].append(day)
+        else:
+            runs.append([day])
+    for run in runs:
+        replace_day_parts(con, run[0], run[-1], table=table)
+    return missing
+
+
 def request_combos(
-    con: duckdb.DuckDBPyConnection, start: dt.date, end: dt.date, table: str = "marts.fct_request_impact"
+    con: duckdb.DuckDBPyConnection, start: dt.date, end: dt.date
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(per-combo sums of requests with energy, request counts per model x hardware x cluster) over [start, end]."""
-    fmt = {"table": table, "has_energy": HAS_ENERGY_SQL, "metered": METERED_SQL}
-    combos = con.execute(_COMBO_SQL.format(bucket=latency_bucket_sql(), **fmt), [start, end]).df()
-    counts = con.execute(_COUNT_SQL.format(**fmt), [start, end]).df()
+    """(per-combo sums of requests with energy, request counts and medians per model x hardware x cluster) over
+    the start days [start, end], from the days' parts (replace_day_parts)."""
+    params = {"start": start, "end": end}
+    sums = ", ".join(
+        [f"cast(sum({c}) as bigint) as {c}" for c in _COMBO_COUNTS] + [f"sum({c}) as {c}" for c in _COMBO_SUMS]
+    )
+    combos = con.execute(
+        _WINDOW_COMBOS_SQL.format(keys=", ".join(_COMBO_KEYS), sums=sums, combos=DAY_COMBOS_TABLE), params
+    ).df()
+    medians = ",\n    ".join(
+        f"any_value(m.median) filter (where m.measure = '{measure}') as {col}"
+        for measure, (_, col) in MEDIAN_MEASURES.items()
+    )
+    counts = con.execute(
+        _WINDOW_COUNTS_SQL.format(bins=DAY_BINS_TABLE, combos=DAY_COMBOS_TABLE, medians=medians), params
+    ).df()
     return combos, counts
 
 
@@ -828,14 +1075,15 @@ def build(
     days_table: str | None = "marts.fct_request_energy",
 ) -> pd.DataFrame:
     """marts.cmp_ecologits over the trailing ``days`` days of ``table`` (an empty frame with the schema's columns
-    when there are no requests). The window ends with the latest day of ``days_table`` (default: the energy mart,
-    which has the same requests and days as the impact mart, both being views over intermediate.int_request_days,
-    without the impact mart's factor joins: its max(day) takes 0.01 s instead of 0.4 s at 5 M requests); None
-    takes it from ``table``."""
+    when there are no requests), from the days' parts (a day of the window with no parts is reduced first). The
+    window ends with the latest day of ``days_table`` (default: the energy mart, which has the same requests and
+    days as the impact mart, both being views over intermediate.int_request_days, without the impact mart's factor
+    joins: its max(day) takes 0.01 s instead of 0.4 s at 5 M requests); None takes it from ``table``."""
     start, end = window(con, days_table or table, days)
     if start is None:
         return pd.DataFrame(columns=list(CMP_SCHEMA))
-    combos, counts = request_combos(con, start, end, table)
+    reduce_missing_days(con, start, end, table, days_table or table)
+    combos, counts = request_combos(con, start, end)
     factor_models, aliases = read_factors(con)
     ml = load_mlenergy(mlenergy_path) if mlenergy_path is not None and Path(mlenergy_path).exists() else None
     out = compare(combos, counts, factor_models, aliases, ml)

@@ -2,12 +2,17 @@
 
 import dagster as dg
 
+from orchestration.defs.comparisons.assets import DAY_PARTS_KEYS
 from orchestration.defs.partitions import DAILY_PARTITIONS
 
 DAILY_JOB_NAME = "impact_daily"
 MODELS_JOB_NAME = "impact_models"
 
-DAILY_SELECTION = dg.AssetSelection.groups("raw", "factors", "staging", "intermediate", "marts")
+# (the comparison's per-day parts are reduced with their day; the comparison itself reads the trailing window)
+DAILY_SELECTION = dg.AssetSelection.groups(
+    "raw", "factors", "staging", "intermediate", "marts"
+) | dg.AssetSelection.assets(*DAY_PARTS_KEYS)
+MODELS_SELECTION = dg.AssetSelection.groups("models", "comparisons") - dg.AssetSelection.assets(*DAY_PARTS_KEYS)
 
 impact_daily_job = dg.define_asset_job(
     name=DAILY_JOB_NAME,
@@ -18,7 +23,7 @@ impact_daily_job = dg.define_asset_job(
 
 impact_models_job = dg.define_asset_job(
     name=MODELS_JOB_NAME,
-    selection=dg.AssetSelection.groups("models", "comparisons"),
+    selection=MODELS_SELECTION,
     description="Fit the energy and runtime models on the marts' trailing window and profiling runs, with ANOVA, "
     "form comparison and per-request predictions; compare measured impact with EcoLogits and ML.ENERGY.",
 )

@@ -3,8 +3,11 @@ EcoLogits estimates for the same tokens, latency and model size, and ML.ENERGY's
 
 A thin wrapper over orchestration.lib.ecologits_cmp (the method and its conventions are documented there)."""
 
+import datetime as dt
+
 import dagster as dg
 
+from orchestration.defs.partitions import DAILY_PARTITIONS
 from orchestration.defs.resources import ImpactSettings
 from orchestration.lib import ecologits_cmp
 from orchestration.lib.warehouse import connect
@@ -15,6 +18,54 @@ FCT_REQUEST_IMPACT_KEY = dg.AssetKey(["marts", "fct_request_impact"])
 FCT_REQUEST_ENERGY_KEY = dg.AssetKey(["marts", "fct_request_energy"])  # the window's last day is read there
 FACTORS_MODELS_KEY = dg.AssetKey(["factors", "models"])
 CMP_TABLE = "marts.cmp_ecologits"
+DAY_COMBOS_KEY = dg.AssetKey(["marts", "cmp_ecologits_day_combos"])
+DAY_BINS_KEY = dg.AssetKey(["marts", "cmp_ecologits_day_bins"])
+# the per-day parts run in the daily job, the comparison over the window in the models job
+DAY_PARTS_KEYS = (DAY_COMBOS_KEY, DAY_BINS_KEY)
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            DAY_COMBOS_KEY,
+            group_name="comparisons",
+            kinds={"duckdb"},
+            owners=OWNERS,
+            deps=[FCT_REQUEST_IMPACT_KEY],
+            description="Per start day x model x hardware x cluster x PUE x output tokens x latency bucket: the "
+            "requests and the sums marts.cmp_ecologits adds up over its window (additive, so the window costs "
+            "the same however much history the warehouse holds).",
+        ),
+        dg.AssetSpec(
+            DAY_BINS_KEY,
+            group_name="comparisons",
+            kinds={"duckdb"},
+            owners=OWNERS,
+            deps=[FCT_REQUEST_IMPACT_KEY],
+            description="Per start day x model x hardware x cluster x measure (facility Wh, accelerator Wh, "
+            "operational gCO2e per request): how many requests had each value to 4 significant figures. The "
+            "window's medians of marts.cmp_ecologits are read from the summed counts.",
+        ),
+    ],
+    partitions_def=DAILY_PARTITIONS,
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
+)
+def cmp_ecologits_day_parts(context: dg.AssetExecutionContext, settings: ImpactSettings):
+    """The day's requests reduced for marts.cmp_ecologits (orchestration/lib/ecologits_cmp.py). The requests of
+    earlier days that ran past midnight into this one are reduced again (this day completes them).
+    Re-materialising a day replaces its rows."""
+    day = dt.date.fromisoformat(context.partition_key)
+    with connect(settings.warehouse_path) as con:
+        combos, bins = ecologits_cmp.reduce_day(con, day, settings.max_request_duration_s)
+    days = f"{day} (and the requests that ran into it from the days before)"
+    yield dg.MaterializeResult(
+        asset_key=DAY_COMBOS_KEY,
+        metadata={"dagster/row_count": dg.MetadataValue.int(combos), "start_days": dg.MetadataValue.text(days)},
+    )
+    yield dg.MaterializeResult(
+        asset_key=DAY_BINS_KEY,
+        metadata={"dagster/row_count": dg.MetadataValue.int(bins), "start_days": dg.MetadataValue.text(days)},
+    )
 
 
 @dg.asset(
@@ -22,7 +73,7 @@ CMP_TABLE = "marts.cmp_ecologits"
     group_name="comparisons",
     kinds={"ecologits", "duckdb"},
     owners=OWNERS,
-    deps=[FCT_REQUEST_IMPACT_KEY, FCT_REQUEST_ENERGY_KEY, FACTORS_MODELS_KEY],
+    deps=[*DAY_PARTS_KEYS, FCT_REQUEST_IMPACT_KEY, FCT_REQUEST_ENERGY_KEY, FACTORS_MODELS_KEY],
 )
 def cmp_ecologits(context: dg.AssetExecutionContext, settings: ImpactSettings) -> dg.MaterializeResult:
     """Measured vs estimated, per model x hardware x cluster over the trailing 28 days of
@@ -35,8 +86,14 @@ def cmp_ecologits(context: dg.AssetExecutionContext, settings: ImpactSettings) -
     accelerator J/output token lies in its plausibility band (check mlenergy_plausibility). A model with no
     parameter count gets a row with that status. Replaces the table on each run."""
     with connect(settings.warehouse_path) as con:
+        start, end = ecologits_cmp.window(con, "marts.fct_request_energy")
+        reduced = ecologits_cmp.reduce_missing_days(con, start, end) if start is not None else []
         df = ecologits_cmp.build(con)
         ecologits_cmp.replace_table(con, df, CMP_TABLE)
+    if reduced:
+        context.log.info(
+            f"reduced {len(reduced)} day(s) of the window that had no parts: {reduced[0]} to {reduced[-1]}"
+        )
     for r in df[df["status"] != ecologits_cmp.STATUS_OK].itertuples(index=False):
         context.log.warning(f"{r.model} on {r.hardware} ({r.cluster}): {r.status}")
     window = (
@@ -50,6 +107,7 @@ def cmp_ecologits(context: dg.AssetExecutionContext, settings: ImpactSettings) -
             "dagster/row_count": dg.MetadataValue.int(len(df)),
             "window": dg.MetadataValue.text(window),
             "ecologits_calls": dg.MetadataValue.int(calls),
+            "days_reduced_here": dg.MetadataValue.int(len(reduced)),
             "comparison": dg.MetadataValue.md(ecologits_cmp.to_markdown(df)),
             "method": dg.MetadataValue.text(
                 "EcoLogits 0.11.3 compute_llm_impacts per distinct (parameters, PUE, output tokens, latency to 3 "
