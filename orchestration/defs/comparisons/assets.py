@@ -24,28 +24,28 @@ DAY_BINS_KEY = dg.AssetKey(["marts", "cmp_ecologits_day_bins"])
 DAY_PARTS_KEYS = (DAY_COMBOS_KEY, DAY_BINS_KEY)
 
 
+# the per-day parts: what each table holds
+DAY_PARTS = {
+    DAY_COMBOS_KEY: "Per start day x model x hardware x cluster x PUE x output tokens x latency bucket: the requests "
+    "and the sums marts.cmp_ecologits adds up over its window (additive, so the window costs the same however much "
+    "history the warehouse holds).",
+    DAY_BINS_KEY: "Per start day x model x hardware x cluster x measure (facility Wh, accelerator Wh, operational "
+    "gCO2e per request): how many requests had each value to 4 significant figures. The window's medians of "
+    "marts.cmp_ecologits are read from the summed counts.",
+}
+
+
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
-            DAY_COMBOS_KEY,
+            key,
             group_name="comparisons",
             kinds={"duckdb"},
             owners=OWNERS,
             deps=[FCT_REQUEST_IMPACT_KEY],
-            description="Per start day x model x hardware x cluster x PUE x output tokens x latency bucket: the "
-            "requests and the sums marts.cmp_ecologits adds up over its window (additive, so the window costs "
-            "the same however much history the warehouse holds).",
-        ),
-        dg.AssetSpec(
-            DAY_BINS_KEY,
-            group_name="comparisons",
-            kinds={"duckdb"},
-            owners=OWNERS,
-            deps=[FCT_REQUEST_IMPACT_KEY],
-            description="Per start day x model x hardware x cluster x measure (facility Wh, accelerator Wh, "
-            "operational gCO2e per request): how many requests had each value to 4 significant figures. The "
-            "window's medians of marts.cmp_ecologits are read from the summed counts.",
-        ),
+            description=description,
+        )
+        for key, description in DAY_PARTS.items()
     ],
     partitions_def=DAILY_PARTITIONS,
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
