@@ -53,6 +53,7 @@ EXPECTED_KEYS = {
         "models/energy_model_anova",
         "models/model_comparison",
         "models/request_predictions",
+        "models/fit_sample_days",
     },
     "comparisons": {"marts/cmp_ecologits", "marts/cmp_ecologits_day_combos", "marts/cmp_ecologits_day_bins"},
 }

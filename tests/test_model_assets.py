@@ -170,9 +170,9 @@ def test_models_assets_are_discovered_but_not_in_the_daily_job():
     keys = {k.to_user_string() for k in d.resolve_job_def(MODELS_JOB_NAME).asset_layer.executable_asset_keys}
     assert {"models/energy_model_fits", "models/energy_model_anova", "models/model_comparison"} <= keys
     daily = {k.to_user_string() for k in d.resolve_job_def(DAILY_JOB_NAME).asset_layer.executable_asset_keys}
-    assert not any(k.startswith("models/") for k in daily)
-    # the EcoLogits comparison over the window in the models job, its per-day parts with their day
-    parts = {"marts/cmp_ecologits_day_combos", "marts/cmp_ecologits_day_bins"}
+    # the fits and the EcoLogits comparison over the window in the models job, their per-day parts with their day
+    parts = {"marts/cmp_ecologits_day_combos", "marts/cmp_ecologits_day_bins", "models/fit_sample_days"}
+    assert {k for k in daily if k.startswith("models/")} == {"models/fit_sample_days"}
     assert "marts/cmp_ecologits" in keys and not parts & keys
     assert parts <= daily and "marts/cmp_ecologits" not in daily
     checks = {key.name for key in d.resolve_asset_graph().asset_check_keys}

@@ -283,3 +283,73 @@ def test_prediction_errors_table_statuses_and_window_from_one_scan():
     assert a["interval_coverage"] == pytest.approx(0.5)  # 10 in [9, 12]; 20 not in [17, 19]
     assert pd.isna(b["mape"]) and pd.isna(b["median_ratio"])
     pd.testing.assert_frame_equal(errors, stored)
+
+
+# ------------------------------------------------------------------------ the fits' sample from per-day parts
+
+
+def _days_mart(con, n: int = 60_000) -> None:
+    """marts.fct_request_energy over six start days, two models on two clusters of different hardware
+    (independent of the day), some requests that ran past midnight."""
+    con.execute("create schema if not exists marts; create schema if not exists raw")
+    con.execute("create or replace table raw.clusters as select * from (values ('c1', 'A100'), ('c2', 'H100')) "
+                "as t(cluster, gpu_model)")
+    con.execute(
+        f"""
+        create or replace table marts.fct_request_energy as
+        select
+            'r' || i as request_id,
+            case when hash(i, 'cluster') % 3 = 0 then 'c2' else 'c1' end as cluster,
+            case when hash(i, 'model') % 2 = 0 then 'm1' else 'm2' end as model,
+            timestamp '2024-05-10 00:00:00' - to_days(cast(i % 6 as integer)) + to_seconds(i % 80000) as start_time,
+            1.0 + i % 7 as duration_s, i % 500 as input_tokens, i % 300 as output_tokens,
+            10.0 * (i % 97) as it_energy_j, date '2024-05-10' - cast(i % 6 as integer) as day,
+            1.0 as mean_concurrency, case when i % 53 = 0 then 2 else 1 end as days_spanned
+        from range({n}) as t(i)
+        """
+    )
+
+
+@pytest.mark.parametrize(("cap", "margin"), [(50, 1.2), (700, 1.2), (700, 0.01), (20_000, 1.2)])
+def test_window_sample_from_day_parts_is_the_window_sample(monkeypatch, cap, margin):
+    """The fits' sample from the days' parts (each keeping its FIT_MAX_ROWS smallest hashes) is row for row the
+    sample window_requests ranks from the whole window: a bottom-k sample merges exactly. Also when a hash
+    threshold keeps too few rows (margin 0.01: ranked again in full) and when groups are smaller than the cap."""
+    monkeypatch.setattr(predictions, "FIT_MAX_ROWS", cap)
+    monkeypatch.setattr(predictions, "THIN_MARGIN", margin)
+    con = duckdb.connect()
+    _days_mart(con)
+    want = predictions.window_requests(con, days=4, max_rows_per_group=cap)
+    got = predictions.window_sample(con, days=4)
+    pd.testing.assert_frame_equal(got, want)
+    (groups,) = con.execute(f"select count(distinct (model, hardware, day)) from {predictions.FIT_COUNTS_TABLE}").fetchone()
+    assert groups == 4 * 4  # every group of every window day reduced once
+    (stored, per_part) = con.execute(
+        f"select sum(n), max(n) from (select count(*) as n from {predictions.FIT_SAMPLE_TABLE} group by day, "
+        "spanning, model, hardware)"
+    ).fetchone()
+    (largest,) = con.execute(f"select max(requests) from {predictions.FIT_COUNTS_TABLE}").fetchone()
+    assert per_part == min(cap, largest)  # a part keeps the cap, or every request when it has fewer
+    assert len(got) == 4 * min(cap, want.groupby(["model", "hardware"]).size().min()) or cap >= 20_000
+    # a second call reads the parts (none missing) and gives the same sample
+    pd.testing.assert_frame_equal(predictions.window_sample(con, days=4), want)
+    assert con.execute(f"select count(*) from {predictions.FIT_SAMPLE_TABLE}").fetchone()[0] == stored
+    with pytest.raises(ValueError):
+        predictions.window_sample(con, days=4, cap=cap + 1)
+
+
+def test_fit_sample_daily_reduction_follows_the_requests_that_ran_into_the_day(monkeypatch):
+    monkeypatch.setattr(predictions, "FIT_MAX_ROWS", 300)
+    con = duckdb.connect()
+    _days_mart(con)
+    predictions.window_sample(con, days=6)
+    # materialising 2024-05-10 completes the requests of 2024-05-09 that ran past midnight
+    con.execute("update marts.fct_request_energy set it_energy_j = it_energy_j + 1000 "
+                "where day = date '2024-05-09' and days_spanned > 1")
+    predictions.reduce_fit_sample_day(con, dt.date(2024, 5, 10), 6 * 3600.0)
+    want = predictions.window_requests(con, days=6, max_rows_per_group=300)
+    pd.testing.assert_frame_equal(predictions.window_sample(con, days=6), want)
+    (spanning_energy,) = con.execute(
+        f"select min(it_energy_j) from {predictions.FIT_SAMPLE_TABLE} where day = date '2024-05-09' and spanning"
+    ).fetchone()
+    assert spanning_energy >= 1000

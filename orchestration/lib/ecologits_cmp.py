@@ -36,7 +36,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from orchestration.lib import warehouse
+from orchestration.lib import day_parts, warehouse
 from orchestration.settings import REPO_ROOT
 
 try:  # the shared normalisation rule (factors engineer); the same rule is kept here if it is not there
@@ -429,19 +429,6 @@ _COMBO_COUNTS = {
 _COMBO_KEYS = ("model", "hardware", "cluster", "pue", "output_tokens", "latency_s")
 _GROUP_KEYS = ("day", "model", "hardware", "cluster", "spanning")
 
-# The requests a reduction covers: those that ran within one day (days_spanned = 1) and started in
-# [$first, $last], and those that ran past midnight and started in [$span_first, $last]. A day's materialisation
-# completes the requests that ran into it from earlier days, so the daily reduction recomputes the spanning parts
-# of the days before it (few requests) but not their final ones (millions). ($lo = least($first, $span_first).)
-_DAYS_SQL = (
-    "r.day between $lo and $last and ((r.days_spanned = 1 and r.day >= $first) "
-    "or (r.days_spanned > 1 and r.day >= $span_first))"
-)
-_DELETE_SQL = (
-    "delete from {target} where day between $lo and $last and ((not spanning and day >= $first) "
-    "or (spanning and day >= $span_first))"
-)
-
 # A reduction first numbers the (day, model, hardware, cluster, spanning) groups of its requests and copies the
 # requests, with their group number and the flags, into a temporary table: the aggregates then group on integers
 # (grouping millions of rows on three strings costs several times as much).
@@ -567,7 +554,7 @@ def window(con: duckdb.DuckDBPyConnection, table: str = "marts.fct_request_impac
 
 def _day_parts_sql(table: str) -> tuple[str, str, str, str]:
     """(groups, requests, combos, bins) SQL of a reduction of ``table``."""
-    fmt = {"table": table, "has_energy": HAS_ENERGY_SQL, "metered": METERED_SQL, "days": _DAYS_SQL}
+    fmt = {"table": table, "has_energy": HAS_ENERGY_SQL, "metered": METERED_SQL, "days": day_parts.DAYS_SQL}
     groups = _DAY_GROUPS_SQL.format(**fmt)
     requests = _DAY_REQUESTS_SQL.format(bucket=latency_bucket_sql(), **fmt)
     keys = ", ".join(f"g.{k}" for k in _GROUP_KEYS)
@@ -593,30 +580,17 @@ def replace_day_parts(
 ) -> tuple[int, int]:
     """Replace the parts (DAY_COMBOS_TABLE, DAY_BINS_TABLE) of the requests of ``table`` that started in
     [first, last], and of those that ran past midnight and started in [span_first, last] (default: first), in one
-    transaction; returns the (combo, bin) rows written."""
-    span_first = first if span_first is None else span_first
+    transaction (orchestration/lib/day_parts.py); returns the (combo, bin) rows written."""
     groups_sql, requests_sql, combos_sql, bins_sql = _day_parts_sql(table)
-    params = {"first": first, "last": last, "span_first": span_first, "lo": min(first, span_first)}
-    con.execute("create schema if not exists marts")
+    values = day_parts.params(first, last, span_first)
     try:
-        con.execute(groups_sql, params)
-        con.execute(requests_sql, params)
-        con.execute("begin transaction")
-        try:
-            written = []
-            for target, sql in ((DAY_COMBOS_TABLE, combos_sql), (DAY_BINS_TABLE, bins_sql)):
-                con.execute(f"create table if not exists {target} as select * from ({sql}) limit 0")
-                con.execute(_DELETE_SQL.format(target=target), params)
-                (n,) = warehouse.fetch_one(con, f"insert into {target} by name {sql}")
-                written.append(int(n))
-            con.execute("commit")
-        except BaseException:
-            con.execute("rollback")
-            raise
+        con.execute(groups_sql, values)
+        con.execute(requests_sql, values)
+        combos, bins = day_parts.replace(con, [(DAY_COMBOS_TABLE, combos_sql), (DAY_BINS_TABLE, bins_sql)], values)
     finally:
         con.execute("drop table if exists _cmp_day_requests")
         con.execute("drop table if exists _cmp_day_groups")
-    return written[0], written[1]
+    return combos, bins
 
 
 def reduce_day(
@@ -625,32 +599,16 @@ def reduce_day(
     max_request_duration_s: float,
     table: str = "marts.fct_request_impact",
 ) -> tuple[int, int]:
-    """The daily reduction of ``day``: its requests that ended within it, and every request that ran past a
-    midnight and started in the days before that a request of at most max_request_duration_s can reach back."""
-    back = max(1, math.ceil(max_request_duration_s / 86400.0))
-    return replace_day_parts(con, day, day, day - dt.timedelta(days=back), table)
+    """The daily reduction of ``day``: its requests that ran within it, and the requests of the days before that
+    ran past midnight (day_parts.look_back)."""
+    return replace_day_parts(con, day, day, day_parts.look_back(day, max_request_duration_s), table)
 
 
 def days_without_parts(
     con: duckdb.DuckDBPyConnection, start: dt.date, end: dt.date, days_table: str = "marts.fct_request_energy"
 ) -> list[dt.date]:
-    """The start days in [start, end] with requests in ``days_table`` but no final parts in DAY_COMBOS_TABLE (a
-    day all of whose requests ran past midnight is reduced again each time: a few requests)."""
-    (have,) = warehouse.fetch_one(
-        con,
-        "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
-        DAY_COMBOS_TABLE.split("."),
-    )
-    done = (
-        f"except select distinct day from {DAY_COMBOS_TABLE} where day between $start and $end and not spanning"
-        if have
-        else ""
-    )
-    rows = con.execute(
-        f"select distinct day from {days_table} where day between $start and $end {done} order by 1",
-        {"start": start, "end": end},
-    ).fetchall()
-    return [r[0] for r in rows]
+    """The start days in [start, end] with requests in ``days_table`` but no final parts in DAY_COMBOS_TABLE."""
+    return day_parts.missing_days(con, start, end, days_table, DAY_COMBOS_TABLE)
 
 
 def reduce_missing_days(
@@ -663,14 +621,8 @@ def reduce_missing_days(
     """Reduce the days of [start, end] that have requests but no parts (days_without_parts), each run of
     consecutive days in one scan of ``table``; returns those days."""
     missing = days_without_parts(con, start, end, days_table)
-    runs: list[list[dt.date]] = []
-    for day in missing:  # a loop over days
-        if runs and day - runs[-1][-1] == dt.timedelta(days=1):
-            runs[-1].append(day)
-        else:
-            runs.append([day])
-    for run in runs:
-        replace_day_parts(con, run[0], run[-1], table=table)
+    for first, last in day_parts.consecutive_runs(missing):
+        replace_day_parts(con, first, last, table=table)
     return missing
 
 

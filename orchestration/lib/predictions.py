@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from orchestration.lib import day_parts
 from orchestration.lib.energy_models import SingularDesignError, fit_energy_model
 from orchestration.lib.warehouse import fetch_one, replace_table
 
@@ -342,6 +343,172 @@ def window_requests(
         return con.execute("select * from window_sample order by day, request_id").df()
     finally:
         con.execute("drop table if exists window_sample")
+
+
+# ------------------------------------------------------------------------ the fits' sample, from per-day parts
+#
+# window_requests ranks the whole window by hash on every run: at 5 M requests a day that costs ~0.8 s more per
+# day of history. A sample of the smallest hashes merges exactly: the window's FIT_MAX_ROWS smallest of a group
+# are among the FIT_MAX_ROWS smallest of each day they come from. So the daily job keeps, per start day x model x
+# hardware, those FIT_MAX_ROWS requests (FIT_SAMPLE_TABLE) and the day's request count (FIT_COUNTS_TABLE), and
+# the fits rank only the window's parts (orchestration/lib/day_parts.py: requests that ran past midnight are
+# kept apart and recomputed by the days that complete them). window_sample() returns what
+# window_requests(..., max_rows_per_group=FIT_MAX_ROWS) returns, row for row.
+
+FIT_SAMPLE_TABLE = "models.fit_sample_days"
+FIT_COUNTS_TABLE = "models.fit_sample_day_counts"
+_FULL_HASH = 2**64 - 1
+_SAMPLE_COLUMNS = (
+    "request_id, model, hardware, cluster, day, start_time, input_tokens, output_tokens, it_energy_j, "
+    "duration_s, mean_concurrency"
+)
+
+_DAY_SOURCE_SQL = f"""
+    select
+        r.request_id, r.model, c.gpu_model as hardware, r.cluster, r.day, r.start_time, r.input_tokens,
+        r.output_tokens, r.it_energy_j, r.duration_s, r.mean_concurrency,
+        r.days_spanned > 1 as spanning, hash(r.request_id) as request_hash
+    from marts.fct_request_energy as r
+    left join raw.clusters as c on c.cluster = r.cluster
+    where {day_parts.DAYS_SQL}
+"""
+
+# the hash bound of a group of n requests: ~THIN_MARGIN x cap of them (all when n <= cap)
+_BOUND_SQL = (
+    "case when {n} > $margin * $cap then cast(least($margin * $cap / {n}, 0.999999) * $full_double as ubigint) "
+    "else cast($full as ubigint) end"
+)
+
+# the ranked sample of `source` (alias s) per `keys`, below each group's bound in `bounds` (alias b)
+_RANKED_SQL = """
+    select s.* from ({source}) as s
+    inner join {bounds} as b on {join}
+    where s.request_hash <= b.below {only}
+    qualify row_number() over (partition by {keys} order by s.request_hash, s.request_id) <= $cap
+"""
+
+
+def _join(keys: Sequence[str]) -> str:
+    return " and ".join(f"s.{k} is not distinct from b.{k}" for k in keys)
+
+
+def _sample_into(con, name: str, source: str, bounds: str, keys: Sequence[str], values: dict) -> None:
+    """Temporary table ``name``: the sample of ``source`` per ``keys`` under the bounds of the temporary table
+    ``bounds`` (keys, n, below); a thinned group that kept fewer than min(cap, n) is ranked again in full."""
+    fmt = {"source": source, "bounds": bounds, "join": _join(keys), "keys": ", ".join(f"s.{k}" for k in keys)}
+    sql = _RANKED_SQL.format(only="", **fmt)
+    con.execute(f"create or replace temp table {name} as {sql}", day_parts.bind(sql, values))
+    kept = ", ".join(keys)
+    con.execute(
+        f"""
+        update {bounds} as b set below = cast($full as ubigint), rerank = true
+        from (select {kept}, count(*) as kept from {name} group by all) as k
+        where b.below < cast($full as ubigint) and k.kept < least($cap, b.n)
+            and {" and ".join(f"k.{k} is not distinct from b.{k}" for k in keys)}
+        """,
+        {"full": _FULL_HASH, "cap": values["cap"]},
+    )
+    # (a thinned group that kept nothing at all has no row in `name`: improbable, and ranked again too)
+    con.execute(
+        f"""
+        update {bounds} as b set below = cast($full as ubigint), rerank = true
+        where b.below < cast($full as ubigint) and not exists (
+            select 1 from {name} as k where {" and ".join(f"k.{k} is not distinct from b.{k}" for k in keys)})
+        """,
+        {"full": _FULL_HASH},
+    )
+    (rerank,) = fetch_one(con, f"select count(*) from {bounds} where rerank")
+    if rerank:
+        con.execute(
+            f"delete from {name} as s using {bounds} as b where b.rerank and {_join(keys)}"
+        )
+        sql = _RANKED_SQL.format(only="and b.rerank", **fmt)
+        con.execute(f"insert into {name} {sql}", day_parts.bind(sql, values))
+
+
+def _bounds_values(cap: int) -> dict:
+    return {"cap": cap, "margin": THIN_MARGIN, "full": _FULL_HASH, "full_double": float(_FULL_HASH)}
+
+
+def replace_fit_sample_days(con, first: dt.date, last: dt.date, span_first: dt.date | None = None) -> tuple[int, int]:
+    """Replace the fit sample's parts of the requests that started in [first, last] (and of those that ran past
+    midnight and started in [span_first, last]): per start day x model x hardware, the request count and the
+    FIT_MAX_ROWS requests with the smallest hash of request_id. Returns the (count, sample) rows written."""
+    values = {**day_parts.params(first, last, span_first), **_bounds_values(FIT_MAX_ROWS)}
+    keys = ("day", "spanning", "model", "hardware")
+    source = _DAY_SOURCE_SQL
+    try:
+        con.execute(
+            f"""
+            create or replace temp table _fit_day_counts as
+            select day, spanning, model, hardware, count(*) as n, {_BOUND_SQL.format(n="count(*)")} as below,
+                false as rerank
+            from ({source}) group by all
+            """,
+            day_parts.bind(source + _BOUND_SQL, values),
+        )
+        _sample_into(con, "_fit_day_sample", source, "_fit_day_counts", keys, values)
+        return tuple(
+            day_parts.replace(
+                con,
+                [
+                    (FIT_COUNTS_TABLE, "select day, spanning, model, hardware, n as requests from _fit_day_counts"),
+                    (FIT_SAMPLE_TABLE, "select * from _fit_day_sample"),
+                ],
+                day_parts.params(first, last, span_first),
+            )
+        )
+    finally:
+        con.execute("drop table if exists _fit_day_sample")
+        con.execute("drop table if exists _fit_day_counts")
+
+
+def reduce_fit_sample_day(con, day: dt.date, max_request_duration_s: float) -> tuple[int, int]:
+    """The daily reduction of ``day`` for the fit sample (and the requests of the days before that ran into it)."""
+    return replace_fit_sample_days(con, day, day, day_parts.look_back(day, max_request_duration_s))
+
+
+def window_sample(
+    con, end_day: dt.date | None = None, days: int = WINDOW_DAYS, cap: int | None = None
+) -> pd.DataFrame:
+    """window_requests(con, end_day, days, max_rows_per_group=cap), from the days' parts: the window's days
+    that have requests but no parts are reduced first. ``cap`` (default FIT_MAX_ROWS) is at most FIT_MAX_ROWS,
+    what a part keeps."""
+    cap = FIT_MAX_ROWS if cap is None else cap
+    if cap > FIT_MAX_ROWS:
+        raise ValueError(f"the daily parts keep {FIT_MAX_ROWS} requests per group, not {cap}")
+    end_day = end_day or latest_day(con)
+    if end_day is None:
+        return con.execute(_TRAINING_SQL + " where false").df()
+    start = end_day - dt.timedelta(days=days - 1)
+    for first, last in day_parts.consecutive_runs(
+        day_parts.missing_days(con, start, end_day, "marts.fct_request_energy", FIT_COUNTS_TABLE)
+    ):
+        replace_fit_sample_days(con, first, last)
+    values = {"start": start, "end": end_day, **_bounds_values(cap)}
+    (have,) = fetch_one(
+        con,
+        "select count(*) from information_schema.tables where table_schema = 'models' and table_name = ?",
+        [FIT_COUNTS_TABLE.split(".")[1]],
+    )
+    if not have:  # no request in the window at all
+        return con.execute(_TRAINING_SQL + " where false").df()
+    try:
+        con.execute(
+            f"""
+            create or replace temp table _fit_window_bounds as
+            select model, hardware, sum(requests) as n, {_BOUND_SQL.format(n="sum(requests)")} as below,
+                false as rerank
+            from {FIT_COUNTS_TABLE} where day between $start and $end group by all
+            """,
+            day_parts.bind("$start $end " + _BOUND_SQL, values),
+        )
+        source = f"select * from {FIT_SAMPLE_TABLE} where day between $start and $end"
+        _sample_into(con, "_fit_window_sample", source, "_fit_window_bounds", ("model", "hardware"), values)
+        return con.execute(f"select {_SAMPLE_COLUMNS} from _fit_window_sample order by day, request_id").df()
+    finally:
+        con.execute("drop table if exists _fit_window_sample")
+        con.execute("drop table if exists _fit_window_bounds")
 
 
 def _parse_at(at: str | None) -> pd.Timestamp | None:

@@ -3,16 +3,17 @@
 import dagster as dg
 
 from orchestration.defs.comparisons.assets import DAY_PARTS_KEYS
+from orchestration.defs.models.assets import FIT_SAMPLE_DAYS_KEY
 from orchestration.defs.partitions import DAILY_PARTITIONS
 
 DAILY_JOB_NAME = "impact_daily"
 MODELS_JOB_NAME = "impact_models"
 
-# (the comparison's per-day parts are reduced with their day; the comparison itself reads the trailing window)
-DAILY_SELECTION = dg.AssetSelection.groups(
-    "raw", "factors", "staging", "intermediate", "marts"
-) | dg.AssetSelection.assets(*DAY_PARTS_KEYS)
-MODELS_SELECTION = dg.AssetSelection.groups("models", "comparisons") - dg.AssetSelection.assets(*DAY_PARTS_KEYS)
+# The per-day parts of the models' and the comparison's trailing windows are reduced with their day (daily job);
+# the fits and the comparison read the window's parts (models job).
+PER_DAY_PARTS = dg.AssetSelection.assets(*DAY_PARTS_KEYS, FIT_SAMPLE_DAYS_KEY)
+DAILY_SELECTION = dg.AssetSelection.groups("raw", "factors", "staging", "intermediate", "marts") | PER_DAY_PARTS
+MODELS_SELECTION = dg.AssetSelection.groups("models", "comparisons") - PER_DAY_PARTS
 
 impact_daily_job = dg.define_asset_job(
     name=DAILY_JOB_NAME,

@@ -5,6 +5,7 @@ The statistics live in orchestration.lib.energy_models and the plots in orchestr
 reads the marts, calls them, and writes the results under the `models` schema.
 """
 
+import datetime as dt
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,10 +14,12 @@ import dagster as dg
 import duckdb
 import pandas as pd
 
+from orchestration.defs.partitions import DAILY_PARTITIONS
 from orchestration.defs.resources import ImpactSettings
 from orchestration.lib import energy_models as em
+from orchestration.lib import predictions
 from orchestration.lib.model_plots import diagnostics_markdown
-from orchestration.lib.predictions import FIT_MAX_ROWS, window_requests
+from orchestration.lib.predictions import FIT_MAX_ROWS
 from orchestration.lib.warehouse import fetch_one, quote_ident, replace_table, warehouse
 
 OWNERS = ["team:sustainability"]
@@ -28,6 +31,8 @@ ANOVA_KEY = dg.AssetKey(["models", "energy_model_anova"])
 COMPARISON_KEY = dg.AssetKey(["models", "model_comparison"])
 REQUEST_ENERGY_KEY = dg.AssetKey(["marts", "fct_request_energy"])
 CLUSTERS_KEY = dg.AssetKey(["raw", "clusters"])
+# the fits' sample kept per day (in the daily job; the fits read the window's parts)
+FIT_SAMPLE_DAYS_KEY = dg.AssetKey(["models", "fit_sample_days"])
 
 FITS_TABLE = "models.energy_model_fits"
 ANOVA_TABLE = "models.energy_model_anova"
@@ -74,11 +79,12 @@ class EnergyModelConfig(dg.Config):
 
 def read_telemetry_requests(con: duckdb.DuckDBPyConnection, trailing_days: int) -> pd.DataFrame:
     """Attributed requests of the trailing window (ending on the latest day present; the same window the
-    predictions use; at most FIT_MAX_ROWS per model x hardware, a fixed hash sample), in the column names of the profiling runs: model, hardware (the cluster's gpu_model),
+    predictions use; at most FIT_MAX_ROWS per model x hardware, a fixed hash sample, read from the days' parts of
+    models.fit_sample_days), in the column names of the profiling runs: model, hardware (the cluster's gpu_model),
     input_tokens, output_tokens, energy_j (IT energy), runtime_s (duration), mean_concurrency."""
     if trailing_days <= 0:
         raise ValueError(f"trailing_days must be positive, not {trailing_days}")
-    window = window_requests(con, days=trailing_days, max_rows_per_group=FIT_MAX_ROWS)
+    window = predictions.window_sample(con, days=trailing_days)
     return window.assign(hardware=window["hardware"].fillna("")).rename(
         columns={"it_energy_j": "energy_j", "duration_s": "runtime_s"}
     )[["model", "hardware", "input_tokens", "output_tokens", "energy_j", "runtime_s", "mean_concurrency"]]
@@ -263,7 +269,34 @@ def numeric_metadata(fits: pd.DataFrame, limit: int = MAX_NUMERIC_GROUPS) -> dic
     return out
 
 
-# ------------------------------------------------------------------------------------------------- asset
+# ------------------------------------------------------------------------------------------------- assets
+
+
+@dg.asset(
+    key=FIT_SAMPLE_DAYS_KEY,
+    group_name=GROUP,
+    kinds={"duckdb"},
+    owners=OWNERS,
+    partitions_def=DAILY_PARTITIONS,
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
+    deps=[REQUEST_ENERGY_KEY, CLUSTERS_KEY],
+)
+def fit_sample_days(context: dg.AssetExecutionContext, settings: ImpactSettings) -> dg.MaterializeResult:
+    """The fits' sample, kept per start day x model x hardware: the day's requests with the smallest hash of
+    request_id (at most FIT_MAX_ROWS), and the day's request count (models.fit_sample_day_counts). The fits rank
+    the window's parts instead of the whole window, to the same sample (a bottom-k sample merges exactly), so
+    they cost the same however much history the warehouse holds. The requests of earlier days that ran past
+    midnight into this day are reduced again. Re-materialising a day replaces its rows."""
+    day = dt.date.fromisoformat(context.partition_key)
+    with warehouse(settings.warehouse_path) as con:
+        counts, sample = predictions.reduce_fit_sample_day(con, day, settings.max_request_duration_s)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": dg.MetadataValue.int(sample),
+            "groups": dg.MetadataValue.int(counts),
+            "cap_per_group": dg.MetadataValue.int(FIT_MAX_ROWS),
+        }
+    )
 
 
 @dg.multi_asset(
@@ -273,7 +306,7 @@ def numeric_metadata(fits: pd.DataFrame, limit: int = MAX_NUMERIC_GROUPS) -> dic
             group_name=GROUP,
             kinds=KINDS,
             owners=OWNERS,
-            deps=[REQUEST_ENERGY_KEY, CLUSTERS_KEY],
+            deps=[REQUEST_ENERGY_KEY, CLUSTERS_KEY, FIT_SAMPLE_DAYS_KEY],
             description=(
                 "What a request of a given shape costs: per model x hardware, energy and runtime as "
                 "a0 tau_in + a1 tau_out + a2 tau_in tau_out (no-intercept OLS, Wilkins et al.), fitted on the "
