@@ -384,7 +384,8 @@ def verdict(ours: float | None, lo: float | None, hi: float | None, tol: float =
 #   exactly the median of the rounded values (DuckDB's median: the mean of the two middle values for an even
 #   count), within 0.05 % of the exact median, and the same however many requests the window holds.
 # The run reads the window's parts (some 10^5 rows a day at 5 M requests) and reduces any day of the window that
-# has requests but no parts yet (a warehouse from before the parts, or a day loaded by other means).
+# has requests but no parts yet (a warehouse from before the parts, or a day loaded by other means). The rules
+# that keep the parts exact (requests that ran past midnight, replacement) are in orchestration/lib/day_parts.py.
 
 DAY_COMBOS_TABLE = "marts.cmp_ecologits_day_combos"
 DAY_BINS_TABLE = "marts.cmp_ecologits_day_bins"
