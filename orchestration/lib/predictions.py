@@ -353,7 +353,9 @@ def window_requests(
 # hardware, those FIT_MAX_ROWS requests (FIT_SAMPLE_TABLE) and the day's request count (FIT_COUNTS_TABLE), and
 # the fits rank only the window's parts (orchestration/lib/day_parts.py: requests that ran past midnight are
 # kept apart and recomputed by the days that complete them). window_sample() returns what
-# window_requests(..., max_rows_per_group=FIT_MAX_ROWS) returns, row for row.
+# window_requests(..., max_rows_per_group=FIT_MAX_ROWS) returns, row for row. (The hash is DuckDB's hash(): parts
+# kept by another DuckDB version may rank differently. After a DuckDB upgrade, drop models.fit_sample_days and
+# models.fit_sample_day_counts to rebuild them, or the sample mixes the two versions' rankings.)
 
 FIT_SAMPLE_TABLE = "models.fit_sample_days"
 FIT_COUNTS_TABLE = "models.fit_sample_day_counts"
