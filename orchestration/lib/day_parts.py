@@ -80,15 +80,9 @@ def missing_days(
 ) -> list[dt.date]:
     """The start days in [start, end] with requests in ``days_table`` but no final parts in ``parts_table`` (a
     day all of whose requests ran past midnight is found again each time: a few requests)."""
-    schema, name = parts_table.split(".")
-    (have,) = warehouse.fetch_one(
-        con,
-        "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
-        [schema, name],
-    )
     done = (
         f"except select distinct day from {parts_table} where day between $start and $end and not spanning"
-        if have
+        if warehouse.has_table(con, parts_table)
         else ""
     )
     rows = con.execute(

@@ -35,7 +35,7 @@ import pandas as pd
 
 from orchestration.lib import day_parts
 from orchestration.lib.energy_models import SingularDesignError, fit_energy_model
-from orchestration.lib.warehouse import fetch_one, replace_table
+from orchestration.lib.warehouse import fetch_one, has_table, replace_table
 
 WINDOW_DAYS = 28
 ALPHA = 0.05
@@ -300,49 +300,9 @@ def window_requests(
     # 2^64); if the threshold kept too few (it keeps `cap` with overwhelming probability), rank the whole group.
     # The sample is built in a temporary table and converted to pandas once, sorted (DuckDB sorts the strings far
     # faster than pandas, and each conversion of the frame's strings costs a third of a second at 400,000 rows).
-    cap = int(max_rows_per_group)
-    window = {"start": start, "end": end_day}
-    source = f"({_TRAINING_SQL} where f.day between $start and $end)"
-    sizes = con.execute(f"select model, hardware, count(*) from {source} group by all", window).fetchall()
-    ranked_params = {**window, "cap": cap}
-    if not sizes:
-        return con.execute(_TRAINING_SQL + " where false").df()
-    full = 2**64 - 1
-    ranked = f"""
-        select s.* from {source} as s
-        join bounds as b on s.model is not distinct from b.g_model and s.hardware is not distinct from b.g_hardware
-        where hash(s.request_id) <= b.below
-        qualify row_number() over (partition by s.model, s.hardware order by hash(s.request_id), s.request_id)
-            <= $cap
-    """
-    bounds = pd.DataFrame(
-        {
-            "g_model": [g[0] for g in sizes],
-            "g_hardware": [g[1] for g in sizes],
-            "below": [min(full, int(THIN_MARGIN * cap / g[2] * full)) if g[2] > cap else full for g in sizes],
-        }
-    ).astype({"below": "uint64"})
-    con.execute(f"create or replace temp table window_sample as {ranked}", ranked_params)
-    try:
-        # thinned groups that kept fewer than the cap: ranked again in full
-        bounds = con.execute(  # (both frames are read by DuckDB's replacement scans)
-            """
-            select b.g_model, b.g_hardware, cast($full as ubigint) as below from bounds as b
-            left join (select model, hardware, count(*) as n from window_sample group by all) as k
-                on k.model is not distinct from b.g_model and k.hardware is not distinct from b.g_hardware
-            where b.below < $full and coalesce(k.n, 0) < $cap
-            """,
-            {"full": full, "cap": cap},
-        ).df()
-        if len(bounds):
-            con.execute(
-                "delete from window_sample as s using bounds as b "
-                "where s.model is not distinct from b.g_model and s.hardware is not distinct from b.g_hardware"
-            )
-            con.execute(f"insert into window_sample {ranked}", ranked_params)
-        return con.execute("select * from window_sample order by day, request_id").df()
-    finally:
-        con.execute("drop table if exists window_sample")
+    source = f"select *, hash(request_id) as request_hash from ({_TRAINING_SQL} where f.day between $start and $end)"
+    sizes = f"select model, hardware, count(*) as n from ({source}) group by all"
+    return _group_sample(con, source, sizes, {"start": start, "end": end_day}, int(max_rows_per_group))
 
 
 # ------------------------------------------------------------------------ the fits' sample, from per-day parts
@@ -375,10 +335,10 @@ _DAY_SOURCE_SQL = f"""
     where {day_parts.DAYS_SQL}
 """
 
-# the hash bound of a group of n requests: ~THIN_MARGIN x cap of them (all when n <= cap)
-_BOUND_SQL = (
-    "case when {n} > $margin * $cap then cast(least($margin * $cap / {n}, 0.999999) * $full_double as ubigint) "
-    "else cast($full as ubigint) end"
+# each group of `sizes` (its keys and n) with its hash bound: ~THIN_MARGIN x cap of its requests (all when n <= cap)
+_BOUNDS_SQL = (
+    "select *, case when n > $margin * $cap then cast(least($margin * $cap / n, 0.999999) * $full_double as ubigint) "
+    "else cast($full as ubigint) end as below, false as rerank from ({sizes})"
 )
 
 # the ranked sample of `source` (alias s) per `keys`, below each group's bound in `bounds` (alias b)
@@ -400,30 +360,18 @@ def _sample_into(con, name: str, source: str, bounds: str, keys: Sequence[str], 
     fmt = {"source": source, "bounds": bounds, "join": _join(keys), "keys": ", ".join(f"s.{k}" for k in keys)}
     sql = _RANKED_SQL.format(only="", **fmt)
     con.execute(f"create or replace temp table {name} as {sql}", day_parts.bind(sql, values))
-    kept = ", ".join(keys)
     con.execute(
         f"""
         update {bounds} as b set below = cast($full as ubigint), rerank = true
-        from (select {kept}, count(*) as kept from {name} group by all) as k
-        where b.below < cast($full as ubigint) and k.kept < least($cap, b.n)
-            and {" and ".join(f"k.{k} is not distinct from b.{k}" for k in keys)}
+        where b.below < cast($full as ubigint) and (
+            select count(*) from {name} as k where {" and ".join(f"k.{k} is not distinct from b.{k}" for k in keys)}
+        ) < least($cap, b.n)
         """,
         {"full": _FULL_HASH, "cap": values["cap"]},
     )
-    # (a thinned group that kept nothing at all has no row in `name`: improbable, and ranked again too)
-    con.execute(
-        f"""
-        update {bounds} as b set below = cast($full as ubigint), rerank = true
-        where b.below < cast($full as ubigint) and not exists (
-            select 1 from {name} as k where {" and ".join(f"k.{k} is not distinct from b.{k}" for k in keys)})
-        """,
-        {"full": _FULL_HASH},
-    )
     (rerank,) = fetch_one(con, f"select count(*) from {bounds} where rerank")
     if rerank:
-        con.execute(
-            f"delete from {name} as s using {bounds} as b where b.rerank and {_join(keys)}"
-        )
+        con.execute(f"delete from {name} as s using {bounds} as b where b.rerank and {_join(keys)}")
         sql = _RANKED_SQL.format(only="and b.rerank", **fmt)
         con.execute(f"insert into {name} {sql}", day_parts.bind(sql, values))
 
@@ -440,15 +388,10 @@ def replace_fit_sample_days(con, first: dt.date, last: dt.date, span_first: dt.d
     keys = ("day", "spanning", "model", "hardware")
     source = _DAY_SOURCE_SQL
     try:
-        con.execute(
-            f"""
-            create or replace temp table _fit_day_counts as
-            select day, spanning, model, hardware, count(*) as n, {_BOUND_SQL.format(n="count(*)")} as below,
-                false as rerank
-            from ({source}) group by all
-            """,
-            day_parts.bind(source + _BOUND_SQL, values),
+        bounds = _BOUNDS_SQL.format(
+            sizes=f"select day, spanning, model, hardware, count(*) as n from ({source}) group by all"
         )
+        con.execute(f"create or replace temp table _fit_day_counts as {bounds}", day_parts.bind(bounds, values))
         _sample_into(con, "_fit_day_sample", source, "_fit_day_counts", keys, values)
         return tuple(
             day_parts.replace(
@@ -487,30 +430,30 @@ def window_sample(
         day_parts.missing_days(con, start, end_day, "marts.fct_request_energy", FIT_COUNTS_TABLE)
     ):
         replace_fit_sample_days(con, first, last)
-    values = {"start": start, "end": end_day, **_bounds_values(cap)}
-    (have,) = fetch_one(
-        con,
-        "select count(*) from information_schema.tables where table_schema = 'models' and table_name = ?",
-        [FIT_COUNTS_TABLE.split(".")[1]],
-    )
-    if not have:  # no request in the window at all
+    if not has_table(con, FIT_COUNTS_TABLE):  # no request in the window at all
         return con.execute(_TRAINING_SQL + " where false").df()
+    return _group_sample(
+        con,
+        f"select * from {FIT_SAMPLE_TABLE} where day between $start and $end",
+        f"select model, hardware, sum(requests) as n from {FIT_COUNTS_TABLE} where day between $start and $end "
+        "group by all",
+        {"start": start, "end": end_day},
+        cap,
+    )
+
+
+def _group_sample(con, source: str, sizes: str, values: dict, cap: int) -> pd.DataFrame:
+    """The ``cap`` rows of ``source`` (the sample's columns and request_hash) with the smallest hash per model x
+    hardware, whose sizes (model, hardware, n) ``sizes`` gives; sorted by day and request_id."""
+    values = {**values, **_bounds_values(cap)}
+    bounds = _BOUNDS_SQL.format(sizes=sizes)
     try:
-        con.execute(
-            f"""
-            create or replace temp table _fit_window_bounds as
-            select model, hardware, sum(requests) as n, {_BOUND_SQL.format(n="sum(requests)")} as below,
-                false as rerank
-            from {FIT_COUNTS_TABLE} where day between $start and $end group by all
-            """,
-            day_parts.bind("$start $end " + _BOUND_SQL, values),
-        )
-        source = f"select * from {FIT_SAMPLE_TABLE} where day between $start and $end"
-        _sample_into(con, "_fit_window_sample", source, "_fit_window_bounds", ("model", "hardware"), values)
-        return con.execute(f"select {_SAMPLE_COLUMNS} from _fit_window_sample order by day, request_id").df()
+        con.execute(f"create or replace temp table _fit_group_bounds as {bounds}", day_parts.bind(bounds, values))
+        _sample_into(con, "_fit_group_sample", source, "_fit_group_bounds", ("model", "hardware"), values)
+        return con.execute(f"select {_SAMPLE_COLUMNS} from _fit_group_sample order by day, request_id").df()
     finally:
-        con.execute("drop table if exists _fit_window_sample")
-        con.execute("drop table if exists _fit_window_bounds")
+        con.execute("drop table if exists _fit_group_sample")
+        con.execute("drop table if exists _fit_group_bounds")
 
 
 def _parse_at(at: str | None) -> pd.Timestamp | None:

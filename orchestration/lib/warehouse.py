@@ -190,6 +190,17 @@ def fetch_one(con: duckdb.DuckDBPyConnection, sql: str, params: object = None) -
     return rows[0] if rows else None
 
 
+def has_table(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    """Whether ``schema.table`` exists (a table or a view)."""
+    schema, name = table.split(".")
+    (n,) = fetch_one(
+        con,
+        "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+        [schema, name],
+    )
+    return n > 0
+
+
 def quote_ident(name: str) -> str:
     """Quote an SQL identifier (DuckDB/ANSI double quotes)."""
     return '"' + name.replace('"', '""') + '"'
