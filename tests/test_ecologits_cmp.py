@@ -380,6 +380,8 @@ def test_asset_and_check(tmp_path, monkeypatch):
     mats = result.asset_materializations_for_node("marts__cmp_ecologits")
     assert mats[0].metadata["dagster/row_count"].value == 3
     assert "EcoLogits Wh" in mats[0].metadata["comparison"].value
+    # the warehouse had no per-day parts: the window's two days with requests were reduced by the asset
+    assert mats[0].metadata["days_reduced_here"].value == 2
     evals = result.get_asset_check_evaluations()
     assert len(evals) == 1 and evals[0].check_name == "mlenergy_plausibility"
     assert evals[0].severity == dg.AssetCheckSeverity.WARN

@@ -6,11 +6,11 @@ its cost does not grow with the warehouse's history. Two rules make the parts ex
 
 - A request that ran within one day (days_spanned = 1) is final once its day is materialised. One that ran past
   midnight is completed by each later day it ran in, so the reduction of a day also recomputes the parts of the
-  requests that ran past midnight and started in the days before (a few requests; ``look_back_days``).
+  requests that ran past midnight and started in the days before (a few requests; ``look_back``).
 - Re-materialising a day replaces its parts (delete, then insert, in one transaction).
 
 A window day with requests but no final parts (a warehouse from before the parts, or a day materialised
-without the reducing asset) is reduced on the spot by the window's reader (``missing_days``).
+without the reducing asset) is reduced on the spot by the window's reader (``reduce_missing``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import duckdb
 
@@ -92,12 +92,23 @@ def missing_days(
     return [r[0] for r in rows]
 
 
-def consecutive_runs(days: Sequence[dt.date]) -> list[tuple[dt.date, dt.date]]:
-    """(first, last) of each run of consecutive days of the sorted ``days``: each is reduced in one scan."""
+def reduce_missing(
+    con: duckdb.DuckDBPyConnection,
+    start: dt.date,
+    end: dt.date,
+    days_table: str,
+    parts_table: str,
+    reduce: Callable[[dt.date, dt.date], object],
+) -> list[dt.date]:
+    """Call ``reduce(first, last)`` for each run of consecutive days of missing_days (one scan a run); returns
+    those days."""
+    missing = missing_days(con, start, end, days_table, parts_table)
     runs: list[list[dt.date]] = []
-    for day in days:  # a loop over days
+    for day in missing:  # a loop over days
         if runs and day - runs[-1][1] == dt.timedelta(days=1):
             runs[-1][1] = day
         else:
             runs.append([day, day])
-    return [(a, b) for a, b in runs]
+    for first, last in runs:
+        reduce(first, last)
+    return missing

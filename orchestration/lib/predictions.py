@@ -426,10 +426,10 @@ def window_sample(
     if end_day is None:
         return con.execute(_TRAINING_SQL + " where false").df()
     start = end_day - dt.timedelta(days=days - 1)
-    for first, last in day_parts.consecutive_runs(
-        day_parts.missing_days(con, start, end_day, "marts.fct_request_energy", FIT_COUNTS_TABLE)
-    ):
-        replace_fit_sample_days(con, first, last)
+    day_parts.reduce_missing(
+        con, start, end_day, "marts.fct_request_energy", FIT_COUNTS_TABLE,
+        lambda first, last: replace_fit_sample_days(con, first, last),
+    )
     if not has_table(con, FIT_COUNTS_TABLE):  # no request in the window at all
         return con.execute(_TRAINING_SQL + " where false").df()
     return _group_sample(

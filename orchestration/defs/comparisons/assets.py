@@ -86,10 +86,9 @@ def cmp_ecologits(context: dg.AssetExecutionContext, settings: ImpactSettings) -
     accelerator J/output token lies in its plausibility band (check mlenergy_plausibility). A model with no
     parameter count gets a row with that status. Replaces the table on each run."""
     with connect(settings.warehouse_path) as con:
-        start, end = ecologits_cmp.window(con, "marts.fct_request_energy")
-        reduced = ecologits_cmp.reduce_missing_days(con, start, end) if start is not None else []
         df = ecologits_cmp.build(con)
         ecologits_cmp.replace_table(con, df, CMP_TABLE)
+    reduced = df.attrs.get("days_reduced", [])
     if reduced:
         context.log.info(
             f"reduced {len(reduced)} day(s) of the window that had no parts: {reduced[0]} to {reduced[-1]}"
