@@ -918,12 +918,14 @@ def ingest_telemetry(
     )
     # Rows this partition can load or must report: in its time range, or without a usable time.
     relevant = f"(ts is null or impact_implausible_ts(ts) or (ts >= {lo_sql} and ts < {hi_sql}))"
-    # 1. rows with something wrong (few): the reason is only rendered for them
+    # 1. one pass over the candidates: what is wrong with a row (few rows: the reason is only rendered for them),
+    #    and for the loadable rows the value in SI units and the series key (64-bit hash of the labels; node-level
+    #    metrics carry no GPU). Kept: the rejected rows and the rows of this partition's range of a metric in use.
     con.execute(
         f"""
-        create or replace temp table _tel_bad as
-        select row_id, reason from (
-            select row_id,
+        create or replace temp table _tel_checked as
+        select row_id, reason, ts, value, source_file, source_row, series_key from (
+            select row_id, ts, quantity, source_file, source_row,
                 case
                     when parse_error is not null then parse_error
                     when impact_blank(metric) then 'missing metric'
@@ -944,26 +946,22 @@ def ingest_telemetry(
                         then 'unknown cluster ' || impact_quote(cluster) || ' (not in clusters.yml)'
                     when impact_blank(node) then 'missing node label'
                     when level = 'gpu' and impact_blank(gpu) then 'missing gpu label for ' || metric
-                end as reason
+                end as reason,
+                v * scale as value,
+                hash(cluster, node, case when level = 'gpu' then gpu end, nullif(cpu, ''), nullif(mode, ''), metric)
+                    as series_key
             from _tel_rows
             where {relevant}
         )
-        where reason is not null
+        where reason is not null or (quantity is not null and ts >= {lo_sql} and ts < {hi_sql})
         """
     )
-    # 2. the series key of every good row of this partition (64-bit hash of its labels; node-level metrics carry no
-    #    GPU), and duplicates: ranking only where a series and timestamp repeat
+    con.execute("create or replace temp view _tel_bad as select row_id, reason from _tel_checked where reason is not null")
     con.execute(
-        f"""
-        create or replace temp table _tel_good as
-        select row_id, ts, v * scale as value, source_file, source_row,
-               hash(cluster, node, case when level = 'gpu' then gpu end, nullif(cpu, ''), nullif(mode, ''), metric)
-                   as series_key
-        from _tel_rows
-        where quantity is not null and ts >= {lo_sql} and ts < {hi_sql}
-          and row_id not in (select row_id from _tel_bad)
-        """
+        "create or replace temp view _tel_good as "
+        "select row_id, ts, value, source_file, source_row, series_key from _tel_checked where reason is null"
     )
+    # 2. duplicates among the good rows: ranking only where a series and timestamp repeat
     con.execute(
         """
         create or replace temp table _tel_dups as
@@ -1016,8 +1014,9 @@ def ingest_telemetry(
     ).fetchall() if unused else []
     summary.ignored_by_reason = {str(k): int(n) for k, n in ignored}
     summary.lines_in_scope = summary.loaded + summary.rejected
-    con.execute("drop view if exists _tel_rows")
-    for table in ("_tel_candidates", "_tel_bad", "_tel_good", "_tel_dups", "_tel_rejects"):
+    for view in ("_tel_rows", "_tel_bad", "_tel_good"):
+        con.execute(f"drop view if exists {view}")
+    for table in ("_tel_candidates", "_tel_checked", "_tel_dups", "_tel_rejects"):
         con.execute(f"drop table if exists {table}")
     return summary
 
