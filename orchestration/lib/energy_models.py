@@ -35,11 +35,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
-import statsmodels.formula.api as smf
-from scipy import stats
-from statsmodels.stats.anova import anova_lm
-from statsmodels.stats.diagnostic import het_breuschpagan
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +226,11 @@ def fit_energy_model(
     fitted_at: pd.Timestamp | None = None,
 ) -> FitResult:
     """Fit one form to one frame. Raises SingularDesignError on too few rows or a rank-deficient design."""
+    # (statsmodels and scipy load here, not with the module: the definitions load without them; see lib/preload.py)
+    import statsmodels.api as sm
+    from scipy import stats
+    from statsmodels.stats.diagnostic import het_breuschpagan
+
     data, n_dropped = _prepare(df, target, tau_in, tau_out, form, concurrency)
     x, ym, names = _design(data, form)
     _check_design(x)
@@ -390,6 +390,9 @@ def anova_table(result: FitResult) -> pd.DataFrame:
     Should it raise for some design, this falls back to the sequential (type-I) table and says so in the
     ``anova_type`` column. Columns: term, sum_sq, df, F, PR(>F), anova_type.
     """
+    import statsmodels.formula.api as smf
+    from statsmodels.stats.anova import anova_lm
+
     fit = smf.ols(_FORMULAS[result.form], data=result.data).fit()
     try:
         table, typ = anova_lm(fit, typ=2), "II"

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import base64
 import io
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from orchestration.lib.energy_models import FitResult
+
+if TYPE_CHECKING:  # matplotlib loads when a figure is drawn, not with the module (see lib/preload.py)
+    from matplotlib.figure import Figure
 
 FIGSIZE = (4.0, 3.0)
 DPI = 72
@@ -35,6 +37,8 @@ def _fitted_observed_residuals(fit: FitResult) -> tuple[np.ndarray, np.ndarray, 
 
 
 def _figure() -> Figure:
+    from matplotlib.figure import Figure
+
     # fixed margins: matplotlib's constrained layout measures every text (a third of a second per figure)
     fig = Figure(figsize=FIGSIZE)
     fig.subplots_adjust(left=0.2, bottom=0.17, right=0.96, top=0.9)
@@ -42,6 +46,8 @@ def _figure() -> Figure:
 
 
 def _png(fig: Figure) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)

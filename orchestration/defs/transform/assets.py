@@ -13,6 +13,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 from orchestration.dbt_manifest import claim_target_path, wait_for_parse
 from orchestration.defs.partitions import DAILY_PARTITIONS
 from orchestration.defs.resources import DBT_PROJECT, ImpactSettings
+from orchestration.lib import preload
 from orchestration.lib.warehouse import connect, fetch_one, quote_ident
 
 LAYER_OWNERS = {
@@ -69,7 +70,9 @@ def impact_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, se
     args = dbt_build_args(settings.dbt_vars())
     target = claim_target_path(settings.warehouse_path)
     wait_for_parse(target)  # `impact run` may have started parsing a new warehouse's folder
-    yield from dbt.cli(args, context=context, target_path=target).stream()
+    invocation = dbt.cli(args, context=context, target_path=target)
+    preload.start()  # this process mostly waits on dbt from here: load the models job's libraries meanwhile
+    yield from invocation.stream()
     # Row counts of the day, once dbt has released the warehouse (DuckDB allows one writing process, so
     # dagster-dbt's fetch_row_counts cannot read it while dbt runs): observations the UI plots over time.
     yield from partition_row_counts(context, settings)
