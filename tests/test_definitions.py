@@ -1,6 +1,7 @@
 """Snapshot of what a user sees in the UI: asset keys by group, jobs, schedule cron, sensors, checks."""
 
 from orchestration.definitions import defs
+from orchestration.lib import preload
 
 EXPECTED_KEYS = {
     "raw": {"raw/clusters", "raw/requests", "raw/telemetry_samples"},
@@ -120,3 +121,28 @@ def test_definitions_load_under_dagster_dev_without_the_venv_on_path():
         env=env, capture_output=True, text=True, check=False, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_definitions_load_without_the_model_libraries():
+    """scipy, statsmodels and matplotlib cost 1.5-2 s of every start-up: only the models job imports them (the dbt
+    step preloads them in the background, orchestration/lib/preload.py), not the definitions."""
+    import subprocess
+    import sys
+
+    heavy = [m.split(".")[0] for m in preload.MODULES]
+    code = (
+        "import sys\nfrom orchestration.definitions import defs\ndefs()\n"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(heavy)!r}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_preload_imports_the_model_libraries_once():
+    import sys
+
+    first = preload.start()
+    assert preload.start() is first  # one thread per process
+    first.join(timeout=120)
+    assert not first.is_alive()
+    assert all(name in sys.modules for name in preload.MODULES)
