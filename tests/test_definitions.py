@@ -146,3 +146,32 @@ def test_preload_imports_the_model_libraries_once():
     first.join(timeout=120)
     assert not first.is_alive()
     assert all(name in sys.modules for name in preload.MODULES)
+
+
+def test_daily_assets_backfill_one_day_per_run_and_load_quietly():
+    """A backfill launches one run per day (each replaces one day's rows), and loading the definitions, which
+    every `impact run` does, prints no warning to the user's terminal (Dagster's beta notice for the policy
+    parameter included)."""
+    import subprocess
+    import sys
+
+    d, _ = _specs()
+    graph = d.resolve_asset_graph()
+    daily = [key for key in graph.materializable_asset_keys if graph.get(key).partitions_def is not None]
+    assert daily
+    for key in daily:
+        policy = graph.get(key).backfill_policy
+        assert policy is not None and policy.max_partitions_per_run == 1, key.to_user_string()
+
+    # Python's default filters (what a user's terminal shows) plus DeprecationWarnings raised on our own code,
+    # e.g. a Dagster parameter that will be removed; every module of the definitions imported directly, as
+    # `impact run` imports the jobs module (defs() alone loads them with Dagster's own warnings suppressed)
+    code = (
+        "import importlib, pkgutil, warnings\n"
+        "warnings.filterwarnings('default', category=DeprecationWarning, module='orchestration')\n"
+        "import orchestration.defs as pkg\n"
+        "for m in pkgutil.walk_packages(pkg.__path__, 'orchestration.defs.'):\n    importlib.import_module(m.name)\n"
+        "from orchestration.definitions import defs\ndefs()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
+    assert "Warning" not in result.stderr, result.stderr[-3000:]

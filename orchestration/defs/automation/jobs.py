@@ -4,7 +4,6 @@ import dagster as dg
 
 from orchestration.defs.comparisons.assets import DAY_PARTS_KEYS
 from orchestration.defs.models.assets import FIT_SAMPLE_DAYS_KEY
-from orchestration.defs.partitions import DAILY_PARTITIONS
 
 DAILY_JOB_NAME = "impact_daily"
 MODELS_JOB_NAME = "impact_models"
@@ -18,7 +17,6 @@ MODELS_SELECTION = dg.AssetSelection.groups("models", "comparisons") - PER_DAY_P
 impact_daily_job = dg.define_asset_job(
     name=DAILY_JOB_NAME,
     selection=DAILY_SELECTION,
-    partitions_def=DAILY_PARTITIONS,
     description="Materialise one UTC day: load inputs and factors, attribute energy and impact, run the invariants.",
 )
 

@@ -7,7 +7,7 @@ import datetime as dt
 
 import dagster as dg
 
-from orchestration.defs.partitions import DAILY_PARTITIONS
+from orchestration.defs.partitions import DAILY_BACKFILL_POLICY, DAILY_PARTITIONS
 from orchestration.defs.resources import ImpactSettings
 from orchestration.lib import ecologits_cmp
 from orchestration.lib.warehouse import connect
@@ -48,7 +48,7 @@ DAY_PARTS = {
         for key, description in DAY_PARTS.items()
     ],
     partitions_def=DAILY_PARTITIONS,
-    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
+    backfill_policy=DAILY_BACKFILL_POLICY,
 )
 def cmp_ecologits_day_parts(context: dg.AssetExecutionContext, settings: ImpactSettings):
     """The day's requests reduced for marts.cmp_ecologits (orchestration/lib/ecologits_cmp.py). The requests of

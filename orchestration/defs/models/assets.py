@@ -14,7 +14,7 @@ import dagster as dg
 import duckdb
 import pandas as pd
 
-from orchestration.defs.partitions import DAILY_PARTITIONS
+from orchestration.defs.partitions import DAILY_BACKFILL_POLICY, DAILY_PARTITIONS
 from orchestration.defs.resources import ImpactSettings
 from orchestration.lib import energy_models as em
 from orchestration.lib import predictions
@@ -278,7 +278,7 @@ def numeric_metadata(fits: pd.DataFrame, limit: int = MAX_NUMERIC_GROUPS) -> dic
     kinds={"duckdb"},
     owners=OWNERS,
     partitions_def=DAILY_PARTITIONS,
-    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
+    backfill_policy=DAILY_BACKFILL_POLICY,
     deps=[REQUEST_ENERGY_KEY, CLUSTERS_KEY],
 )
 def fit_sample_days(context: dg.AssetExecutionContext, settings: ImpactSettings) -> dg.MaterializeResult:

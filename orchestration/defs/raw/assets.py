@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from orchestration.defs.partitions import DAILY_PARTITIONS
+from orchestration.defs.partitions import DAILY_BACKFILL_POLICY, DAILY_PARTITIONS
 from orchestration.defs.resources import ImpactSettings, PrometheusResource
 from orchestration.lib import ingest
 from orchestration.lib import prometheus as prom_api
@@ -71,7 +71,7 @@ def raw_clusters(context: dg.AssetExecutionContext, settings: ImpactSettings) ->
     kinds={"duckdb"},
     owners=OWNERS,
     partitions_def=DAILY_PARTITIONS,
-    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
+    backfill_policy=DAILY_BACKFILL_POLICY,
     deps=[CLUSTERS_KEY],
 )
 def raw_requests(context: dg.AssetExecutionContext, settings: ImpactSettings) -> dg.MaterializeResult:
@@ -90,7 +90,7 @@ def raw_requests(context: dg.AssetExecutionContext, settings: ImpactSettings) ->
     kinds={"duckdb", "prometheus"},
     owners=OWNERS,
     partitions_def=DAILY_PARTITIONS,
-    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
+    backfill_policy=DAILY_BACKFILL_POLICY,
     deps=[CLUSTERS_KEY],
 )
 def raw_telemetry_samples(

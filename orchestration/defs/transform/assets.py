@@ -11,7 +11,7 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
 from orchestration.dbt_manifest import claim_target_path, wait_for_parse
-from orchestration.defs.partitions import DAILY_PARTITIONS
+from orchestration.defs.partitions import DAILY_BACKFILL_POLICY, DAILY_PARTITIONS
 from orchestration.defs.resources import DBT_PROJECT, ImpactSettings
 from orchestration.lib import preload
 from orchestration.lib.warehouse import connect, fetch_one, quote_ident
@@ -61,7 +61,7 @@ def dbt_build_args(config_vars: Mapping[str, object]) -> list[str]:
     partitions_def=DAILY_PARTITIONS,
     dagster_dbt_translator=ImpactDbtTranslator(),
     name="impact_dbt_models",
-    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
+    backfill_policy=DAILY_BACKFILL_POLICY,
 )
 def impact_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: ImpactSettings):
     """Power per window, concurrency, energy per request-second and per-request attribution (METHODOLOGY 2-3)."""
