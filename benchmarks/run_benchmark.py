@@ -196,6 +196,7 @@ class RunResult:
     steal_s: float = 0.0  # CPU time the hypervisor gave to other guests while this VM wanted it (/proc/stat steal)
     load_avg_max: float = 0.0  # 1-min load average, max over the run
     reference_s: float | None = None  # reference_workload() just before the run: the machine's speed then
+    duckdb_reference_s: float | None = None  # duckdb_reference_workload() likewise, on DuckDB's two threads
     floor: bool = False  # the --floor run (not a benchmark size)
 
     @property
@@ -284,6 +285,48 @@ def reference_workload() -> float:
     return min(times)
 
 
+DUCKDB_REFERENCE_ROWS = 2_000_000
+
+
+def duckdb_reference_workload() -> float:
+    """Seconds of a fixed DuckDB workload shaped like the pipeline, on two threads: build a 2 M-row table of keys,
+    timestamps and doubles, hash-join it to a 200 K-row table, write the wide result into a fresh database file,
+    then a group-by and a window function over it; the fastest of three. No product code. The numpy reference
+    above is one core; this one exercises what the run is bound by (DuckDB's joins, writes and aggregations on
+    both cores)."""
+    import tempfile
+
+    import duckdb
+
+    times = []
+    with tempfile.TemporaryDirectory(prefix="impact-ref-") as tmp:
+        for i in range(REFERENCE_REPEATS):
+            con = duckdb.connect(str(Path(tmp) / f"ref-{i}.duckdb"), config={"threads": 2})
+            try:
+                t0 = time.perf_counter()
+                con.execute(
+                    "create temp table w as select i as k, (i * 7919) % 200000 as w, random() as p "
+                    "from range(200000) t(i)"
+                )
+                con.execute(
+                    f"create table r as select i as id, 'req-' || i as rid, "
+                    f"timestamp '2023-11-16' + to_microseconds(i * 21600) as ts, (i * 104729) % 200000 as w, "
+                    f"random() * 10 as d from range({DUCKDB_REFERENCE_ROWS}) t(i)"
+                )
+                con.execute(
+                    "create table j as select r.*, r.d * w.p as e, r.d / (1 + w.p) as f, w.p * w.p as g "
+                    "from r left join w on r.w = w.k"
+                )
+                con.execute("select w, sum(e), count(*), max(f) from j group by w").fetchall()
+                con.execute(
+                    "select count(*), sum(x) from (select e - lag(e) over (partition by w order by ts) as x from j)"
+                ).fetchall()
+                times.append(time.perf_counter() - t0)
+            finally:
+                con.close()
+    return min(times)
+
+
 def _dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -359,6 +402,7 @@ def run_once(data: Path, meta: dict, keep_warehouse: bool, timeout_s: float, ech
     lines: list[tuple[float, str]] = []
     err: list[str] = []
     result.reference_s = reference_workload()
+    result.duckdb_reference_s = duckdb_reference_workload()
     result.code_before = code_fingerprint()
     busy0, steal0 = _cpu_busy_s()
     spawn_epoch = time.time()
@@ -542,6 +586,9 @@ def report(results: list[RunResult]) -> str:
             out.append(f"  machine speed: reference workload {r.reference_s:.2f} s just before the run (numpy sort of "
                        f"{REFERENCE_SORT_N / 1e6:.0f} M doubles + a {REFERENCE_LOOP_N / 1e6:.0f} M-step Python loop); "
                        f"wall / reference = {r.wall_s / r.reference_s:.1f}")
+        if r.duckdb_reference_s:
+            out.append(f"  machine speed: DuckDB reference {r.duckdb_reference_s:.2f} s (2 M rows: join, write into a file, "
+                       f"group-by, window; 2 threads); wall / DuckDB reference = {r.wall_s / r.duckdb_reference_s:.1f}")
         if r.code_before:
             out.append(f"  product code {r.code_before}"
                        + ("" if r.code_after == r.code_before else
