@@ -257,12 +257,66 @@ def test_reload_is_idempotent(tmp_path: Path, small_shipped: Path) -> None:
     first = load_factors(con, inputs, small_shipped)
     counts = {t: _count(con, f"select count(*) from factors.{t}") for t in TABLES}
     rejected = _count(con, "select count(*) from raw.rejected_rows")
+    # the same bytes with a trailing blank line: the inputs changed, so the load runs again and replaces
+    (inputs / "factors" / "water.csv").write_text("zone,ewif_l_per_kwh\nUS,2.5\nUS,3.0\n\n")
     second = load_factors(con, inputs, small_shipped)
+    assert all(v.reloaded for v in second.values())
     assert {t: _count(con, f"select count(*) from factors.{t}") for t in TABLES} == counts
     assert _count(con, "select count(*) from raw.rejected_rows") == rejected == 1
     assert {k: (v.loaded, v.rejected) for k, v in first.items()} == {
         k: (v.loaded, v.rejected) for k, v in second.items()
     }
+
+
+def test_unchanged_inputs_keep_the_stored_tables(tmp_path: Path, small_shipped: Path) -> None:
+    """Every daily run calls the loader; when its files are those of the last load it keeps the stored tables and
+    returns the stored summaries. Any change of the inputs, or a table emptied since, loads again."""
+    con = _con(tmp_path)
+    inputs = _user(tmp_path, "water.csv", "zone,ewif_l_per_kwh\nUS,2.5\nUS,3.0\n")
+    first = load_factors(con, inputs, small_shipped)
+    assert all(v.reloaded and v.loaded_at for v in first.values())
+    state = con.execute("select fingerprint, loaded_at from factors.load_state").fetchall()
+    assert len(state) == 1
+
+    kept = load_factors(con, inputs, small_shipped)
+    assert not any(v.reloaded for v in kept.values())
+    assert {k: (v.loaded, v.loaded_shipped, v.loaded_user, v.rejected, v.rejected_by_reason, v.files, v.loaded_at)
+            for k, v in kept.items()} == {
+        k: (v.loaded, v.loaded_shipped, v.loaded_user, v.rejected, v.rejected_by_reason, v.files, v.loaded_at)
+        for k, v in first.items()
+    }
+    assert con.execute("select fingerprint, loaded_at from factors.load_state").fetchall() == state
+
+    # an edited user file
+    _user(tmp_path, "water.csv", "zone,ewif_l_per_kwh\nUS,4.5\n")
+    edited = load_factors(con, inputs, small_shipped)
+    assert edited["water_intensity"].reloaded and edited["water_intensity"].rejected == 0
+    assert con.execute("select ewif_l_per_kwh from factors.water_intensity where zone = 'US'").fetchone() == (4.5,)
+    assert _count(con, "select count(*) from raw.rejected_rows where input like 'factors/%'") == 0
+
+    # a new file in a folder (hourly grid)
+    _user(
+        tmp_path,
+        "grid_intensity/mine.csv",
+        "zone,datetime_utc,location_g_co2e_per_kwh\nUS-CAL-CISO,2023-11-16T18:00:00Z,123.4\n",
+    )
+    added = load_factors(con, inputs, small_shipped)
+    assert added["grid_intensity_hourly"].reloaded and added["grid_intensity_hourly"].loaded_user == 1
+
+    # a table emptied by hand
+    assert not any(v.reloaded for v in load_factors(con, inputs, small_shipped).values())
+    hourly = _count(con, "select count(*) from factors.grid_intensity_hourly")
+    con.execute("delete from factors.hardware")
+    restored = load_factors(con, inputs, small_shipped)
+    assert restored["hardware"].reloaded and restored["hardware"].loaded == first["hardware"].loaded
+    assert _count(con, "select count(*) from factors.hardware") == first["hardware"].loaded
+    assert _count(con, "select count(*) from factors.grid_intensity_hourly") == hourly
+
+    # the user's files removed: the shipped defaults alone
+    shutil.rmtree(inputs / "factors")
+    shipped_only = load_factors(con, inputs, small_shipped)
+    assert shipped_only["water_intensity"].reloaded and shipped_only["water_intensity"].shipped_defaults_only
+    assert _count(con, "select count(*) from factors.water_intensity where origin = 'user'") == 0
 
 
 def test_other_inputs_rejections_are_kept(tmp_path: Path, small_shipped: Path) -> None:

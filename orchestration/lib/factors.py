@@ -11,6 +11,8 @@ the rest kept. Every row carries ``origin`` ('shipped' or 'user'), ``source``, `
 ``source_file`` and ``source_row``; a user row without a source gets ``'user file <path>'`` (licence and version stay
 empty). Bad rows go to ``raw.rejected_rows`` (input ``'factors/<table>'``) with a reason naming the column and value;
 the rest load. Each load replaces everything it wrote before (tables and its rejected rows): it is idempotent.
+A load whose inputs are byte for byte those of the last one (same files, same loader code) and whose tables still
+hold what it stored is skipped: every daily run calls the loader, and the factor files rarely change.
 
 Per-row work is set-based DuckDB SQL: CSV files are read as text (``ingest._csv_candidates``: real line numbers,
 malformed lines kept) and typed with ``try_cast``; only the handful of models.yml entries pass through Python.
@@ -23,7 +25,10 @@ model's own name included) to its model.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,6 +144,13 @@ FACTOR_DDL: tuple[str, ...] = (
         model varchar not null,
         origin varchar,
         source_file varchar
+    )
+    """,
+    """
+    create table if not exists factors.load_state (
+        fingerprint varchar not null,  -- inputs_fingerprint() of the last load
+        loaded_at timestamp not null,  -- UTC
+        summaries varchar not null  -- JSON: the FactorSummary of each table
     )
     """,
 )
@@ -356,6 +368,8 @@ class FactorSummary:
     rejected: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     shipped_defaults_only: bool = True  # the user gave no file for this table
+    loaded_at: str | None = None  # when these rows were stored (UTC, ISO 8601)
+    reloaded: bool = True  # False: the inputs had not changed since loaded_at, the stored tables were kept
 
     @property
     def loaded(self) -> int:
@@ -665,6 +679,10 @@ def load_factors(
     ensure_raw_schema(con)  # raw.rejected_rows
     for ddl in FACTOR_DDL:
         con.execute(ddl)
+    fingerprint = inputs_fingerprint(shipped_dir, user_dir)
+    kept = _unchanged_load(con, fingerprint)
+    if kept is not None:
+        return kept
     con.execute(
         "create or replace temp table _fc_rejects (input varchar, source_file varchar, source_row bigint, "
         "reason varchar, raw_record varchar)"
@@ -705,7 +723,6 @@ def load_factors(
         summaries[spec.table] = summary
         if spec.table == "models":
             _stage_aliases(con)
-    _store(con)
     for spec in SPECS:
         rows = con.execute(
             f"select {REASON_KIND_SQL} as kind, count(*) from _fc_rejects where input = $input "
@@ -719,10 +736,55 @@ def load_factors(
     (alias.loaded_shipped, alias.loaded_user) = fetch_one(
         con,
         "select count(*) filter (where origin = 'shipped'), count(*) filter (where origin = 'user') "
-        "from factors.model_aliases"
+        f"from _fc_alias_all where {_STORED_ALIASES}"
     )
     summaries["model_aliases"] = alias
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+    for summary in summaries.values():
+        summary.loaded_at = now.isoformat() + "Z"
+    _store(con, now, fingerprint, summaries)
     return summaries
+
+
+# a load's inputs: the files of every table (shipped and the user's), and the code that reads them
+_LOADER_CODE = (Path(__file__), Path(__file__).with_name("ingest.py"))
+
+
+def inputs_fingerprint(shipped_dir: Path, user_dir: Path) -> str:
+    """A hash of everything a load depends on: the loader's code and, per table, each input file's name and bytes
+    (shipped defaults and the user's files, found as the load finds them). A file added, removed, renamed or
+    edited changes it."""
+    h = hashlib.sha256()
+    for code in _LOADER_CODE:
+        h.update(code.read_bytes())
+    for spec in SPECS:
+        for origin, root in (("shipped", shipped_dir), ("user", user_dir)):
+            for path in _files(spec, root):
+                h.update(f"\0{spec.table}\0{origin}\0{path.relative_to(root)}\0".encode())
+                h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def _unchanged_load(con: duckdb.DuckDBPyConnection, fingerprint: str) -> dict[str, FactorSummary] | None:
+    """The last load's summaries if its inputs had this fingerprint and the factor tables and rejected rows still
+    hold as many rows as it stored (a table emptied by hand is reloaded); None otherwise."""
+    state = fetch_one(con, "select fingerprint, summaries from factors.load_state")
+    if state is None or state[0] != fingerprint:
+        return None
+    summaries = {
+        table: FactorSummary(**{**fields, "reloaded": False}) for table, fields in json.loads(state[1]).items()
+    }
+    counts = fetch_one(
+        con,
+        "select " + ", ".join(f"(select count(*) from factors.{table})" for table in summaries)
+        + ", (select count(*) from raw.rejected_rows where input like 'factors/%')",
+    )
+    expected = [s.loaded for s in summaries.values()] + [sum(s.rejected for s in summaries.values())]
+    return summaries if list(counts) == expected else None
+
+
+# the staged aliases that factors.model_aliases keeps
+_STORED_ALIASES = "claim_rank = 1 and alias_key <> ''"
 
 
 def _stage_aliases(con: duckdb.DuckDBPyConnection) -> None:
@@ -764,9 +826,13 @@ def _stage_aliases(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def _store(con: duckdb.DuckDBPyConnection) -> None:
-    """Replace the factor tables and this loader's rejected rows in one transaction."""
-    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+def _store(
+    con: duckdb.DuckDBPyConnection,
+    now: dt.datetime,
+    fingerprint: str,
+    summaries: dict[str, FactorSummary],
+) -> None:
+    """Replace the factor tables, this loader's rejected rows and the load's state in one transaction."""
     con.execute("begin transaction")
     try:
         for spec in SPECS:
@@ -774,10 +840,10 @@ def _store(con: duckdb.DuckDBPyConnection) -> None:
             con.execute(f"insert into factors.{spec.table} by name select * from _fc_final_{spec.table}")
         con.execute("delete from factors.model_aliases")
         con.execute(
-            """
+            f"""
             insert into factors.model_aliases
             select alias_key, model, origin, source_file from _fc_alias_all
-            where claim_rank = 1 and alias_key <> ''
+            where {_STORED_ALIASES}
             """
         )
         con.execute("delete from raw.rejected_rows where input like 'factors/%'")
@@ -785,6 +851,15 @@ def _store(con: duckdb.DuckDBPyConnection) -> None:
             "insert into raw.rejected_rows select null, input, source_file, source_row, reason, raw_record, $now "
             "from _fc_rejects",
             {"now": now},
+        )
+        con.execute("delete from factors.load_state")
+        con.execute(
+            "insert into factors.load_state values ($fingerprint, $now, $summaries)",
+            {
+                "fingerprint": fingerprint,
+                "now": now,
+                "summaries": json.dumps({t: dataclasses.asdict(x) for t, x in summaries.items()}),
+            },
         )
         con.execute("commit")
     except Exception:

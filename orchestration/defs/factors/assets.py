@@ -48,9 +48,13 @@ def _summary_markdown(summaries: dict[str, factors.FactorSummary]) -> str:
     name="impact_factors",
 )
 def impact_factors(context: dg.AssetExecutionContext, settings: ImpactSettings):
-    """Load the factor tables (shipped defaults + the data directory's factors/ overrides)."""
+    """Load the factor tables (shipped defaults + the data directory's factors/ overrides). When the files and the
+    loader are byte for byte those of the last load, the stored tables are kept (metadata `reloaded`: false)."""
     with warehouse(settings.warehouse_path) as con:
         summaries = factors.load_factors(con, settings.data_path, paths.SHIPPED_FACTORS_DIR)
+    first = next(iter(summaries.values()))
+    if not first.reloaded:
+        context.log.info(f"factor files unchanged since {first.loaded_at}: the stored tables are kept")
     for table, s in summaries.items():
         if s.rejected:
             context.log.warning(
@@ -71,6 +75,8 @@ def impact_factors(context: dg.AssetExecutionContext, settings: ImpactSettings):
                 "rows_overriding_shipped": dg.MetadataValue.int(s.overridden_shipped),
                 "shipped_defaults_only": dg.MetadataValue.bool(s.shipped_defaults_only),
                 "rows_rejected": dg.MetadataValue.int(s.rejected),
+                "loaded_at": dg.MetadataValue.text(s.loaded_at or ""),
+                "reloaded": dg.MetadataValue.bool(s.reloaded),
                 "factor_tables": dg.MetadataValue.md(overview),
             },
         )
