@@ -257,7 +257,7 @@ def test_reload_is_idempotent(tmp_path: Path, small_shipped: Path) -> None:
     first = load_factors(con, inputs, small_shipped)
     counts = {t: _count(con, f"select count(*) from factors.{t}") for t in TABLES}
     rejected = _count(con, "select count(*) from raw.rejected_rows")
-    # the same bytes with a trailing blank line: the inputs changed, so the load runs again and replaces
+    # the same rows with a trailing blank line: the file changed, so the load runs again and replaces
     (inputs / "factors" / "water.csv").write_text("zone,ewif_l_per_kwh\nUS,2.5\nUS,3.0\n\n")
     second = load_factors(con, inputs, small_shipped)
     assert all(v.reloaded for v in second.values())
