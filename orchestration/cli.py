@@ -80,10 +80,14 @@ def _summary_rows(warehouse: Path, days: Sequence[dt.date]) -> list[tuple]:
             """
             with rejected as (
                 select partition_day as day, count(*) as n from raw.rejected_rows group by all
+            ),
+            undated as (
+                -- rejections tied to no day (clusters.yml, a file with no readable timestamp): counted every day
+                select count(*) as n from raw.rejected_rows where partition_day is null
             )
             select d.day, d.cluster, d.requests, d.metered_it_energy_j / 3.6e6, d.attributed_energy_j / 3.6e6,
                    d.unattributed_energy_j / 3.6e6, d.telemetry_coverage, d.counter_resets,
-                   coalesce(r.n, 0)
+                   coalesce(r.n, 0) + (select n from undated)
             from marts.fct_cluster_energy_daily d left join rejected r using (day)
             where list_contains($days, d.day)
             order by d.day, d.cluster
@@ -140,6 +144,22 @@ def _rejection_reasons(warehouse: Path, days: Sequence[dt.date]) -> list[tuple]:
             """,
             {"days": list(days)},
         ).fetchall()
+    finally:
+        con.close()
+
+
+def _inputs_that_look_wrong(warehouse: Path, days: Sequence[dt.date]) -> list[str]:
+    """Telemetry faults, requests naming nodes or GPUs without telemetry, durations in the wrong unit."""
+    from orchestration.lib.fault_report import summary_lines
+    from orchestration.lib.warehouse import connect
+
+    import duckdb
+
+    con = connect(warehouse, read_only=True)
+    try:
+        return summary_lines(con, days)
+    except duckdb.Error:  # a warehouse of an earlier version (the failure above says so)
+        return []
     finally:
         con.close()
 
@@ -270,6 +290,9 @@ def _cmd_run(args: argparse.Namespace, prometheus_url: str | None) -> int:
     if reasons:
         print("\nRejected rows (details in raw.rejected_rows):")
         print(format_table(("input", "reason", "rows", "example"), reasons))
+    wrong = _inputs_that_look_wrong(warehouse, days) if _has_table(warehouse, "raw", "requests") else []
+    if wrong:
+        print("\nInputs that look wrong (flagged, see docs/telemetry-faults.md):\n  " + "\n  ".join(wrong))
     if failures:
         print("\nFailed:\n  " + "\n  ".join(failures) + f"\n(full log: {log_path})", file=sys.stderr)
         return 1

@@ -4,13 +4,14 @@ from orchestration.definitions import defs
 from orchestration.lib import preload
 
 EXPECTED_KEYS = {
-    "raw": {"raw/clusters", "raw/requests", "raw/telemetry_samples"},
+    "raw": {"raw/clusters", "raw/requests", "raw/telemetry_samples", "raw/telemetry_series"},
     "factors": {
         "factors/grid_intensity_hourly",
         "factors/grid_intensity_annual",
         "factors/water_intensity",
         "factors/datacenter",
         "factors/hardware",
+        "factors/gpu_power",
         "factors/models",
         "factors/model_aliases",
     },
@@ -18,11 +19,13 @@ EXPECTED_KEYS = {
         "staging/stg_raw__clusters",
         "staging/stg_raw__requests",
         "staging/stg_raw__telemetry_samples",
+        "staging/stg_raw__telemetry_series",
         "staging/stg_factors__grid_intensity_hourly",
         "staging/stg_factors__grid_intensity_annual",
         "staging/stg_factors__water_intensity",
         "staging/stg_factors__datacenter",
         "staging/stg_factors__hardware",
+        "staging/stg_factors__gpu_power",
         "staging/stg_factors__models",
     },
     "intermediate": {
@@ -39,6 +42,8 @@ EXPECTED_KEYS = {
         "intermediate/int_cluster_day_factors",
         "intermediate/int_cluster_hour_intensity",
         "intermediate/int_pool_window_impact",
+        "intermediate/int_request_pools",
+        "intermediate/int_telemetry_quarantine",
     },
     "marts": {
         "marts/fct_window_energy",

@@ -6,8 +6,8 @@
 - the user's files under ``<data dir>/factors/`` (CONTRACT section 1), in the same columns.
 
 A user row replaces the shipped row with the same key (grid hourly: zone + datetime_utc; annual: zone + year; water:
-zone; datacenter: provider; hardware: component + hardware; models: the model key), so one zone can be overridden and
-the rest kept. Every row carries ``origin`` ('shipped' or 'user'), ``source``, ``licence``, ``version``,
+zone; datacenter: provider; hardware: component + hardware; gpu_power: hardware; models: the model key), so one zone
+can be overridden and the rest kept. Every row carries ``origin`` ('shipped' or 'user'), ``source``, ``licence``, ``version``,
 ``source_file`` and ``source_row``; a user row without a source gets ``'user file <path>'`` (licence and version stay
 empty). Bad rows go to ``raw.rejected_rows`` (input ``'factors/<table>'``) with a reason naming the column and value;
 the rest load. Each load replaces everything it wrote before (tables and its rejected rows): it is idempotent.
@@ -122,6 +122,12 @@ FACTOR_DDL: tuple[str, ...] = (
         lifetime_years double not null,
         lifetime_low_years double,
         lifetime_high_years double,{PROVENANCE_COLUMNS}
+    )
+    """,
+    f"""
+    create table if not exists factors.gpu_power (
+        hardware varchar not null,  -- GPU model prefix (case-insensitive, vendor prefix ignored) or 'default'
+        max_power_w double not null,  -- maximum (TDP / board) power: the ceiling telemetry is checked against{PROVENANCE_COLUMNS}
     )
     """,
     f"""
@@ -310,6 +316,14 @@ SPECS: tuple[_Spec, ...] = (
                 for c in ("lifetime_years", "lifetime_low_years", "lifetime_high_years")
             ),
         ),
+    ),
+    _Spec(
+        table="gpu_power",
+        columns={"hardware": "text", "max_power_w": "double"},
+        required=("hardware", "max_power_w"),
+        key=("hardware",),
+        user_paths=("gpu_power.csv",),
+        extra_checks=(("v_max_power_w <= 0", "'max_power_w (' || v_max_power_w || ') is not positive'"),),
     ),
     _Spec(
         table="models",

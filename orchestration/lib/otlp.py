@@ -20,7 +20,7 @@ import duckdb
 
 from orchestration.lib.textlines import read_text_lines
 
-__all__ = ["read_otlp_spans"]
+__all__ = ["parse_otlp_lines", "read_otlp_spans"]
 
 # json_transform schema of an OTLP attribute list. Each value becomes text, whatever its JSON type: OTLP JSON
 # writes intValue as a string, other encoders as a number. arrayValue, kvlistValue and bytesValue give NULL.
@@ -84,8 +84,15 @@ def read_otlp_spans(con: duckdb.DuckDBPyConnection, path: str) -> duckdb.DuckDBP
     no spans", "span is not a JSON object", "span has no startTimeUnixNano", "invalid startTimeUnixNano '...'",
     "span has no endTimeUnixNano", "invalid endTimeUnixNano '...'", "span ends before it starts", "span has no
     traceId/spanId" (and no gen_ai.response.id). Missing model or tokens are not errors here. Blank lines give
-    no row. The relation is lazy; the path reaches DuckDB as a value.
+    no row; a line that is not UTF-8 gives one row with its `textlines` reason. The path reaches Python's open(),
+    never SQL.
     """
+    return parse_otlp_lines(read_text_lines(con, path))
+
+
+def parse_otlp_lines(lines: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
+    """`read_otlp_spans` over a relation of text lines (source_row, line, line_error; `textlines.LINE_SCHEMA`),
+    e.g. one chunk of a large file from `textlines.iter_line_batches`."""
     tokens = {
         name: _whole_number(f"a['{name}']")
         for name in (
@@ -96,28 +103,30 @@ def read_otlp_spans(con: duckdb.DuckDBPyConnection, path: str) -> duckdb.DuckDBP
         )
     }
     return (
-        read_text_lines(con, path)
+        lines
         .filter("regexp_matches(line, '[^ \\t]')")
-        .project("source_row, line, json_valid(line) AS valid")
+        .project(
+            "source_row, line, line_error AS text_error, text_error IS NULL AND json_valid(line) AS valid"
+        )
         # One parse of the line into typed structs; spans stay JSON (raw_record), resource maps are built once
         # per resource.
         .project(
-            "source_row, line, valid, "
+            "source_row, line, text_error, valid, "
             f"CASE WHEN valid THEN json_transform(line, '{_REQUEST_SCHEMA}').resourceSpans END AS resource_spans"
         )
         .project(
-            "source_row, line, valid, "
+            "source_row, line, text_error, valid, "
             "list_transform(resource_spans, lambda rs: {'r': "
             f"{_attribute_map('rs.resource.attributes')}, 'scope_spans': rs.scopeSpans}}) AS resource_spans"
         )
         .project(
-            "source_row, line, valid, "
+            "source_row, line, text_error, valid, "
             "flatten(list_transform(resource_spans, lambda rs: flatten(list_transform(rs.scope_spans, "
             "lambda ss: list_transform(ss.spans, lambda sp: {'r': rs.r, 'span': sp}))))) AS spans"
         )
         .project(
             "source_row, line, "
-            "CASE WHEN NOT valid THEN 'malformed JSON' "
+            "CASE WHEN text_error IS NOT NULL THEN text_error WHEN NOT valid THEN 'malformed JSON' "
             "WHEN coalesce(len(spans), 0) = 0 THEN 'line has no spans' END AS line_error, "
             f"CASE WHEN coalesce(len(spans), 0) = 0 THEN {_NO_SPAN} ELSE spans END AS spans"
         )

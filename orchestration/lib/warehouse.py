@@ -37,6 +37,11 @@ RAW_DDL: tuple[str, ...] = (
     """,
     # added with the impact factors: a warehouse created before keeps working
     "alter table raw.clusters add column if not exists provider varchar",
+    # added with the telemetry fault handling (docs/telemetry-faults.md): the GPU's maximum power (overrides the
+    # factor table), and how this cluster's telemetry and request logs name its nodes
+    "alter table raw.clusters add column if not exists gpu_max_w double",
+    "alter table raw.clusters add column if not exists node_pattern varchar",
+    "alter table raw.clusters add column if not exists node_aliases varchar",
     """
     create table if not exists raw.requests (
         partition_day date not null,
@@ -76,6 +81,15 @@ RAW_DDL: tuple[str, ...] = (
         quantity varchar not null
     )
     """,
+    # added with the telemetry fault handling: node and gpu are the normalised node name and the GPU's one name
+    # (index, UUID and PCI bus id mapped together); the labels as exported, the GPU's other names, and the key of
+    # the logical series (cluster, node, gpu, cpu, mode, metric after normalisation) that relabelled or duplicated
+    # raw series share
+    "alter table raw.telemetry_series add column if not exists node_label varchar",
+    "alter table raw.telemetry_series add column if not exists gpu_label varchar",
+    "alter table raw.telemetry_series add column if not exists gpu_uuid varchar",
+    "alter table raw.telemetry_series add column if not exists pci_bus_id varchar",
+    "alter table raw.telemetry_series add column if not exists logical_key ubigint",
     """
     create table if not exists raw.telemetry_points (
         partition_day date not null,
@@ -104,7 +118,7 @@ RAW_DDL: tuple[str, ...] = (
 TELEMETRY_SAMPLES_VIEW = """
     create or replace view raw.telemetry_samples as
     select p.partition_day, s.cluster, s.node, s.gpu, s.cpu, s.mode, s.metric, s.quantity, p.sample_time, p.value,
-           p.source_file, p.source_row, p.loaded_at, p.series_key
+           p.source_file, p.source_row, p.loaded_at, p.series_key, s.logical_key, s.node_label, s.gpu_label
     from raw.telemetry_points as p
     inner join raw.telemetry_series as s on p.series_key = s.series_key
 """
@@ -126,12 +140,19 @@ def _ensure_telemetry_view(con: duckdb.DuckDBPyConnection) -> None:
         "where table_schema = 'raw' and table_name = 'telemetry_samples'"
     )
     if kind == "VIEW":
+        (current,) = fetch_one(
+            con,
+            "select count(*) from information_schema.columns "
+            "where table_schema = 'raw' and table_name = 'telemetry_samples' and column_name = 'logical_key'"
+        )
+        if not current:  # a view of an earlier version: the new series columns added
+            con.execute(TELEMETRY_SAMPLES_VIEW)
         return
     if kind == "BASE TABLE":
         con.execute("begin transaction")
         con.execute(
             """
-            insert into raw.telemetry_series
+            insert into raw.telemetry_series (series_key, cluster, node, gpu, cpu, mode, metric, quantity)
             select distinct hash(cluster, node, gpu, cpu, mode, metric), cluster, node, gpu, cpu, mode, metric, quantity
             from raw.telemetry_samples
             where hash(cluster, node, gpu, cpu, mode, metric) not in (select series_key from raw.telemetry_series)

@@ -2,7 +2,7 @@
 {#- what the table keeps of each request -#}
 {%- set request_columns = [
     'request_key', 'request_id', 'cluster', 'model', 'start_time', 'end_time', 'duration_s', 'input_tokens',
-    'output_tokens', 'tenant', 'endpoint', 'node', 'gpu'] %}
+    'output_tokens', 'tenant', 'endpoint', 'node', 'gpu', 'attribution_level'] %}
 
 -- Each request on each UTC day it ran in (one row for almost every request; two for one that runs past
 -- midnight): what it is, the energy attributed to it that day (METHODOLOGY section 3) and that energy's impact
@@ -46,6 +46,11 @@ clusters as (
 
 pools as (
     select * from {{ ref('int_cluster_day_pools') }}
+    where day = {{ partition_day() }}
+),
+
+request_pools as (
+    select * from {{ ref('int_request_pools') }}
     where day = {{ partition_day() }}
 ),
 
@@ -170,14 +175,58 @@ pool_rates as materialized (
     inner join loads as l on p.pool_window_key = l.pool_window_key
 ),
 
+fallback_rates as (
+    -- (rare) a request in a fallback pool (its own GPU or node sent no telemetry that day) draws the mean rate of
+    -- the fallback's members with energy and load in the window; int_pool_window_load counted it in each of them
+    -- for an equal part of its time, so the members' energy is shared exactly once
+    select
+        f.pool_index * 86400 + (r.pool_window_key - m.pool_index * 86400) as pool_window_key,
+        any_value(r.component) as component,
+        avg(r.idle_per_s) as idle_per_s,
+        avg(r.dynamic_per_s) as dynamic_per_s,
+        avg(r.dynamic_per_token_s) as dynamic_per_token_s,
+        avg(r.embodied_per_s) as embodied_per_s,
+        avg(r.embodied_low_per_s) as embodied_low_per_s,
+        avg(r.embodied_high_per_s) as embodied_high_per_s,
+        avg(r.water_per_s) as water_per_s,
+        avg(r.water_low_per_s) as water_low_per_s,
+        avg(r.water_high_per_s) as water_high_per_s,
+        any_value(r.ci) as ci,
+        any_value(r.ci_low) as ci_low,
+        any_value(r.ci_high) as ci_high,
+        any_value(r.ci_market) as ci_market,
+        bool_or(r.annual_factor) as annual_factor,
+        avg(r.request_seconds) as request_seconds,
+        max(r.requests) as requests,
+        sum(r.dynamic_energy_j) as dynamic_energy_j
+    from (
+        select distinct gpu_pool_index as pool_index from request_pools
+        union
+        select distinct host_pool_index from request_pools
+    ) as targets
+    inner join pools as f on targets.pool_index = f.pool_index and f.is_fallback
+    inner join pools as m
+        on
+            f.cluster = m.cluster and f.component = m.component and not m.is_fallback
+            and (m.node_pool_index = f.pool_index or m.cluster_pool_index = f.pool_index)
+    inner join pool_rates as r on r.pool_window_key // 86400 = m.pool_index
+    group by f.pool_index, r.pool_window_key - m.pool_index * 86400
+),
+
 -- (one hash table per component: a request's host pool-window is looked up in one a ninth the size)
 gpu_rates as (
     select * from pool_rates
+    where component = 'gpu'
+    union all
+    select * from fallback_rates
     where component = 'gpu'
 ),
 
 host_rates as (
     select * from pool_rates
+    where component = 'host'
+    union all
+    select * from fallback_rates
     where component = 'host'
 ),
 
@@ -189,7 +238,6 @@ spans as not materialized (
     select
         r.*,
         p.window_s,
-        p.attribution_level,
         coalesce(r.input_tokens, 0) + coalesce(r.output_tokens, 0) as tokens,
         greatest({{ epoch_s('r.start_time') }}, {{ partition_day_epoch_s() }}) as t0_s,
         least({{ epoch_s('r.start_time') }} + r.duration_s, {{ partition_day_epoch_s() }} + 86400) as t1_s,
@@ -224,20 +272,16 @@ windowed_spans as not materialized (
 ),
 
 pooled_spans as not materialized (
-    -- the request's GPU pool and host pool (null: no telemetry from them that day)
+    -- the request's GPU pool and host pool (its own, or a fallback when its own sent no telemetry that day; null:
+    -- its cluster sent none) and the level it is attributed at (int_request_pools)
     select
         s.*,
-        g.pool_index as gpu_pool_index,
-        h.pool_index as host_pool_index
+        rp.gpu_pool_index,
+        rp.host_pool_index,
+        coalesce(rp.attribution_level, 'none') as attribution_level
     from windowed_spans as s
-    left join pools as g
-        on
-            s.cluster = g.cluster and g.component = 'gpu'
-            and g.pool = {{ gpu_pool('s.attribution_level', 's.node', 's.gpu') }}
-    left join pools as h
-        on
-            s.cluster = h.cluster and h.component = 'host'
-            and h.pool = {{ host_pool('s.attribution_level', 's.node') }}
+    left join request_pools as rp
+        on s.cluster = rp.cluster and s.node is not distinct from rp.node and s.gpu is not distinct from rp.gpu
 ),
 
 {#- a request's energy and impact from its overlaps' shares (@: the prefix of the overlap's share columns) -#}
@@ -619,7 +663,10 @@ final as (
             as total_g_co2e_high,
         water_onsite_l + water_offsite_l + water_l + training_water_l as total_water_l,
         water_onsite_low_l + water_offsite_low_l + water_low_l + training_water_l as total_water_l_low,
-        water_onsite_high_l + water_offsite_high_l + water_high_l + training_water_l as total_water_l_high
+        water_onsite_high_l + water_offsite_high_l + water_high_l + training_water_l as total_water_l_high,
+        -- the level the request's energy was attributed at: its GPU, node or cluster (lower than the day's when its
+        -- own GPU or node sent no telemetry), or none (docs/telemetry-faults.md)
+        attribution_level
     from impact
 )
 

@@ -6,7 +6,7 @@
 
 {%- set attributes = [
     'cluster', 'model', 'start_time', 'duration_s', 'input_tokens', 'output_tokens', 'tenant', 'endpoint', 'node',
-    'gpu'] %}
+    'gpu', 'attribution_level'] %}
 {%- set summed = [
     'idle_energy_j', 'dynamic_energy_j', 'unallocated_idle_energy_j', 'it_energy_j', 'request_seconds',
     'concurrency_seconds'] %}
@@ -36,7 +36,8 @@ final as (
         gpu,
         days_spanned,
         concurrency_seconds / nullif(request_seconds, 0) as mean_concurrency,
-        days_materialised
+        days_materialised,
+        attribution_level
     from requests
 )
 

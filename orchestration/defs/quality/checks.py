@@ -6,7 +6,7 @@ import datetime as dt
 import dagster as dg
 
 from orchestration.defs.resources import ImpactSettings
-from orchestration.lib import invariants
+from orchestration.lib import fault_report, invariants
 from orchestration.lib.warehouse import connect, fetch_one
 
 CLUSTER_DAILY_KEY = dg.AssetKey(["marts", "fct_cluster_energy_daily"])
@@ -177,4 +177,91 @@ def impact_factor_coverage(context: dg.AssetCheckExecutionContext, settings: Imp
         passed=gaps["no_grid_factor"] == 0 and gaps["no_energy_for_uncovered_time"] == 0,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={k: dg.MetadataValue.int(v) for k, v in gaps.items()},
+    )
+
+
+# -------------------------------------------------------------------------------- telemetry and log faults (issue 22)
+
+WINDOW_ENERGY_KEY = dg.AssetKey(["marts", "fct_window_energy"])
+POWER_CEILING_CHECK = "power_ceiling"
+TELEMETRY_FAULTS_CHECK = "telemetry_faults"
+REQUESTS_MATCH_TELEMETRY_CHECK = "requests_match_telemetry"
+REQUEST_DURATIONS_CHECK = "request_durations_plausible"
+
+
+def _read(settings: ImpactSettings, query):
+    con = connect(settings.warehouse_path, read_only=True)
+    try:
+        return query(con)
+    finally:
+        con.close()
+
+
+@dg.asset_check(asset=WINDOW_ENERGY_KEY, name=POWER_CEILING_CHECK, blocking=True)
+def power_ceiling(context: dg.AssetCheckExecutionContext, settings: ImpactSettings) -> dg.AssetCheckResult:
+    """No stored pool-window holds more energy than its hardware can draw: GPUs at most their maximum power
+    (clusters.yml gpu_max_w, else factors.gpu_power) x the margin, hosts at most host_max_w x the margin, over the
+    seconds they were present. Telemetry above it is quarantined upstream; a window that still exceeds it fails the
+    day (docs/telemetry-faults.md)."""
+    return _violations_result(
+        context, settings, fault_report.power_ceiling_violations,
+        ("cluster", "day", "component", "pool", "window", "energy_j", "mean_w", "ceiling_w"),
+    )
+
+
+@dg.asset_check(asset=CLUSTER_DAILY_KEY, name=TELEMETRY_FAULTS_CHECK)
+def telemetry_faults(context: dg.AssetCheckExecutionContext, settings: ImpactSettings) -> dg.AssetCheckResult:
+    """Warns when the day's telemetry had samples rejected (counter glitches, stale counters, power above the
+    GPU's ceiling), energy quarantined or intervals bridged; duplicate scrapes skipped are reported too. The rows
+    are in intermediate.int_telemetry_quarantine."""
+    day = _partition_day(context)
+    rows = _read(settings, lambda con: fault_report.telemetry_faults(con, None if day is None else [day]))
+    header = ("day", "cluster", "rejected_samples", "quarantined_gpu_s", "quarantined_kwh", "bridged", "duplicates")
+    flagged = [r for r in rows if r[2] or r[3] or r[5]]
+    return dg.AssetCheckResult(
+        passed=not flagged,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "cluster_days_flagged": len(flagged),
+            "rejected_samples": int(sum(r[2] for r in rows)),
+            "quarantined_kwh": float(sum(r[4] for r in rows)),
+            "duplicate_samples": int(sum(r[6] for r in rows)),
+            "details": dg.MetadataValue.md(_rows_md(header, rows) if rows else "none"),
+        },
+    )
+
+
+@dg.asset_check(asset=REQUEST_ENERGY_KEY, name=REQUESTS_MATCH_TELEMETRY_CHECK)
+def requests_match_telemetry(
+    context: dg.AssetCheckExecutionContext, settings: ImpactSettings
+) -> dg.AssetCheckResult:
+    """Warns when requests name a node or GPU that sent no telemetry that day (after normalising names): they are
+    attributed at the next level up (their node's GPUs, else the cluster) and listed here by name."""
+    day = _partition_day(context)
+    rows = _read(settings, lambda con: fault_report.unmatched_requests(con, None if day is None else [day]))
+    return dg.AssetCheckResult(
+        passed=not rows,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "names_unmatched": len(rows),
+            "requests_attributed_higher": int(sum(r[5] for r in rows)),
+            "details": dg.MetadataValue.md(
+                _rows_md(("day", "cluster", "node", "gpu", "attributed at", "requests"), rows) if rows else "none"
+            ),
+        },
+    )
+
+
+@dg.asset_check(asset=CLUSTER_DAILY_KEY, name=REQUEST_DURATIONS_CHECK)
+def request_durations_plausible(
+    context: dg.AssetCheckExecutionContext, settings: ImpactSettings
+) -> dg.AssetCheckResult:
+    """Warns when request durations look like the wrong unit: a median above 2 s per output token, or more than 80 %
+    of the request-seconds on GPUs that drew no dynamic power at the time (duration_s in milliseconds?)."""
+    day = _partition_day(context)
+    findings = _read(settings, lambda con: fault_report.duration_findings(con, None if day is None else [day]))
+    return dg.AssetCheckResult(
+        passed=not findings,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"findings": dg.MetadataValue.md("\n".join(f"- {f}" for f in findings) or "none")},
     )
