@@ -150,10 +150,10 @@ def _rejection_reasons(warehouse: Path, days: Sequence[dt.date]) -> list[tuple]:
 
 def _inputs_that_look_wrong(warehouse: Path, days: Sequence[dt.date]) -> list[str]:
     """Telemetry faults, requests naming nodes or GPUs without telemetry, durations in the wrong unit."""
+    import duckdb
+
     from orchestration.lib.fault_report import summary_lines
     from orchestration.lib.warehouse import connect
-
-    import duckdb
 
     con = connect(warehouse, read_only=True)
     try:

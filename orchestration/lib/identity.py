@@ -33,14 +33,13 @@ PORT_RE = r"^(\[[^]]*\]|[^:]*):[0-9]+$"
 _NOT_RE2 = re.compile(r"\(\?<?[=!]|\\[1-9]")
 
 NODE_MACROS: tuple[str, ...] = (
-    # the cluster-independent part of the rule: trimmed, lower-cased, without a trailing :port
+    # the cluster-independent part of the rule: trimmed, lower-cased, without a trailing :port (impact_trim: see
+    # ingest.MACROS; one lower() and no regular expression for the usual name, which costs 0.03 us a row)
     f"""
     create or replace temp macro impact_node(s) as (
-        case
-            when s is null or trim(s) = '' then null
-            when contains(s, ':') then lower(regexp_replace(trim(s), '{PORT_RE}', '\\1'))
-            else lower(trim(s))
-        end
+        nullif(lower(
+            case when contains(s, ':') then regexp_replace(impact_trim(s), '{PORT_RE}', '\\1') else impact_trim(s) end
+        ), '')
     )
     """,
 )
@@ -70,11 +69,10 @@ def node_config_problem(item: Mapping[str, object]) -> str | None:
         if compiled.groups > 1:
             return f"node_pattern {pattern!r} has {compiled.groups} capture groups (at most one: the node name)"
     aliases = item.get("node_aliases")
-    if aliases not in (None, {}):
-        if not isinstance(aliases, dict) or not all(
-            isinstance(k, (str, int)) and isinstance(v, (str, int)) and str(v).strip() for k, v in aliases.items()
-        ):
-            return "node_aliases must map names to node names, e.g. {gpu-node-00.example.com: gpu-node-00}"
+    if aliases not in (None, {}) and (not isinstance(aliases, dict) or not all(
+        isinstance(k, (str, int)) and isinstance(v, (str, int)) and str(v).strip() for k, v in aliases.items()
+    )):
+        return "node_aliases must map names to node names, e.g. {gpu-node-00.example.com: gpu-node-00}"
     gpu_max = item.get("gpu_max_w")
     if gpu_max is not None and (isinstance(gpu_max, bool) or not isinstance(gpu_max, (int, float)) or gpu_max <= 0):
         return f"gpu_max_w must be a positive number of watts, not {gpu_max!r}"

@@ -390,7 +390,8 @@ def _jsonl_candidates(
     )
     blank = 0
     for batch in _line_batches(con, path, "_json_line_batch"):
-        con.execute(
+        (lines,) = fetch_one(con, f"select count(*) from {batch}")
+        (inserted,) = fetch_one(con, 
             f"""
             insert into {table} (source_file, source_row, raw_record, parse_error, {_text_columns(fields)})
             with parsed as (
@@ -412,8 +413,7 @@ def _jsonl_candidates(
             """,
             {"display": display},
         )
-        (n,) = fetch_one(con, f"select count(*) from {batch} where impact_blank(line)")
-        blank += int(n)
+        blank += int(lines) - int(inserted)
     return blank
 
 
@@ -797,27 +797,27 @@ def ingest_requests(
         f"""
         create or replace temp table _req_bad as
         select row_id, reason from (
-            select rowid as row_id,
+            select row_id,
                 case
                     when parse_error is not null then parse_error
                     when impact_blank(request_id) then 'missing request_id'
                     when not {_present("start_time")} then 'missing start_time'
-                    when ({start_ts} is null or impact_implausible_ts({start_ts}))
+                    when (start_ts_v is null or impact_implausible_ts(start_ts_v))
                         and impact_epoch_unit({_shown("start_time")}) is not null
                         then impact_epoch_unit({_shown("start_time")}) || ' in start_time '
                             || impact_quote({_shown("start_time")}) || ' (epoch seconds or RFC 3339 expected)'
-                    when {start_ts} is null
-                        then replace(impact_ts_problem(start_time, {start_ts}), 'timestamp', 'start_time')
-                    when impact_implausible_ts({start_ts})
+                    when start_ts_v is null
+                        then replace(impact_ts_problem(start_time, start_ts_v), 'timestamp', 'start_time')
+                    when impact_implausible_ts(start_ts_v)
                         then 'implausible start_time ' || impact_quote(coalesce(impact_trim(start_time),
-                            strftime({start_ts}, '%Y-%m-%dT%H:%M:%S.%fZ')))
+                            strftime(start_ts_v, '%Y-%m-%dT%H:%M:%S.%fZ')))
                             || ' (before 2000 or in the future: clock skew?)'
                     when not {_present("duration_s")} then 'missing duration_s'
-                    when {dur} is null then 'non-numeric duration_s ' || impact_quote({_shown("duration_s")})
-                    when isnan({dur}) then 'duration_s is NaN'
-                    when isinf({dur}) then 'duration_s is infinite'
-                    when {dur} < 0 then 'negative duration_s (' || {_shown("duration_s")} || ')'
-                    when {dur} > $max_dur
+                    when dur_v is null then 'non-numeric duration_s ' || impact_quote({_shown("duration_s")})
+                    when isnan(dur_v) then 'duration_s is NaN'
+                    when isinf(dur_v) then 'duration_s is infinite'
+                    when dur_v < 0 then 'negative duration_s (' || {_shown("duration_s")} || ')'
+                    when dur_v > $max_dur
                         then 'duration_s ' || {_shown("duration_s")} || ' exceeds the limit of ' || $max_dur || ' s'
                     {_integer_checks(INTEGER_REQUEST_FIELDS)}
                     when impact_blank(model) then 'missing model'
@@ -825,7 +825,8 @@ def ingest_requests(
                     when impact_trim(cluster) not in (select cluster from raw.clusters)
                         then 'unknown cluster ' || impact_quote(cluster) || ' (not in clusters.yml)'
                 end as reason
-            from _req_candidates
+            -- (the typed values once per row: parsing text timestamps is the costly part)
+            from (select *, rowid as row_id, {start_ts} as start_ts_v, {dur} as dur_v from _req_candidates)
         )
         where reason is not null
         """,

@@ -47,7 +47,14 @@ from urllib.parse import urlsplit, urlunsplit
 import duckdb
 import requests
 
-from orchestration.lib.metrics import CLUSTER_LABELS, GPU_LABELS, GPU_PCI_LABELS, GPU_UUID_LABELS, METRICS, NODE_LABELS
+from orchestration.lib.metrics import (
+    CLUSTER_LABELS,
+    GPU_LABELS,
+    GPU_PCI_LABELS,
+    GPU_UUID_LABELS,
+    METRICS,
+    NODE_LABELS,
+)
 from orchestration.lib.prom import PER_CPU_METRICS
 from orchestration.lib.warehouse import fetch_one
 

@@ -23,7 +23,8 @@ duration_unit              "ms": the request log's duration_s holds milliseconds
 stale_tail_s               after a node leaves (autoscaling), its series go on repeating their last value for this
                            long (an export through query_range, whose 5-minute look-back repeats a vanished series)
 counter_float32            energy counters stored as 32-bit floats (a lossy export: ~8 J resolution at 1e8 J)
-clock_skew_s               the cluster's last node's telemetry clock runs this many seconds ahead
+clock_skew_s               the cluster's last node's telemetry clock runs this many seconds ahead (its samples
+                           stamped after the simulated span are not written: an export by time range)
 exporter_pod_labels        (.prom output) DCGM series carry the exporter pod's name and address, which change at each
                            exporter restart (``restart_at``), besides the stable Hostname
 =========================  ==========================================================================================
@@ -176,8 +177,10 @@ def inject_telemetry_faults(
     if faults.exporter_pod_labels:
         out["pod"], out["instance"] = _pod_labels(out, restarts, exporter)
     if faults.clock_skew_s:
+        # an export by timestamp range ends where the simulated span does: the skewed node's last seconds fall out
         skewed = out["node"] == node_names[-1]
         out.loc[skewed, "timestamp"] = out.loc[skewed, "timestamp"] + faults.clock_skew_s
+        out = out[out["timestamp"] <= span_end_s]
     if faults.duplicate_scrape_ms > 0:
         copy = out.assign(timestamp=out["timestamp"] + faults.duplicate_scrape_ms / 1000.0)
         out = pd.concat([out.assign(**{REPLICA_LABEL: "a"}), copy.assign(**{REPLICA_LABEL: "b"})])

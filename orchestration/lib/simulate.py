@@ -278,7 +278,8 @@ class ClusterSpec:
     arrivals: str | None = None  # overrides SimConfig.arrivals for this cluster
     requests_per_day: int | None = None  # overrides SimConfig.requests_per_day for this cluster
     cpu_util_floor: float = 0.0  # background CPU utilisation of a present node (see "Host power")
-    faults: Faults = Faults()  # what the exporters and the request log get wrong (simfaults.py); truth unchanged
+    # what the exporters and the request log get wrong (simfaults.py); the truth is unchanged
+    faults: Faults = dataclasses.field(default_factory=Faults)
 
     def __post_init__(self) -> None:
         if self.exporter not in EXPORTERS:
@@ -1029,19 +1030,18 @@ def _write_frame(frame: pd.DataFrame, path: Path, fmt: str, time_column: str) ->
 def write_dataset(
     result: SimResult,
     out_dir: Path,
-    telemetry_format: str = "parquet",
+    telemetry_format: str | Mapping[str, str] = "parquet",
     requests_format: str | Mapping[str, str] = "jsonl",
 ) -> None:
     """Write clusters.yml, telemetry/<cluster>/<day>.*, requests/<cluster>/<day>.* and truth/ under out_dir.
 
-    `requests_format` is one format for all clusters or a mapping cluster id -> format.
+    `telemetry_format` and `requests_format` are one format for all clusters or a mapping cluster id -> format.
     """
-    if telemetry_format not in TELEMETRY_FORMATS:
-        raise ValueError(f"telemetry_format must be one of {TELEMETRY_FORMATS}, got {telemetry_format!r}")
-    formats = {
-        str(c["id"]): requests_format if isinstance(requests_format, str) else requests_format[str(c["id"])]
-        for c in result.clusters
-    }
+    ids = [str(c["id"]) for c in result.clusters]
+    tel_formats = {c: telemetry_format if isinstance(telemetry_format, str) else telemetry_format[c] for c in ids}
+    if bad := {f for f in tel_formats.values() if f not in TELEMETRY_FORMATS}:
+        raise ValueError(f"telemetry_format must be one of {TELEMETRY_FORMATS}, got {sorted(bad)}")
+    formats = {c: requests_format if isinstance(requests_format, str) else requests_format[c] for c in ids}
     if bad := {f for f in formats.values() if f not in REQUEST_FORMATS}:
         raise ValueError(f"requests_format must be one of {REQUEST_FORMATS}, got {sorted(bad)}")
     out_dir = Path(out_dir)
@@ -1064,7 +1064,7 @@ def write_dataset(
             rows = in_tel & (((tel_time >= offset) & (tel_time < offset + DAY_S)) | closing)
             _clear_day(tel_dir, day)
             _write_frame(
-                result.telemetry[rows], tel_dir / f"{day}.{telemetry_format}", telemetry_format, "timestamp"
+                result.telemetry[rows], tel_dir / f"{day}.{tel_formats[cluster]}", tel_formats[cluster], "timestamp"
             )
             rows = in_req & (req_time >= offset) & (req_time < offset + DAY_S)
             _clear_day(req_dir, day)

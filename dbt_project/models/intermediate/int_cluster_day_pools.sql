@@ -5,8 +5,8 @@
 -- Fallback pools (is_fallback) are where a request goes whose own GPU or node sent no telemetry that day
 -- (docs/telemetry-faults.md): its node's GPUs together ('<node>/*', at GPU level) and the whole cluster ('*', at GPU
 -- and node level). A fallback pool has no energy of its own: its members are the pools whose node_pool_index or
--- cluster_pool_index is its index; a request in it counts in each member present in the window for an equal part
--- of its time (int_pool_window_load) and draws their mean rate (int_request_days), so energy is conserved.
+-- cluster_pool_index is its index; a request in it counts in each of its k members for 1/k of its time
+-- (int_pool_window_load) and draws the sum of their rates over k (int_request_days), so energy is conserved.
 
 with params as (
     select * from {{ ref('int_cluster_day_params') }}

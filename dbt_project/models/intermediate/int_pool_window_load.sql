@@ -4,8 +4,9 @@
 -- the day's requests). Requests on a pool without telemetry that day are kept too (pool_window_key null): their
 -- request-seconds count in the windows' load and against telemetry coverage.
 -- A request in a fallback pool (its own GPU or node sent no telemetry that day, int_cluster_day_pools) counts in
--- each of the fallback's member pools that has energy in the window, for an equal part of its time: a member's RS
--- is its own requests' overlaps plus those parts, so the members' energy is shared exactly once.
+-- each of the fallback's members for an equal part of its time: a member's RS is its own requests' overlaps plus
+-- those parts, so the members' energy is shared exactly once (int_request_days draws the fallback's rate as the sum
+-- of its members' rates over their number).
 
 with request_overlaps as (
     select * from {{ ref('int_request_window_overlaps') }}
@@ -17,94 +18,54 @@ pools as (
     where day = {{ partition_day() }}
 ),
 
-energy as (
-    select * from {{ ref('int_pool_window_energy') }}
-    where day = {{ partition_day() }}
+members as (
+    {{ pool_members('pools') }}
 ),
 
 by_key as (
-    -- pools with telemetry (and fallback pools): one integer key per pool-window
+    -- pools with telemetry: one integer key per pool-window (a fallback pool's load goes to its members)
     select
-        'gpu' as component,
-        gpu_pool_window_key as pool_window_key,
+        component,
+        pool_window_key,
         sum(overlap_s) as request_seconds,
         sum(overlap_s * tokens_per_s) as token_seconds,
         count(*) as requests
-    from request_overlaps
-    where gpu_pool_window_key is not null
-    group by gpu_pool_window_key
-    union all
-    select
-        'host' as component,
-        host_pool_window_key as pool_window_key,
-        sum(overlap_s) as request_seconds,
-        sum(overlap_s * tokens_per_s) as token_seconds,
-        count(*) as requests
-    from request_overlaps
-    where host_pool_window_key is not null
-    group by host_pool_window_key
-),
-
-keyed as (
-    select
-        k.*,
-        p.cluster,
-        p.pool,
-        p.pool_index,
-        p.is_fallback,
-        k.pool_window_key - p.pool_index * 86400 as window_index
-    from by_key as k
-    inner join pools as p on p.pool_index = k.pool_window_key // 86400
-),
-
-fallback_parts as (
-    -- (rare) a fallback pool-window's load, in equal parts over its members with energy in the window
-    select
-        m.pool_index * 86400 + f.window_index as pool_window_key,
-        f.pool_window_key as fallback_key,
-        f.cluster,
-        f.component,
-        m.pool,
-        f.window_index,
-        f.request_seconds,
-        f.token_seconds,
-        f.requests,
-        count(*) over (partition by f.pool_window_key) as members
-    from keyed as f
-    inner join pools as m
-        on
-            f.cluster = m.cluster and f.component = m.component and not m.is_fallback
-            and (m.node_pool_index = f.pool_index or m.cluster_pool_index = f.pool_index)
-    inner join energy as e on e.pool_window_key = m.pool_index * 86400 + f.window_index
-    where f.is_fallback
+    from (
+        select
+            'gpu' as component,
+            m.member_index * 86400 + o.gpu_pool_window_key % 86400 as pool_window_key,
+            o.overlap_s * m.weight as overlap_s,
+            o.tokens_per_s
+        from request_overlaps as o
+        inner join members as m on o.gpu_pool_window_key // 86400 = m.target_index
+        union all
+        select
+            'host' as component,
+            m.member_index * 86400 + o.host_pool_window_key % 86400 as pool_window_key,
+            o.overlap_s * m.weight as overlap_s,
+            o.tokens_per_s
+        from request_overlaps as o
+        inner join members as m on o.host_pool_window_key // 86400 = m.target_index
+    ) as member_overlaps
+    group by component, pool_window_key
 ),
 
 telemetered as (
     select
-        pool_window_key,
-        any_value(cluster) as cluster,
-        any_value(component) as component,
-        any_value(pool) as pool,
-        any_value(window_index) as window_index,
-        sum(request_seconds) as request_seconds,
-        sum(token_seconds) as token_seconds,
-        sum(requests) as requests
-    from (
-        select pool_window_key, cluster, component, pool, window_index, request_seconds, token_seconds, requests
-        from keyed
-        where not is_fallback
-        union all
-        select
-            pool_window_key, cluster, component, pool, window_index, request_seconds / members,
-            token_seconds / members, requests
-        from fallback_parts
-    ) as parts
-    group by pool_window_key
+        k.pool_window_key,
+        p.cluster,
+        k.component,
+        p.pool,
+        k.pool_window_key - p.pool_index * 86400 as window_index,
+        k.request_seconds,
+        k.token_seconds,
+        k.requests
+    from by_key as k
+    inner join pools as p on p.pool_index = k.pool_window_key // 86400
 ),
 
 untelemetered as (
-    -- (rare) requests on a GPU or node that sent no telemetry that day, and fallback pool-windows none of whose
-    -- members has energy in the window
+    -- (rare) requests on a cluster that sent no telemetry that day
     select
         cast(null as bigint) as pool_window_key,
         cluster,
@@ -130,12 +91,7 @@ untelemetered as (
     from request_overlaps
     where host_pool_window_key is null
     group by cluster, host_pool, window_index
-    union all
-    select
-        cast(null as bigint) as pool_window_key, f.cluster, f.component, f.pool, f.window_index, f.request_seconds,
-        f.token_seconds, f.requests
-    from keyed as f
-    where f.is_fallback and f.pool_window_key not in (select p.fallback_key from fallback_parts as p)
+
 ),
 
 final as (

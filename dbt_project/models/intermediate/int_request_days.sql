@@ -144,25 +144,39 @@ training as (
     inner join model_aliases as a on t.factor_model = a.factor_model
 ),
 
+{#- rates per request-second (token-second) of a pool-window: (name, numerator of pool_impact p, load of l) -#}
+{%- set rates = [
+    ('idle_per_s', 'p.idle_energy_j', 'l.request_seconds'),
+    ('dynamic_per_s', 'p.dynamic_energy_j', 'l.request_seconds'),
+    ('embodied_per_s', 'p.embodied_g', 'l.request_seconds'),
+    ('embodied_low_per_s', 'p.embodied_low_g', 'l.request_seconds'),
+    ('embodied_high_per_s', 'p.embodied_high_g', 'l.request_seconds'),
+    ('water_per_s', 'p.water_l', 'l.request_seconds'),
+    ('water_low_per_s', 'p.water_low_l', 'l.request_seconds'),
+    ('water_high_per_s', 'p.water_high_l', 'l.request_seconds')] %}
+
+fallback_members as (
+    -- (rare) the fallback pools the day's requests draw from, with their members (int_cluster_day_pools)
+    select m.*
+    from ({{ pool_members('pools') }}) as m
+    inner join pools as p on m.target_index = p.pool_index and p.is_fallback
+    semi join request_pools as rp on m.target_index in (rp.gpu_pool_index, rp.host_pool_index)
+),
+
 pool_rates as materialized (
     -- per pool-window with telemetry that requests ran in: energy, embodied carbon and water per request-second
     -- (dynamic energy per token-second too), the window's grid intensity, its load and its dynamic energy
     select
         p.pool_window_key,
         p.component,
-        p.idle_energy_j / l.request_seconds as idle_per_s,
-        p.dynamic_energy_j / l.request_seconds as dynamic_per_s,
+        {%- for name, numerator, load in rates %}
+            {{ numerator }} / {{ load }} as {{ name }},
+        {%- endfor %}
         {% if var('dynamic_share') == 'tokens' -%}
             case when l.token_seconds > 0 then p.dynamic_energy_j / l.token_seconds end as dynamic_per_token_s,
         {%- else -%}
             cast(null as double) as dynamic_per_token_s,
         {%- endif %}
-        p.embodied_g / l.request_seconds as embodied_per_s,
-        p.embodied_low_g / l.request_seconds as embodied_low_per_s,
-        p.embodied_high_g / l.request_seconds as embodied_high_per_s,
-        p.water_l / l.request_seconds as water_per_s,
-        p.water_low_l / l.request_seconds as water_low_per_s,
-        p.water_high_l / l.request_seconds as water_high_per_s,
         p.ci,
         p.ci_low,
         p.ci_high,
@@ -170,63 +184,49 @@ pool_rates as materialized (
         p.annual_factor,
         l.request_seconds,
         l.requests,
-        p.dynamic_energy_j
+        p.dynamic_energy_j,
+        1.0 as covered_share
     from pool_impact as p
     inner join loads as l on p.pool_window_key = l.pool_window_key
-),
-
-fallback_rates as (
-    -- (rare) a request in a fallback pool (its own GPU or node sent no telemetry that day) draws the mean rate of
-    -- the fallback's members with energy and load in the window; int_pool_window_load counted it in each of them
-    -- for an equal part of its time, so the members' energy is shared exactly once
+    union all
+    -- (rare) a request in a fallback pool (its own GPU or node sent no telemetry that day) draws the sum of its
+    -- members' rates over their number: int_pool_window_load counted it in each member for that part of its time,
+    -- so the members' energy is shared exactly once
     select
-        f.pool_index * 86400 + (r.pool_window_key - m.pool_index * 86400) as pool_window_key,
-        any_value(r.component) as component,
-        avg(r.idle_per_s) as idle_per_s,
-        avg(r.dynamic_per_s) as dynamic_per_s,
-        avg(r.dynamic_per_token_s) as dynamic_per_token_s,
-        avg(r.embodied_per_s) as embodied_per_s,
-        avg(r.embodied_low_per_s) as embodied_low_per_s,
-        avg(r.embodied_high_per_s) as embodied_high_per_s,
-        avg(r.water_per_s) as water_per_s,
-        avg(r.water_low_per_s) as water_low_per_s,
-        avg(r.water_high_per_s) as water_high_per_s,
-        any_value(r.ci) as ci,
-        any_value(r.ci_low) as ci_low,
-        any_value(r.ci_high) as ci_high,
-        any_value(r.ci_market) as ci_market,
-        bool_or(r.annual_factor) as annual_factor,
-        avg(r.request_seconds) as request_seconds,
-        max(r.requests) as requests,
-        sum(r.dynamic_energy_j) as dynamic_energy_j
-    from (
-        select distinct gpu_pool_index as pool_index from request_pools
-        union
-        select distinct host_pool_index from request_pools
-    ) as targets
-    inner join pools as f on targets.pool_index = f.pool_index and f.is_fallback
-    inner join pools as m
-        on
-            f.cluster = m.cluster and f.component = m.component and not m.is_fallback
-            and (m.node_pool_index = f.pool_index or m.cluster_pool_index = f.pool_index)
-    inner join pool_rates as r on r.pool_window_key // 86400 = m.pool_index
-    group by f.pool_index, r.pool_window_key - m.pool_index * 86400
+        f.target_index * 86400 + (l.pool_window_key - f.member_index * 86400) as pool_window_key,
+        any_value(p.component) as component,
+        {%- for name, numerator, load in rates %}
+            sum(f.weight * {{ numerator }} / {{ load }}) as {{ name }},
+        {%- endfor %}
+        {% if var('dynamic_share') == 'tokens' -%}
+            sum(case when l.token_seconds > 0 then f.weight * p.dynamic_energy_j / l.token_seconds end)
+                as dynamic_per_token_s,
+        {%- else -%}
+            cast(null as double) as dynamic_per_token_s,
+        {%- endif %}
+        any_value(p.ci) as ci,
+        any_value(p.ci_low) as ci_low,
+        any_value(p.ci_high) as ci_high,
+        any_value(p.ci_market) as ci_market,
+        bool_or(p.annual_factor) as annual_factor,
+        sum(f.weight * l.request_seconds) as request_seconds,
+        max(l.requests) as requests,
+        sum(p.dynamic_energy_j) as dynamic_energy_j,
+        sum(f.weight) as covered_share
+    from fallback_members as f
+    inner join loads as l on l.pool_window_key // 86400 = f.member_index
+    inner join pool_impact as p on l.pool_window_key = p.pool_window_key
+    group by f.target_index, l.pool_window_key - f.member_index * 86400
 ),
 
 -- (one hash table per component: a request's host pool-window is looked up in one a ninth the size)
 gpu_rates as (
     select * from pool_rates
     where component = 'gpu'
-    union all
-    select * from fallback_rates
-    where component = 'gpu'
 ),
 
 host_rates as (
     select * from pool_rates
-    where component = 'host'
-    union all
-    select * from fallback_rates
     where component = 'host'
 ),
 

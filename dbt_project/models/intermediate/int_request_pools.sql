@@ -101,8 +101,11 @@ final as (
             when cluster_gpus_pool_index is not null then '*'
             else own_gpu_pool
         end as gpu_pool,
-        case when own_host_pool_index is not null then own_host_pool when cluster_hosts_pool_index is not null then '*'
-            else own_host_pool end as host_pool,
+        case
+            when own_host_pool_index is not null then own_host_pool
+            when cluster_hosts_pool_index is not null then '*'
+            else own_host_pool
+        end as host_pool,
         case
             when own_gpu_pool_index is not null then cluster_level
             when node_gpus_pool_index is not null then 'node'

@@ -79,7 +79,7 @@ sequenced as (
         lag(s.value, 2) over series as v_2,
         lag(s.value, 3) over series as v_3
     from samples as s
-    window series as (partition by s.logical_key order by s.sample_epoch_s, s.value)
+    window series as (partition by s.logical_key order by s.sample_epoch_s)
 ),
 
 pairs as (
@@ -134,7 +134,7 @@ power_intervals as (
     where quantity = 'gpu_power_w'
 ),
 
-counter_pairs as (
+counter_pairs as not materialized (
     select * from intervals
     where quantity = 'gpu_energy_counter_j'
 ),
@@ -158,8 +158,8 @@ glitch_spans as (
     from counter_events as e
     inner join counter_pairs as r
         on
-            e.logical_key = r.logical_key and r.t0_s >= e.t1_s
-            and r.t1_s <= e.t0_s + ({{ var('counter_glitch_samples') }} + 1.5) * e.window_s
+            e.logical_key = r.logical_key and e.t1_s <= r.t0_s
+            and e.t0_s + ({{ var('counter_glitch_samples') }} + 1.5) * e.window_s >= r.t1_s
     where
         r.v1 >= e.v0 and e.v0 > e.gpu_power_ceiling_w * (r.t1_s - e.t0_s)
         and (e.is_drop or r.v1 < r.v0)
@@ -200,7 +200,7 @@ stale_spans as (
     left join counter_pairs as n on s.logical_key = n.logical_key and s.run_end_s = n.t0_s
 ),
 
-spans as (
+spans as materialized (
     -- (a span inside an earlier one of the same series is dropped)
     select * from (
         select * from glitch_spans
@@ -208,38 +208,43 @@ spans as (
         select * from stale_spans
     ) as u
     qualify coalesce(
-        max(coalesce(d_s, 'infinity'::double)) over (
+        max(coalesce(d_s, cast('infinity' as double))) over (
             partition by logical_key order by a_s rows between unbounded preceding and 1 preceding
         ) <= a_s,
         true
     )
 ),
 
-spanned as (
-    -- every counter pair, with the span it lies in (if any)
-    select c.*, s.a_s, s.d_s, s.reason as span_reason, s.a_s is not null as in_span
-    from counter_pairs as c
-    left join spans as s
-        on c.logical_key = s.logical_key and c.t0_s >= s.a_s and (s.d_s is null or c.t1_s <= s.d_s)
+in_spans as (
+    -- (rare) the counter pairs inside a span: replaced by one bridge; their inner readings are rejected
+    select c.logical_key, c.cluster, c.node, c.gpu, c.t1_s, c.v1, s.a_s, s.d_s, s.reason
+    from spans as s
+    inner join counter_pairs as c
+        on s.logical_key = c.logical_key and s.a_s <= c.t0_s and (s.d_s is null or s.d_s >= c.t1_s)
 ),
 
-bridged_counter_pairs as (
+span_pairs as (
+    select logical_key, a_s, count(*) as pairs
+    from in_spans
+    group by logical_key, a_s
+),
+
+bridged_counter_pairs as not materialized (
     select
-        logical_key, cluster, node, gpu, t0_s, t1_s, v0, v1, dt_s, is_gap, duplicate_samples, window_s,
-        gpu_idle_w, gpu_power_ceiling_w, cast(null as varchar) as bridge_reason
-    from spanned
-    where not in_span
+        c.logical_key, c.cluster, c.node, c.gpu, c.t0_s, c.t1_s, c.v0, c.v1, c.dt_s, c.is_gap, c.duplicate_samples,
+        c.window_s, c.gpu_idle_w, c.gpu_power_ceiling_w, cast(null as varchar) as bridge_reason
+    from counter_pairs as c
+    anti join spans as s
+        on c.logical_key = s.logical_key and c.t0_s >= s.a_s and (s.d_s is null or c.t1_s <= s.d_s)
     union all
     select
         s.logical_key, s.cluster, s.node, s.gpu, s.a_s as t0_s, s.d_s as t1_s, s.a_v as v0, s.d_v as v1,
         s.d_s - s.a_s as dt_s, s.d_s - s.a_s > {{ var('max_gap_windows') }} * s.window_s as is_gap,
         0 as duplicate_samples, s.window_s, s.gpu_idle_w, s.gpu_power_ceiling_w,
         s.reason || ': ' || (n.pairs - 1) || ' sample(s) rejected, the interval bridged by the counter'
-        as bridge_reason
+            as bridge_reason
     from spans as s
-    inner join (
-        select logical_key, a_s, count(*) as pairs from spanned where in_span group by logical_key, a_s
-    ) as n on s.logical_key = n.logical_key and s.a_s = n.a_s
+    inner join span_pairs as n on s.logical_key = n.logical_key and s.a_s = n.a_s
     where s.d_s is not null
 ),
 
@@ -247,12 +252,12 @@ rejected_counter_samples as (
     -- the readings inside a span
     select
         cluster, node, gpu, t1_s as sample_epoch_s,
-        span_reason || ' sample of ' || round(v1, 1) || ' J rejected' as reason
-    from spanned
-    where in_span and (d_s is null or t1_s < d_s)
+        reason || ' sample of ' || round(v1, 1) || ' J rejected' as reason
+    from in_spans
+    where d_s is null or t1_s < d_s
 ),
 
-counter_intervals as (
+counter_intervals as not materialized (
     select
         c.*,
         c.v1 < c.v0 as is_reset,
@@ -261,33 +266,46 @@ counter_intervals as (
     from bridged_counter_pairs as c
 ),
 
+resets as (
+    -- (rare) the counter resets
+    select * from counter_intervals
+    where is_reset
+),
+
 reset_power as (
     -- Power over a reset interval: the mean of the power readings inside it (inclusive) x its length.
     -- Reset intervals are rare, so this range join is cheap.
     select
-        c.cluster, c.node, c.gpu, c.t0_s,
+        c.logical_key, c.t0_s,
         avg(p.value) * c.dt_s as energy_j
-    from counter_intervals as c
+    from resets as c
     inner join power_samples as p
         on
             c.cluster = p.cluster and c.node = p.node and c.gpu = p.gpu
             and p.sample_epoch_s between c.t0_s and c.t1_s
-    where c.is_reset and not c.is_gap
-    group by c.cluster, c.node, c.gpu, c.t0_s, c.dt_s
+    where not c.is_gap
+    group by c.logical_key, c.t0_s, c.dt_s
 ),
 
 counter_energy as (
+    -- A gap ending in a reset, or whose delta is below half the GPU's idle power, is an absence: the node was
+    -- scaled in or rebooted (a present GPU always draws its idle power). An outage of the exporter alone keeps
+    -- the counter running at >= idle power: that delta is real and is spread over the gap, flagged.
     select
         c.*,
-        coalesce(c.delta_j, r.energy_j, c.since_reset_j) as energy_j,
-        r.energy_j is not null as from_power,
-        -- A gap ending in a reset, or whose delta is below half the GPU's idle power, is an absence: the node was
-        -- scaled in or rebooted (a present GPU always draws its idle power). An outage of the exporter alone
-        -- keeps the counter running at >= idle power: that delta is real and is spread over the gap, flagged.
-        c.is_gap and (c.is_reset or coalesce(c.delta_j, 0) < 0.5 * coalesce(c.gpu_idle_w, 0) * c.dt_s) as is_absence
+        c.delta_j as energy_j,
+        false as from_power,
+        c.is_gap and c.delta_j < 0.5 * coalesce(c.gpu_idle_w, 0) * c.dt_s as is_absence
     from counter_intervals as c
-    left join reset_power as r
-        on c.cluster = r.cluster and c.node = r.node and c.gpu = r.gpu and c.t0_s = r.t0_s
+    where not c.is_reset
+    union all
+    select
+        c.*,
+        coalesce(r.energy_j, c.since_reset_j) as energy_j,
+        r.energy_j is not null as from_power,
+        c.is_gap as is_absence
+    from resets as c
+    left join reset_power as r on c.logical_key = r.logical_key and c.t0_s = r.t0_s
 ),
 
 gpu_energy as (
@@ -367,8 +385,9 @@ final as (
         bridge_reason,
         case
             when is_implausible
-                then 'implausible: ' || round(energy_j / dt_s, 1) || ' W over ' || round(dt_s, 3)
-                || ' s is above the GPU''s ' || round(gpu_power_ceiling_w, 1) || ' W ceiling (quarantined)'
+                then
+                    'implausible: ' || round(energy_j / dt_s, 1) || ' W over ' || round(dt_s, 3)
+                    || ' s is above the GPU''s ' || round(gpu_power_ceiling_w, 1) || ' W ceiling (quarantined)'
         end as quarantine_reason,
         case when is_implausible then energy_j end as quarantined_energy_j
     from checked_gpu_energy

@@ -2,10 +2,11 @@
 -- telemetry but no request-seconds). Conservation: attributed + unattributed = metered (checked by dbt and
 -- Dagster). telemetry_coverage = the lower of (GPU-seconds covered by telemetry, not counting seconds bridged
 -- across a gap, / GPU-seconds from each GPU's first to last sample of the day) and (request-seconds in a window
--- where the request's own pool had telemetry / all request-seconds). Telemetry faults (docs/telemetry-faults.md): quarantined GPU-seconds and
--- energy (above the GPU's power ceiling: not counted, they lower coverage), samples rejected (glitches, stale
--- counters, power above the ceiling) and skipped as duplicate scrapes, intervals bridged, and the share of
--- request-seconds that fell on GPUs drawing no dynamic power (durations too long: duration_s in ms?).
+-- where the request's own pool had telemetry / all request-seconds).
+-- Telemetry faults (docs/telemetry-faults.md): quarantined GPU-seconds and energy (above the GPU's power ceiling:
+-- not counted, they lower coverage), samples rejected (glitches, stale counters, power above the ceiling) and
+-- skipped as duplicate scrapes, intervals bridged, and the share of request-seconds that fell on GPUs drawing no
+-- dynamic power (durations too long: duration_s in ms?).
 
 with params as (
     select * from {{ ref('int_cluster_day_params') }}
@@ -27,11 +28,6 @@ all_intervals as (
     where day = {{ partition_day() }}
 ),
 
-gpu_intervals as (
-    select * from all_intervals
-    where component = 'gpu'
-),
-
 loads as (
     select * from {{ ref('int_pool_window_load') }}
     where day = {{ partition_day() }} and component = 'gpu' and pool_window_key is not null
@@ -43,46 +39,52 @@ pool_energy as (
 ),
 
 idle_gpu_load as (
-    -- request-seconds on GPU pools that drew (almost) no dynamic power in the window: requests cannot have run there
+    -- request-seconds on GPU pools that drew (almost) no dynamic power in the window: requests cannot have run
+    -- there. Estimated on every 16th window of the day (a warning threshold, not an energy: the sample keeps the
+    -- join small)
     select
         e.cluster,
         sum(case when e.dynamic_energy_j <= 0.01 * e.idle_energy_j then l.request_seconds else 0 end)
         / nullif(sum(l.request_seconds), 0) as idle_gpu_request_seconds_share
     from loads as l
     inner join pool_energy as e on l.pool_window_key = e.pool_window_key
+    where l.window_index % 16 = 0 and e.window_index % 16 = 0
     group by e.cluster
 ),
 
 telemetry_faults as (
+    -- one pass over the day's intervals: the GPU-seconds telemetry should cover (every GPU interval between two
+    -- samples, clipped to the day; absences, i.e. gaps ending in a counter reset, were already shortened to their
+    -- last window upstream), and what the faults took out
     select
         cluster,
+        sum(case when component = 'gpu' then greatest(
+            least(t1_s, {{ partition_day_epoch_s() }} + 86400) - greatest(t0_s, {{ partition_day_epoch_s() }}), 0
+        ) end) as expected_gpu_s,
         sum(case when quarantined_energy_j is not null then greatest(
             least(t1_s, {{ partition_day_epoch_s() }} + 86400) - greatest(t0_s, {{ partition_day_epoch_s() }}), 0
         ) end) as quarantined_gpu_s,
         sum(quarantined_energy_j * greatest(
             least(t1_s, {{ partition_day_epoch_s() }} + 86400) - greatest(t0_s, {{ partition_day_epoch_s() }}), 0
         ) / dt_s) as quarantined_energy_j,
-        count(case
-            when energy_source = 'rejected sample' and t0_s >= {{ partition_day_epoch_s() }}
-                and t0_s < {{ partition_day_epoch_s() }} + 86400 then 1
-        end) as rejected_samples,
+        count(
+            case
+                when
+                    energy_source = 'rejected sample' and t0_s >= {{ partition_day_epoch_s() }}
+                    and t0_s < {{ partition_day_epoch_s() }} + 86400
+                    then 1
+            end
+        ) as rejected_samples,
         count(case when bridge_reason is not null and t1_s > {{ partition_day_epoch_s() }} then 1 end)
             as bridged_intervals,
-        sum(case when t1_s > {{ partition_day_epoch_s() }} and t1_s <= {{ partition_day_epoch_s() }} + 86400
-            then duplicate_samples else 0 end) as duplicate_samples
+        sum(
+            case
+                when t1_s > {{ partition_day_epoch_s() }} and t1_s <= {{ partition_day_epoch_s() }} + 86400
+                    then duplicate_samples
+                else 0
+            end
+        ) as duplicate_samples
     from all_intervals
-    group by cluster
-),
-
-gpu_spans as (
-    -- GPU-seconds telemetry should cover: every interval between two samples, clipped to the day (absences,
-    -- i.e. gaps ending in a counter reset, were already shortened to their last window upstream).
-    select
-        cluster,
-        sum(greatest(
-            least(t1_s, {{ partition_day_epoch_s() }} + 86400) - greatest(t0_s, {{ partition_day_epoch_s() }}), 0
-        )) as expected_gpu_s
-    from gpu_intervals
     group by cluster
 ),
 
@@ -129,7 +131,7 @@ final as (
             as unattributed_energy_j,
         coalesce(r.requests, 0) as requests,
         least(
-            coalesce(w.covered_gpu_s / nullif(s.expected_gpu_s, 0), 0),
+            coalesce(w.covered_gpu_s / nullif(f.expected_gpu_s, 0), 0),
             coalesce(r.covered_request_s / nullif(r.request_seconds, 0), 1)
         ) as telemetry_coverage,
         coalesce(w.gpu_energy_j, 0) as gpu_energy_j,
@@ -158,7 +160,6 @@ final as (
         g.idle_gpu_request_seconds_share
     from window_totals as w
     full outer join request_totals as r on w.cluster = r.cluster
-    left join gpu_spans as s on coalesce(w.cluster, r.cluster) = s.cluster
     inner join params as p on coalesce(w.cluster, r.cluster) = p.cluster
     left join telemetry_faults as f on coalesce(w.cluster, r.cluster) = f.cluster
     left join idle_gpu_load as g on coalesce(w.cluster, r.cluster) = g.cluster
