@@ -35,8 +35,9 @@ CLUSTERS = {
     "f-triton": Faults(power_spikes=3, clock_skew_s=37.0),
     # duration_s written in milliseconds
     "f-ms": Faults(duration_unit="ms"),
-    # autoscaling, a 5-minute stale tail after each scale-in (query_range export), counters stored as float32
-    "f-stale": Faults(stale_tail_s=300, counter_float32=True),
+    # autoscaling, a 5-minute stale tail after each scale-in (query_range export), counters stored as float32;
+    # requests naming a GPU (or a node) that sent no telemetry
+    "f-stale": Faults(stale_tail_s=300, counter_float32=True, request_unknown_names=40),
 }
 
 
@@ -199,3 +200,18 @@ def test_stale_tails_are_rejected_without_losing_energy(corpus):
         "and kind = 'rejected sample' and reason like 'stale counter%'"
     ).fetchone()[0]
     assert tail == got["rejected_samples"]
+
+
+def test_requests_naming_a_gpu_or_node_without_telemetry_go_one_level_up_and_are_named(corpus):
+    result, con, _, _ = corpus
+    got = con.execute(
+        "select node, gpu, attribution_level, count(*), min(it_energy_j), sum(dynamic_energy_j) "
+        "from marts.fct_request_energy where cluster = 'f-stale' and gpu = '99' group by all order by 1"
+    ).fetchall()
+    assert [(n, level) for n, _, level, *_ in got if n == "gpu-node-99"] == [("gpu-node-99", "cluster")]
+    assert {level for n, _, level, *_ in got if n != "gpu-node-99"} == {"node"}
+    assert sum(r[3] for r in got) == 40 and min(r[4] for r in got) > 0  # never silently zero
+    lines = fault_report.summary_lines(con, [dt.date.fromisoformat(DAY)])
+    named = [line for line in lines if "f-stale" in line and "'99'" in line]
+    assert any("'gpu-node-99'" in line and "cluster level" in line for line in named), lines
+    assert any("node level" in line for line in named), lines

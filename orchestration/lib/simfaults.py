@@ -19,6 +19,8 @@ gpu_relabel_at             from this instant the DCGM series name the GPU by its
                            GPU sample also carries ``gpu_uuid`` (DCGM exports ``gpu`` and ``UUID`` together), which
                            links the two names
 non_utf8_requests          that many request lines carry a cp1252 byte (tenant "café" written as b"caf\\xe9")
+request_unknown_names      that many requests name a GPU that sent no telemetry (index 99 of their node; every
+                           other one a node that sent none, gpu-node-99): they belong to the next level up
 duration_unit              "ms": the request log's duration_s holds milliseconds
 stale_tail_s               after a node leaves (autoscaling), its series go on repeating their last value for this
                            long (an export through query_range, whose 5-minute look-back repeats a vanished series)
@@ -63,6 +65,7 @@ class Faults:
     gpu_relabel_at: str | None = None
     relabel_uuid_column: bool = True
     non_utf8_requests: int = 0
+    request_unknown_names: int = 0
     duration_unit: str = "s"
     stale_tail_s: float = 0.0
     counter_float32: bool = False
@@ -72,7 +75,7 @@ class Faults:
     def __post_init__(self) -> None:
         if self.duration_unit not in DURATION_UNITS:
             raise ValueError(f"duration_unit must be one of {DURATION_UNITS}, got {self.duration_unit!r}")
-        for name in ("counter_glitches", "power_spikes", "non_utf8_requests"):
+        for name in ("counter_glitches", "power_spikes", "non_utf8_requests", "request_unknown_names"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be non-negative")
         if self.duplicate_scrape_ms < 0 or self.stale_tail_s < 0:
@@ -233,6 +236,11 @@ def inject_request_faults(requests: pd.DataFrame, faults: Faults, *, cluster: st
     if faults.non_utf8_requests:
         rows = _pick(_rng(seed, cluster), np.arange(len(out)), faults.non_utf8_requests)
         out.iloc[rows, out.columns.get_loc("tenant")] = NON_UTF8_TENANT
+    if faults.request_unknown_names and "node" in out:
+        rows = _pick(np.random.default_rng([seed, zlib.crc32(cluster.encode()), STREAM_FAULTS, 1]),
+                     np.arange(len(out)), faults.request_unknown_names)
+        out.iloc[rows, out.columns.get_loc("gpu")] = "99"
+        out.iloc[rows[1::2], out.columns.get_loc("node")] = "gpu-node-99"
     return out
 
 
