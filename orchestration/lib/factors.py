@@ -138,6 +138,17 @@ FACTOR_DDL: tuple[str, ...] = (
         service_months integer,{PROVENANCE_COLUMNS}
     )
     """,
+    # a LoRA adapter is a models.yml entry with base_model (lib/images): added with the image requests
+    "alter table factors.models add column if not exists base_model varchar",
+    f"""
+    create table if not exists factors.image_quality (
+        quality varchar not null,  -- the label requests carry (matched case-insensitively)
+        model varchar,  -- null: every model; else the model's own row (matched on the model key)
+        steps integer not null,
+        width integer,  -- the size an image request without one gets
+        height integer,{PROVENANCE_COLUMNS}
+    )
+    """,
     """
     create table if not exists factors.model_aliases (
         alias_key varchar not null,  -- unique
@@ -324,6 +335,7 @@ SPECS: tuple[_Spec, ...] = (
             "projected_lifetime_inferences": "double",
             "service_start": "date",
             "service_months": "integer",
+            "base_model": "text",
         },
         required=("model",),
         key=("model",),
@@ -350,6 +362,29 @@ SPECS: tuple[_Spec, ...] = (
                     " || v_total_parameters_b || ')'"
                 ),
             ),
+            # a LoRA adapter's own training is a fine-tuning of its base model
+            (
+                "v_base_model is not null and v_training_kg_co2e is not null",
+                (
+                    "'training_kg_co2e on adapter ' || impact_quote(v_model) || ' (base_model '"
+                    " || impact_quote(v_base_model) || '): an adapter''s footprint is fine_tuning_kg_co2e'"
+                ),
+            ),
+            (
+                f"v_base_model is not null and {MODEL_KEY_SQL.format(col='v_base_model')} = v_model_key",
+                "'model ' || impact_quote(v_model) || ' is its own base_model'",
+            ),
+        ),
+    ),
+    _Spec(
+        table="image_quality",
+        columns={"quality": "text", "model": "text", "steps": "integer", "width": "integer", "height": "integer"},
+        required=("quality", "steps"),
+        key=("model", "quality"),
+        user_paths=("image_quality.csv",),
+        extra_checks=(
+            *((f"v_{c} < 1", f"'{c} (' || v_{c} || ') is not positive'") for c in ("steps", "width", "height")),
+            ("(v_width is null) <> (v_height is null)", "'width and height go together (one is empty)'"),
         ),
     ),
 )
@@ -560,8 +595,10 @@ def _key_sql(spec: _Spec) -> str:
         return "v_model_key"
     parts = []
     for k in spec.key:
-        if k in ("hardware", "component", "provider"):
+        if k in ("hardware", "component", "provider", "quality"):
             parts.append(f"lower(v_{k})")
+        elif k == "model":  # a table's per-model rows (image_quality): matched on the model key
+            parts.append(f"coalesce({MODEL_KEY_SQL.format(col='v_model')}, '')")
         else:
             parts.append(f"coalesce(cast(v_{k} as varchar), '')")
     return " || chr(31) || ".join(parts)

@@ -51,10 +51,17 @@ RAW_DDL: tuple[str, ...] = (
         endpoint varchar,
         node varchar,
         gpu varchar,
-        input_pixels bigint,
-        output_pixels bigint,
-        quality_steps bigint,
-        lora varchar,
+        modality varchar,
+        width bigint,
+        height bigint,
+        images bigint,
+        steps bigint,
+        strength double,
+        input_width bigint,
+        input_height bigint,
+        guidance boolean,
+        quality varchar,
+        lora varchar[],
         source_file varchar not null,
         source_row bigint not null,
         loaded_at timestamp
@@ -62,6 +69,17 @@ RAW_DDL: tuple[str, ...] = (
     """,
     # added with the request-day table: the row's key within its partition (int_request_days joins on it)
     "alter table raw.requests add column if not exists request_key bigint",
+    # image requests (lib/images/requests.py) replaced the placeholder columns input_pixels, output_pixels,
+    # quality_steps and lora (text) that nothing filled: a warehouse created before gets the new columns
+    *(f"alter table raw.requests drop column if exists {c}" for c in ("input_pixels", "output_pixels", "quality_steps")),
+    *(
+        f"alter table raw.requests add column if not exists {c} {t}"
+        for c, t in (
+            ("modality", "varchar"), ("width", "bigint"), ("height", "bigint"), ("images", "bigint"),
+            ("steps", "bigint"), ("strength", "double"), ("input_width", "bigint"), ("input_height", "bigint"),
+            ("guidance", "boolean"), ("quality", "varchar"),
+        )
+    ),
     # Telemetry in two tables: each series once (its labels, 64-bit key = hash of the labels), and its samples.
     # raw.telemetry_samples is the view that joins them (the columns of one long-format input row).
     """
@@ -114,7 +132,23 @@ def ensure_raw_schema(con: duckdb.DuckDBPyConnection) -> None:
     """The raw schema's tables and the raw.telemetry_samples view (idempotent)."""
     for ddl in RAW_DDL:
         con.execute(ddl)
+    _ensure_lora_list(con)
     _ensure_telemetry_view(con)
+
+
+def _ensure_lora_list(con: duckdb.DuckDBPyConnection) -> None:
+    """raw.requests.lora as a list of adapter names: the placeholder text column of earlier versions (never
+    filled) is replaced."""
+    row = fetch_one(
+        con,
+        "select data_type from information_schema.columns "
+        "where table_schema = 'raw' and table_name = 'requests' and column_name = 'lora'",
+    )
+    if row is not None and row[0] == "VARCHAR":
+        con.execute("alter table raw.requests drop column lora")
+        row = None
+    if row is None:
+        con.execute("alter table raw.requests add column lora varchar[]")
 
 
 def _ensure_telemetry_view(con: duckdb.DuckDBPyConnection) -> None:

@@ -21,6 +21,7 @@ FACTOR_TABLES: dict[str, str] = {
     "hardware": "Embodied carbon and water and lifetime per GPU model prefix and server, with ranges.",
     "models": "Training and fine-tuning footprints, parameter counts, projected lifetime inferences per model.",
     "model_aliases": "The names requests may use for each factor model (normalised keys).",
+    "image_quality": "Image quality labels (standard, hd, ...): the denoising steps and default size they stand for.",
 }
 
 
