@@ -1034,8 +1034,10 @@ def write_dataset(
             )
             rows = in_req & (req_time >= offset) & (req_time < offset + DAY_S)
             _clear_day(req_dir, day)
+            # (a cluster's file leaves out the columns only other clusters fill: a text cluster's the image fields)
             _write_frame(
-                result.requests[rows], req_dir / f"{day}.{request_format}", request_format, "start_time"
+                result.requests[rows].dropna(axis=1, how="all"), req_dir / f"{day}.{request_format}", request_format,
+                "start_time",
             )
 
     truth_dir = out_dir / "truth"

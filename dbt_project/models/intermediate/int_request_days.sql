@@ -1,8 +1,11 @@
 {%- set fits = energy_model_fits_relation() %}
+{%- set image_fits = image_model_fits_relation() %}
 {#- what the table keeps of each request -#}
 {%- set request_columns = [
     'request_key', 'request_id', 'cluster', 'model', 'start_time', 'end_time', 'duration_s', 'input_tokens',
-    'output_tokens', 'tenant', 'endpoint', 'node', 'gpu'] %}
+    'output_tokens', 'tenant', 'endpoint', 'node', 'gpu',
+    'modality', 'width', 'height', 'images', 'steps', 'strength', 'input_width', 'input_height', 'guidance',
+    'quality', 'lora'] %}
 
 -- Each request on each UTC day it ran in (one row for almost every request; two for one that runs past
 -- midnight): what it is, the energy attributed to it that day (METHODOLOGY section 3) and that energy's impact
@@ -25,9 +28,12 @@
 --   water         = on-site WUE x IT energy + EWIF x facility energy + embodied water (+ training water)
 --   predicted     = time no telemetry covers gets the energy of the latest energy model for its model and
 --                   hardware (models.energy_model_fits, paper form; statsmodels' 95 % prediction interval) in
---                   proportion to the uncovered seconds, priced at the grid intensity of the hour it started
---   training      = the model's monthly rate (intermediate.int_model_training_rates) x (output tokens + 1), on the
---                   day the request started
+--                   proportion to the uncovered seconds, priced at the grid intensity of the hour it started; an
+--                   image request's from models.image_model_fits (the selected form; macros/images.sql)
+--   training      = the model's monthly rate (intermediate.int_model_training_rates) x inferences, on the day the
+--                   request started: output tokens + 1 (text), images generated (image); fine-tuning adds each
+--                   LoRA adapter's own monthly rate x the same inferences (an adapter without a factor row is
+--                   listed in adapters_without_factor, never charged zero silently)
 -- Bounds (_low/_high): every factor range and the prediction interval at the same end together.
 
 with params as (
@@ -104,6 +110,51 @@ fits as (
     {%- endif %}
 ),
 
+image_fits as (
+    -- the latest image fit of the selected form per model and hardware (telemetry preferred), prefixed img_
+    {%- if image_fits is not none %}
+        select
+            {{ model_key('model') }} as model_key,
+            lower(hardware) as hardware_key,
+            source || ' image fit of ' || strftime(fitted_at, '%Y-%m-%dT%H:%M:%SZ') || ' (n=' || nobs || ', form '
+            || form || ')' as img_fit_label,
+            {%- for t in image_terms() %}
+                alpha_{{ t }} as img_alpha_{{ t }},
+            {%- endfor %}
+            {%- for a in image_terms() %}
+                {%- set i = loop.index0 %}
+                {%- for b in image_terms()[i:] %}
+                    cov_{{ a }}_{{ b }} as img_cov_{{ a }}_{{ b }},
+                {%- endfor %}
+            {%- endfor %}
+            resid_variance as img_resid_variance,
+            t_975 as img_t_975
+        from {{ image_fits }}
+        where target = 'energy' and selected and t_975 is not null
+        qualify row_number() over (
+            partition by {{ model_key('model') }}, lower(hardware)
+            order by (source = 'telemetry') desc, fitted_at desc
+        ) = 1
+    {%- else %}
+        select
+            cast(null as varchar) as model_key,
+            cast(null as varchar) as hardware_key,
+            cast(null as varchar) as img_fit_label,
+            {%- for t in image_terms() %}
+                cast(null as double) as img_alpha_{{ t }},
+            {%- endfor %}
+            {%- for a in image_terms() %}
+                {%- set i = loop.index0 %}
+                {%- for b in image_terms()[i:] %}
+                    cast(null as double) as img_cov_{{ a }}_{{ b }},
+                {%- endfor %}
+            {%- endfor %}
+            cast(null as double) as img_resid_variance,
+            cast(null as double) as img_t_975
+        where false
+    {%- endif %}
+),
+
 model_names as (
     -- each model name of the day once, with its factor-table key and hardware, for the model-level joins below
     select
@@ -122,9 +173,10 @@ model_aliases as (
 model_fits as (
     -- each model name of the day with the fit for its model and hardware (none: no fit yet)
     select
-        mn.cluster, mn.model, mn.model_key as factor_model_key, p.*
+        mn.cluster, mn.model, mn.model_key as factor_model_key, p.*, ip.* exclude (model_key, hardware_key)
     from model_names as mn
     left join fits as p on mn.model_key = p.model_key and lower(mn.hardware) = p.hardware_key
+    left join image_fits as ip on mn.model_key = ip.model_key and lower(mn.hardware) = ip.hardware_key
 ),
 
 training as (
@@ -137,6 +189,26 @@ training as (
         t.training_water_l_per_inference + t.fine_tuning_water_l_per_inference as training_water_l_per_inference
     from {{ ref('int_model_training_rates') }} as t
     inner join model_aliases as a on t.factor_model = a.factor_model
+),
+
+adapter_rates as (
+    -- LoRA adapters: each (adapter list, start month) of the day's requests that name adapters (none on a text
+    -- day without them) with the sum of its adapters' fine-tuning rates for that month, and the adapters that
+    -- have no factor row
+    select
+        u.lora,
+        u.month,
+        sum(t.fine_tuning_g_co2e_per_inference) as fine_tuning_g_co2e_per_inference,
+        sum(t.fine_tuning_water_l_per_inference) as fine_tuning_water_l_per_inference,
+        list(u.adapter order by u.adapter) filter (where a.factor_model is null) as adapters_without_factor
+    from (
+        select distinct lora, cast(date_trunc('month', start_time) as date) as month, unnest(lora) as adapter
+        from requests
+        where lora is not null
+    ) as u
+    left join model_aliases as a on {{ model_key('u.adapter') }} = a.alias_key
+    left join {{ ref('int_model_training_rates') }} as t on a.factor_model = t.factor_model and u.month = t.month
+    group by u.lora, u.month
 ),
 
 pool_rates as materialized (
@@ -485,36 +557,52 @@ priced as (
         -- overlaps are computed from epoch seconds (~1.7e9): sub-millisecond differences are rounding, not gaps
         case when m.part_s - m.telemetry_covered_s > 1e-3 then m.part_s - m.telemetry_covered_s else 0 end
             as uncovered_s,
-        n.alpha_in * m.input_tokens + n.alpha_out * m.output_tokens
-        + n.alpha_in_out * m.input_tokens * m.output_tokens as predicted_j,
-        n.t_975 * sqrt(
-            n.resid_variance
-            + n.cov_in_in * m.input_tokens * m.input_tokens
-            + n.cov_out_out * m.output_tokens * m.output_tokens
-            + n.cov_in_out_in_out * power(m.input_tokens * m.output_tokens, 2)
-            + 2 * n.cov_in_out * m.input_tokens * m.output_tokens
-            + 2 * n.cov_in_in_out * m.input_tokens * m.input_tokens * m.output_tokens
-            + 2 * n.cov_out_in_out * m.output_tokens * m.input_tokens * m.output_tokens
-        ) as prediction_half_width_j,
-        n.fit_label,
+        case
+            when m.modality = 'image' then {{ image_prediction_mean('n', 'm', 'img_') | indent(12) }}
+            else
+                n.alpha_in * m.input_tokens + n.alpha_out * m.output_tokens
+                + n.alpha_in_out * m.input_tokens * m.output_tokens
+        end as predicted_j,
+        case
+            when m.modality = 'image' then {{ image_prediction_half_width('n', 'm', 'img_') | indent(12) }}
+            else n.t_975 * sqrt(
+                n.resid_variance
+                + n.cov_in_in * m.input_tokens * m.input_tokens
+                + n.cov_out_out * m.output_tokens * m.output_tokens
+                + n.cov_in_out_in_out * power(m.input_tokens * m.output_tokens, 2)
+                + 2 * n.cov_in_out * m.input_tokens * m.output_tokens
+                + 2 * n.cov_in_in_out * m.input_tokens * m.input_tokens * m.output_tokens
+                + 2 * n.cov_out_in_out * m.output_tokens * m.input_tokens * m.output_tokens
+            )
+        end as prediction_half_width_j,
+        case when m.modality = 'image' then n.img_fit_label else n.fit_label end as fit_label,
         h.location_g_co2e_per_kwh as start_ci,
         h.location_low_g_co2e_per_kwh as start_ci_low,
         h.location_high_g_co2e_per_kwh as start_ci_high,
         h.market_g_co2e_per_kwh as start_ci_market,
         h.resolution = 'annual' as start_annual,
-        -- training is charged once, on the day the request started
-        case when cast(m.start_time as date) = {{ partition_day() }} then coalesce(m.output_tokens, 0) + 1 else 0 end
-            as inferences_charged,
+        -- training is charged once, on the day the request started, per inference: output tokens + 1 (text),
+        -- images generated (image)
+        case
+            when cast(m.start_time as date) <> {{ partition_day() }} then 0
+            when m.modality = 'image' then m.images
+            else coalesce(m.output_tokens, 0) + 1
+        end as inferences_charged,
         t.factor_model,
         t.training_g_co2e_per_inference,
         t.fine_tuning_g_co2e_per_inference,
-        t.training_water_l_per_inference
+        t.training_water_l_per_inference,
+        ar.fine_tuning_g_co2e_per_inference as adapter_g_co2e_per_inference,
+        ar.fine_tuning_water_l_per_inference as adapter_water_l_per_inference,
+        ar.adapters_without_factor
     from measured as m
     left join factors as f on m.cluster = f.cluster
     left join model_fits as n on m.cluster = n.cluster and m.model = n.model
     left join start_hours as h on m.cluster = h.cluster and date_trunc('hour', m.start_time) = h.hour_start
     left join training as t
         on n.factor_model_key = t.alias_key and t.month = cast(date_trunc('month', m.start_time) as date)
+    left join adapter_rates as ar
+        on m.lora = ar.lora and ar.month = cast(date_trunc('month', m.start_time) as date)
 ),
 
 predicted as (
@@ -552,8 +640,10 @@ impact as (
         pue_low * (it_energy_j + predicted_it_low_j) * ewif_low_l_per_kwh / 3.6e6 as water_offsite_low_l,
         pue_high * (it_energy_j + predicted_it_high_j) * ewif_high_l_per_kwh / 3.6e6 as water_offsite_high_l,
         coalesce(training_g_co2e_per_inference * inferences_charged, 0) as training_g_co2e,
-        coalesce(fine_tuning_g_co2e_per_inference * inferences_charged, 0) as fine_tuning_g_co2e,
-        coalesce(training_water_l_per_inference * inferences_charged, 0) as training_water_l
+        coalesce(fine_tuning_g_co2e_per_inference * inferences_charged, 0)
+        + coalesce(adapter_g_co2e_per_inference * inferences_charged, 0) as fine_tuning_g_co2e,
+        coalesce(training_water_l_per_inference * inferences_charged, 0)
+        + coalesce(adapter_water_l_per_inference * inferences_charged, 0) as training_water_l
     from predicted
 ),
 
@@ -572,6 +662,19 @@ final as (
         endpoint,
         node,
         gpu,
+        -- image requests (null for text; lora may name an LLM's adapters too)
+        modality,
+        width,
+        height,
+        images,
+        steps,
+        strength,
+        input_width,
+        input_height,
+        guidance,
+        quality,
+        lora,
+        adapters_without_factor,
         cast(greatest(
             date_diff('day', cast(start_time as date), cast(end_time - interval 1 microsecond as date)) + 1, 1
         ) as integer) as days_spanned,
