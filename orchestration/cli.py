@@ -1,9 +1,10 @@
 """`impact`: the command line (CONTRACT section 2).
 
     impact run --data-dir DIR --warehouse FILE [--start YYYY-MM-DD --end YYYY-MM-DD] [--prometheus-url URL]
-    impact simulate --out DIR ...            (see `impact simulate --help`)
+    impact simulate --out DIR ...            (see `impact simulate --help`; `--images`: a diffusion cluster)
     impact fit PROFILING.csv [--json]         (see `impact fit --help`)
-    impact predict --model M --input-tokens N --output-tokens N [--cluster C] [--at T] [--warehouse FILE]
+    impact predict --model M (--input-tokens N --output-tokens N | --width W --height H --steps S ...)
+                   [--cluster C | --hardware H] [--source telemetry|profiling] [--at T] [--warehouse FILE]
 
 `impact run` materialises every asset for every day in the inputs through the same Dagster job the schedule runs,
 so the warehouse, the checks and (with DAGSTER_HOME set) the run history are the same as from the UI.
@@ -122,6 +123,33 @@ def _impact_rows(warehouse: Path, days: Sequence[dt.date]) -> list[tuple]:
     finally:
         con.close()
     return [(*r[:7], f"{r[7]:,.3f}-{r[8]:,.3f}", *r[9:]) for r in rows]
+
+
+IMAGE_HEADER = ("day", "cluster", "model", "requests", "images", "megapixel_steps", "wh_per_image",
+                "gpu_dynamic_wh_per_image", "g_co2e_per_image", "fine_tuning_g", "unknown_adapters")
+
+
+def _image_rows(warehouse: Path, days: Sequence[dt.date]) -> list[tuple]:
+    """Per day, cluster and model of image requests (docs/images.md): images, megapixel-steps, facility Wh and
+    the GPU's dynamic Wh per image, total g CO2e per image, LoRA fine-tuning carbon, and the requests naming an
+    adapter without a factor row."""
+    from orchestration.lib.warehouse import connect
+
+    con = connect(warehouse, read_only=True)
+    try:
+        return con.execute(
+            """
+            select day, cluster, model, count(*), cast(sum(images) as bigint), sum(megapixel_steps),
+                   sum(facility_energy_j) / sum(images) / 3600, sum(accelerator_dynamic_energy_j) / sum(images) / 3600,
+                   sum(total_g_co2e) / sum(images), sum(fine_tuning_g_co2e), count(adapters_without_factor)
+            from marts.fct_request_impact
+            where modality = 'image' and list_contains($days, day)
+            group by all order by day, cluster, model
+            """,
+            {"days": list(days)},
+        ).fetchall()
+    finally:
+        con.close()
 
 
 def _rejection_reasons(warehouse: Path, days: Sequence[dt.date]) -> list[tuple]:
@@ -266,6 +294,11 @@ def _cmd_run(args: argparse.Namespace, prometheus_url: str | None) -> int:
     if impact:
         print("\nImpact of the requests started each day (marts.fct_request_impact; bounds: all factor ranges at one end):")
         print(format_table(IMPACT_HEADER, impact))
+    images = _image_rows(warehouse, days) if impact else []
+    if images:
+        print("\nImage requests (per image: facility Wh, the GPU's metered dynamic Wh, total g CO2e; fine-tuning: "
+              "LoRA adapters):")
+        print(format_table(IMAGE_HEADER, images))
     reasons = _rejection_reasons(warehouse, days) if _has_table(warehouse, "raw", "rejected_rows") else []
     if reasons:
         print("\nRejected rows (details in raw.rejected_rows):")
@@ -360,6 +393,10 @@ def _failure_cause(result) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["simulate"] and "--images" in argv:
+        from orchestration.lib.images import simulate as image_simulate
+
+        return image_simulate.main([a for a in argv[1:] if a != "--images"])
     if argv[:1] == ["simulate"]:
         from orchestration.lib import simulate
 

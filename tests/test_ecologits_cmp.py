@@ -81,6 +81,7 @@ def make_warehouse(con: duckdb.DuckDBPyConnection) -> None:
         "('llama270bchathf', 'Llama-2-70B'), ('mixtral8x7binstructv01', 'Mixtral-8x7B')"
     )
     con.execute("alter table marts.fct_request_impact add column days_spanned integer default 1")
+    con.execute("alter table marts.fct_request_impact add column modality varchar default 'text'")
     # the energy mart: the same requests and days (build takes its window's last day from there)
     con.execute("create view marts.fct_request_energy as select * from marts.fct_request_impact")
 
@@ -441,7 +442,8 @@ def _random_mart(con: duckdb.DuckDBPyConnection, n: int = 6000, seed: float = 0.
             case when i % 17 = 0 then 'none: no telemetry' when i % 5 = 0 then 'predicted' else 'telemetry' end
                 as energy_source,
             case when i % 17 = 0 then null else round(random() * 4000, 1) end as it_energy_j,
-            case when i % 101 = 0 then 2 else 1 end as days_spanned
+            case when i % 101 = 0 then 2 else 1 end as days_spanned,
+            'text' as modality
         from range({n}) as t(i)
         """
     )

@@ -125,7 +125,8 @@ def _small_warehouse(path: Path) -> None:
     con.execute("create schema raw")
     con.execute(
         "create table marts.fct_request_energy as select request_id, cluster, model, start_time, duration_s, "
-        "input_tokens, output_tokens, it_energy_j, cast(day as date) as day, 1.0 as mean_concurrency from frame"
+        "input_tokens, output_tokens, it_energy_j, cast(day as date) as day, 1.0 as mean_concurrency, "
+        "'text' as modality from frame"
     )
     con.execute("create table raw.clusters (cluster varchar, gpu_model varchar)")
     con.execute("insert into raw.clusters values ('c1', 'A100'), ('c2', 'A100'), ('c3', 'H100')")
@@ -304,7 +305,7 @@ def _days_mart(con, n: int = 60_000) -> None:
             timestamp '2024-05-10 00:00:00' - to_days(cast(i % 6 as integer)) + to_seconds(i % 80000) as start_time,
             1.0 + i % 7 as duration_s, i % 500 as input_tokens, i % 300 as output_tokens,
             10.0 * (i % 97) as it_energy_j, date '2024-05-10' - cast(i % 6 as integer) as day,
-            1.0 as mean_concurrency, case when i % 53 = 0 then 2 else 1 end as days_spanned
+            1.0 as mean_concurrency, case when i % 53 = 0 then 2 else 1 end as days_spanned, 'text' as modality
         from range({n}) as t(i)
         """
     )

@@ -74,8 +74,10 @@ def _whole_number(text: str) -> str:
 _IMAGE = "a['gen_ai.request.image.{}']"
 _IMAGE_ATTRIBUTES = ", ".join(
     [
-        "coalesce(CASE lower(a['gen_ai.output.type']) WHEN 'json' THEN 'text' ELSE a['gen_ai.output.type'] END, "
-        "CASE WHEN a['gen_ai.operation.name'] = 'image_generation' THEN 'image' END) AS modality",
+        (
+            "coalesce(CASE lower(a['gen_ai.output.type']) WHEN 'json' THEN 'text' ELSE a['gen_ai.output.type'] END, "
+            "CASE WHEN a['gen_ai.operation.name'] = 'image_generation' THEN 'image' END) AS modality"
+        ),
         f"coalesce({_IMAGE.format('width')}, nullif(split_part({_IMAGE.format('size')}, 'x', 1), '')) AS width",
         f"coalesce({_IMAGE.format('height')}, nullif(split_part({_IMAGE.format('size')}, 'x', 2), '')) AS height",
         f"{_IMAGE.format('count')} AS image_count",

@@ -88,17 +88,19 @@ RAW_COLUMNS: dict[str, str] = {
     "lora": "varchar[]",
 }
 
-_LIST = ", ".join(f"'{v}'" for v in GUIDANCE_ON)
+_ON = ", ".join(f"'{v}'" for v in GUIDANCE_ON)
 _OFF = ", ".join(f"'{v}'" for v in GUIDANCE_OFF)
 MACROS: tuple[str, ...] = (
     # the modality of a row: blank = text; lower-cased otherwise (validated against MODALITIES)
-    "create or replace temp macro impact_modality(s) as "
-    "(case when impact_blank(s) then 'text' else lower(impact_trim(s)) end)",
+    (
+        "create or replace temp macro impact_modality(s) as "
+        "(case when impact_blank(s) then 'text' else lower(impact_trim(s)) end)"
+    ),
     f"""
     create or replace temp macro impact_guidance(s) as (
         case
             when impact_blank(s) then null
-            when lower(impact_trim(s)) in ({_LIST}) then true
+            when lower(impact_trim(s)) in ({_ON}) then true
             when lower(impact_trim(s)) in ({_OFF}) then false
         end
     )
