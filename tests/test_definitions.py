@@ -13,6 +13,7 @@ EXPECTED_KEYS = {
         "factors/hardware",
         "factors/models",
         "factors/model_aliases",
+        "factors/image_quality",
     },
     "staging": {
         "staging/stg_raw__clusters",
@@ -55,6 +56,7 @@ EXPECTED_KEYS = {
         "models/model_comparison",
         "models/request_predictions",
         "models/fit_sample_days",
+        "models/image_model_fits",
     },
     "comparisons": {"marts/cmp_ecologits", "marts/cmp_ecologits_day_combos", "marts/cmp_ecologits_day_bins"},
 }
@@ -106,6 +108,7 @@ def test_jobs_schedules_sensors_checks():
     assert d.resolve_sensor_def("impact_new_input_files").job_name == "impact_daily"
     check_names = {key.name for key in d.resolve_asset_graph().asset_check_keys}
     assert {"energy_conservation", "no_negative_energy", "telemetry_coverage", "single_request_rule"} <= check_names
+    assert {"image_fit_quality", "image_coefficient_drift", "lora_factor_coverage"} <= check_names
 
 
 def test_definitions_load_under_dagster_dev_without_the_venv_on_path():

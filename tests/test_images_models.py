@@ -207,3 +207,15 @@ def test_select_form_prefers_the_simpler_within_one_percent():
     assert im.select_form(table) == "attention"  # the log-log form is compared, never selected
     assert im.select_form(table.assign(cv_rmse=[10.0, 9.95, 9.9, 1.0])) == "linear"  # within 1 % of 9.9
     assert im.select_form(table.assign(error="x")) is None
+
+
+def test_the_dbt_macros_have_the_same_terms():
+    """int_request_days predicts with dbt_project/macros/images.sql: its terms must be TERMS, in order (the
+    pipeline test checks their values against Python's)."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "dbt_project" / "macros" / "images.sql").read_text()
+    (listed,) = re.findall(r"return\(\[([^\]]*)\]\)", text)
+    assert tuple(t.strip(" '") for t in listed.split(",")) == im.TERMS
+    assert all(f"term == '{t}'" in text for t in im.TERMS[1:]) and "term == 'request'" in text

@@ -9,6 +9,7 @@
                                                                  int(steps x strength))
         g           = 2 with classifier-free guidance, else 1    the denoiser's batch is doubled by guidance
         request     = 1                                          per call: text encoder, scheduler, overheads
+        step        = s                                          per-step overhead, whatever the size
         denoise     = images x s x g x MP                        denoiser work, linear in pixels
         attention   = images x s x g x MP^2                      self-attention over the latent tokens
         decode      = images x MP                                VAE decode of each image
@@ -17,7 +18,7 @@
 -#}
 
 {% macro image_terms() -%}
-    {{ return(['request', 'denoise', 'attention', 'decode', 'encode', 'lora']) }}
+    {{ return(['request', 'step', 'denoise', 'attention', 'decode', 'encode', 'lora']) }}
 {%- endmacro %}
 
 {#- megapixel-steps of a request: images x output megapixels x denoising steps run (no guidance factor) -#}
@@ -32,6 +33,8 @@
     {%- endset -%}
     {%- if term == 'request' -%}
         1.0
+    {%- elif term == 'step' -%}
+        floor({{ r }}.steps * coalesce({{ r }}.strength, 1))
     {%- elif term == 'denoise' -%}
         {{ denoise }}
     {%- elif term == 'attention' -%}
