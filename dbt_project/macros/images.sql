@@ -17,6 +17,21 @@
         lora        = adapters x denoise                         unfused LoRA adapters add work per step
 -#}
 
+{#-
+    The image fields of intermediate.int_request_days' JSON column `col` (null for a text request without LoRA
+    adapters) as the marts' typed columns; modality 'text' when there is none.
+-#}
+{% macro unpack_image_fields(col) -%}
+    coalesce({{ col }} ->> 'modality', 'text') as modality,
+    {%- for name, type in [
+        ('width', 'bigint'), ('height', 'bigint'), ('images', 'bigint'), ('steps', 'bigint'), ('strength', 'double'),
+        ('input_width', 'bigint'), ('input_height', 'bigint'), ('guidance', 'boolean'), ('quality', 'varchar')] %}
+    cast({{ col }} ->> '{{ name }}' as {{ type }}) as {{ name }},
+    {%- endfor %}
+    cast({{ col }} -> 'lora' as varchar[]) as lora,
+    cast({{ col }} -> 'adapters_without_factor' as varchar[]) as adapters_without_factor
+{%- endmacro %}
+
 {% macro image_terms() -%}
     {{ return(['request', 'step', 'denoise', 'attention', 'decode', 'encode', 'lora']) }}
 {%- endmacro %}
@@ -75,6 +90,30 @@
             {%- endfor %}
         {%- endfor %}
     ))
+{%- endmacro %}
+
+{#-
+    Whether the partition day has image requests or requests naming LoRA adapters (a query when the model is
+    compiled, as dbt_utils.get_column_values does). int_request_days compiles without its image parts on a day that
+    has none: on millions of text requests, joining even an empty image table costs a few per cent of the model.
+    The var `image_requests` (true/false) overrides the query (the dbt unit tests set it).
+-#}
+{% macro has_image_requests() -%}
+    {%- if var('image_requests', none) is not none -%}
+        {{ return(var('image_requests') | as_bool) }}
+    {%- endif -%}
+    {%- if not execute -%}
+        {{ return(true) }}
+    {%- endif -%}
+    {%- set relation = adapter.get_relation(database=target.database, schema='staging', identifier='stg_raw__requests') -%}
+    {%- if relation is none -%}
+        {{ return(true) }}
+    {%- endif -%}
+    {%- set found = run_query(
+        'select count(*) from ' ~ relation_without_database(relation) ~ ' where partition_day = '
+        ~ partition_day() ~ " and (modality = 'image' or lora is not null)"
+    ) -%}
+    {{ return(found.columns[0].values()[0] > 0) }}
 {%- endmacro %}
 
 {#-

@@ -1,9 +1,13 @@
 {%- set fits = energy_model_fits_relation() %}
 {%- set image_fits = image_model_fits_relation() %}
+{#- a day without image requests or LoRA adapters compiles without the image parts (macros/images.sql) -#}
+{%- set image_day = has_image_requests() %}
 {#- what the table keeps of each request -#}
 {%- set request_columns = [
     'request_key', 'request_id', 'cluster', 'model', 'start_time', 'end_time', 'duration_s', 'input_tokens',
-    'output_tokens', 'tenant', 'endpoint', 'node', 'gpu',
+    'output_tokens', 'tenant', 'endpoint', 'node', 'gpu'] %}
+{#- an image request's fields (and a text request's LoRA adapters), joined in after the attribution -#}
+{%- set image_columns = [
     'modality', 'width', 'height', 'images', 'steps', 'strength', 'input_width', 'input_height', 'guidance',
     'quality', 'lora'] %}
 
@@ -46,6 +50,22 @@ requests as not materialized (
     where partition_day = {{ partition_day() }}
 ),
 
+{% if image_day -%}
+image_requests as (
+    -- the day's image requests and the requests that name LoRA adapters, with their fields
+    select
+        request_key,
+        cluster,
+        model,
+        start_time,
+        {%- for col in image_columns %}
+            {{ col }}{% if not loop.last %},{% endif %}
+        {%- endfor %}
+    from requests
+    where modality = 'image' or lora is not null
+),
+
+{% endif -%}
 clusters as (
     select * from {{ ref('stg_raw__clusters') }}
 ),
@@ -173,10 +193,9 @@ model_aliases as (
 model_fits as (
     -- each model name of the day with the fit for its model and hardware (none: no fit yet)
     select
-        mn.cluster, mn.model, mn.model_key as factor_model_key, p.*, ip.* exclude (model_key, hardware_key)
+        mn.cluster, mn.model, mn.model_key as factor_model_key, p.*
     from model_names as mn
     left join fits as p on mn.model_key = p.model_key and lower(mn.hardware) = p.hardware_key
-    left join image_fits as ip on mn.model_key = ip.model_key and lower(mn.hardware) = ip.hardware_key
 ),
 
 training as (
@@ -191,6 +210,7 @@ training as (
     inner join model_aliases as a on t.factor_model = a.factor_model
 ),
 
+{% if image_day -%}
 adapter_rates as (
     -- LoRA adapters: each (adapter list, start month) of the day's requests that name adapters (none on a text
     -- day without them) with the sum of its adapters' fine-tuning rates for that month, and the adapters that
@@ -211,6 +231,33 @@ adapter_rates as (
     group by u.lora, u.month
 ),
 
+image_side as (
+    -- per image request (and request naming LoRA adapters) of the day: the image fit's energy for the whole
+    -- request and its prediction interval, its adapters' fine-tuning rates for the month it started, and its fields
+    -- as one JSON text column (a text day writes one empty column instead of twelve; the marts unpack it)
+    select
+        i.request_key,
+        i.modality,
+        i.images,
+        {{ image_prediction_mean('f', 'i', 'img_') | indent(8) }} as predicted_j,
+        {{ image_prediction_half_width('f', 'i', 'img_') | indent(8) }} as prediction_half_width_j,
+        f.img_fit_label as fit_label,
+        ar.fine_tuning_g_co2e_per_inference as adapter_g_co2e_per_inference,
+        ar.fine_tuning_water_l_per_inference as adapter_water_l_per_inference,
+        cast(to_json(struct_pack(
+            {%- for col in image_columns %}
+                {{ col }} := i.{{ col }},
+            {%- endfor %}
+            adapters_without_factor := ar.adapters_without_factor
+        )) as varchar) as image_fields
+    from image_requests as i
+    left join model_names as mn on i.cluster = mn.cluster and i.model = mn.model
+    left join image_fits as f on mn.model_key = f.model_key and lower(mn.hardware) = f.hardware_key
+    left join adapter_rates as ar
+        on i.lora = ar.lora and ar.month = cast(date_trunc('month', i.start_time) as date)
+),
+
+{% endif -%}
 pool_rates as materialized (
     -- per pool-window with telemetry that requests ran in: energy, embodied carbon and water per request-second
     -- (dynamic energy per token-second too), the window's grid intensity, its load and its dynamic energy
@@ -543,6 +590,7 @@ priced as (
     -- the day's factors, the fit for the uncovered time, the start hour's grid intensity and the training rate
     select
         m.*,
+        {{ 'i.image_fields' if image_day else 'cast(null as varchar) as image_fields' }},
         m.idle_energy_j + m.dynamic_energy_j + m.unallocated_idle_energy_j as it_energy_j,
         n.factor_model_key,
         f.pue,
@@ -557,15 +605,12 @@ priced as (
         -- overlaps are computed from epoch seconds (~1.7e9): sub-millisecond differences are rounding, not gaps
         case when m.part_s - m.telemetry_covered_s > 1e-3 then m.part_s - m.telemetry_covered_s else 0 end
             as uncovered_s,
-        case
-            when m.modality = 'image' then {{ image_prediction_mean('n', 'm', 'img_') | indent(12) }}
-            else
-                n.alpha_in * m.input_tokens + n.alpha_out * m.output_tokens
-                + n.alpha_in_out * m.input_tokens * m.output_tokens
-        end as predicted_j,
-        case
-            when m.modality = 'image' then {{ image_prediction_half_width('n', 'm', 'img_') | indent(12) }}
-            else n.t_975 * sqrt(
+        {% if image_day %}case when i.modality = 'image' then i.predicted_j else {% endif %}
+            n.alpha_in * m.input_tokens + n.alpha_out * m.output_tokens
+            + n.alpha_in_out * m.input_tokens * m.output_tokens
+        {% if image_day %}end{% endif %} as predicted_j,
+        {% if image_day %}case when i.modality = 'image' then i.prediction_half_width_j else {% endif %}
+            n.t_975 * sqrt(
                 n.resid_variance
                 + n.cov_in_in * m.input_tokens * m.input_tokens
                 + n.cov_out_out * m.output_tokens * m.output_tokens
@@ -574,8 +619,9 @@ priced as (
                 + 2 * n.cov_in_in_out * m.input_tokens * m.input_tokens * m.output_tokens
                 + 2 * n.cov_out_in_out * m.output_tokens * m.input_tokens * m.output_tokens
             )
-        end as prediction_half_width_j,
-        case when m.modality = 'image' then n.img_fit_label else n.fit_label end as fit_label,
+        {% if image_day %}end{% endif %} as prediction_half_width_j,
+        {{ "case when i.modality = 'image' then i.fit_label else n.fit_label end" if image_day else 'n.fit_label' }}
+            as fit_label,
         h.location_g_co2e_per_kwh as start_ci,
         h.location_low_g_co2e_per_kwh as start_ci_low,
         h.location_high_g_co2e_per_kwh as start_ci_high,
@@ -585,24 +631,29 @@ priced as (
         -- images generated (image)
         case
             when cast(m.start_time as date) <> {{ partition_day() }} then 0
-            when m.modality = 'image' then m.images
+            {% if image_day %}when i.modality = 'image' then i.images{% endif %}
             else coalesce(m.output_tokens, 0) + 1
         end as inferences_charged,
         t.factor_model,
         t.training_g_co2e_per_inference,
         t.fine_tuning_g_co2e_per_inference,
         t.training_water_l_per_inference,
-        ar.fine_tuning_g_co2e_per_inference as adapter_g_co2e_per_inference,
-        ar.fine_tuning_water_l_per_inference as adapter_water_l_per_inference,
-        ar.adapters_without_factor
+        {%- if image_day %}
+            i.adapter_g_co2e_per_inference,
+            i.adapter_water_l_per_inference
+        {%- else %}
+            cast(null as double) as adapter_g_co2e_per_inference,
+            cast(null as double) as adapter_water_l_per_inference
+        {%- endif %}
     from measured as m
+    {% if image_day -%}
+        left join image_side as i on m.request_key = i.request_key
+    {% endif -%}
     left join factors as f on m.cluster = f.cluster
     left join model_fits as n on m.cluster = n.cluster and m.model = n.model
     left join start_hours as h on m.cluster = h.cluster and date_trunc('hour', m.start_time) = h.hour_start
     left join training as t
         on n.factor_model_key = t.alias_key and t.month = cast(date_trunc('month', m.start_time) as date)
-    left join adapter_rates as ar
-        on m.lora = ar.lora and ar.month = cast(date_trunc('month', m.start_time) as date)
 ),
 
 predicted as (
@@ -662,19 +713,8 @@ final as (
         endpoint,
         node,
         gpu,
-        -- image requests (null for text; lora may name an LLM's adapters too)
-        modality,
-        width,
-        height,
-        images,
-        steps,
-        strength,
-        input_width,
-        input_height,
-        guidance,
-        quality,
-        lora,
-        adapters_without_factor,
+        -- image requests and LoRA adapters (JSON; null for a text request without adapters)
+        image_fields,
         cast(greatest(
             date_diff('day', cast(start_time as date), cast(end_time - interval 1 microsecond as date)) + 1, 1
         ) as integer) as days_spanned,

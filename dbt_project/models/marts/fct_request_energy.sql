@@ -8,14 +8,20 @@
 
 {%- set attributes = [
     'cluster', 'model', 'start_time', 'duration_s', 'input_tokens', 'output_tokens', 'tenant', 'endpoint', 'node',
-    'gpu', 'modality', 'width', 'height', 'images', 'steps', 'strength', 'input_width', 'input_height', 'guidance',
-    'quality', 'lora'] %}
+    'gpu', 'image_fields'] %}
 {%- set summed = [
     'idle_energy_j', 'dynamic_energy_j', 'unallocated_idle_energy_j', 'it_energy_j', 'request_seconds',
     'concurrency_seconds'] %}
 
-with requests as (
+with request_days as (
     {{ request_days_by_request(attributes, summed) }}
+),
+
+requests as (
+    select
+        *,
+        {{ unpack_image_fields('image_fields') | indent(8) }}
+    from request_days
 ),
 
 final as (

@@ -25,11 +25,17 @@
     'total_water_l_high'] %}
 {%- set attributes = [
     'cluster', 'model', 'start_time', 'duration_s', 'input_tokens', 'output_tokens', 'tenant', 'endpoint',
-    'modality', 'width', 'height', 'images', 'steps', 'strength', 'input_width', 'input_height', 'guidance',
-    'quality', 'lora'] %}
+    'image_fields'] %}
 
-with requests as (
-    {{ request_days_by_request(attributes, summed, ['prediction_fit', 'factor_model', 'adapters_without_factor']) }}
+with request_days as (
+    {{ request_days_by_request(attributes, summed, ['prediction_fit', 'factor_model']) }}
+),
+
+requests as (
+    select
+        *,
+        {{ unpack_image_fields('image_fields') | indent(8) }}
+    from request_days
 ),
 
 clusters as (
