@@ -71,6 +71,7 @@ def _models_job(instance):
 
     result = defs().resolve_job_def(MODELS_JOB_NAME).execute_in_process(instance=instance, raise_on_error=False)
     assert result.success
+    return result
 
 
 def _checks(results) -> dict[str, bool]:
@@ -100,9 +101,9 @@ def world(tmp_path_factory):
     warehouse = root / "wh.duckdb"
     instance = dg.DagsterInstance.ephemeral()
     first = run_days(data, warehouse, [DAY])
-    _models_job(instance)
+    models = _models_job(instance)
     second = run_days(data, warehouse, [DAY])  # uncovered time predicted with the fits; the day replaced
-    return {"result": result, "warehouse": warehouse, "checks": _checks(first + second)}
+    return {"result": result, "warehouse": warehouse, "checks": _checks([*first, models, *second])}
 
 
 def _query(world, sql, params=None) -> pd.DataFrame:
@@ -203,6 +204,7 @@ def test_uncovered_image_requests_get_the_fit_prediction_with_interval(world):
     assert np.allclose(dark["it_energy_predicted_high_j"], want["high"], rtol=1e-9)
     assert (dark["it_energy_predicted_low_j"] <= dark["it_energy_predicted_j"]).all()
     assert dark["prediction_fit"].str.contains("telemetry image fit").all()
+    assert world["checks"]["image_fit_quality"] is True and world["checks"]["image_coefficient_drift"] is True
     comparison = _query(world, "select * from models.model_comparison where modality = 'image'")
     assert comparison.groupby(["source", "target"])["selected"].sum().eq(1).all()
     statuses = _query(world, "select modality, prediction_status, count(*) as n from models.request_predictions "

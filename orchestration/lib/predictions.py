@@ -571,6 +571,23 @@ def predict_one(
     return result
 
 
+# the prediction's columns per fitted target: (mean, 95 % PI low, high)
+INTERVAL_COLUMNS: dict[str, tuple[str, str, str]] = {
+    "energy": ("predicted_energy_j", "predicted_energy_low_j", "predicted_energy_high_j"),
+    "runtime": ("predicted_request_duration_s", "predicted_duration_low_s", "predicted_duration_high_s"),
+}
+
+
+def best_covered_hardware(fits: pd.DataFrame) -> tuple[str, dict[str, dict], list[str]]:
+    """Of stored fits of one model (one row per hardware x target): the hardware fitted on the most runs, its fits
+    by target, and the other hardware."""
+    nobs = fits.groupby("hardware")["nobs"].max().sort_values(ascending=False)
+    chosen = str(nobs.index[0])
+    return chosen, {r["target"]: r for r in fits[fits["hardware"] == chosen].to_dict("records")}, [
+        str(h) for h in nobs.index[1:]
+    ]
+
+
 _PROFILING_FITS_SQL = """
     select * from models.energy_model_fits
     where form = 'paper' and source = 'profiling' and t_975 is not null and alpha_in is not null and model = $model
@@ -606,14 +623,10 @@ def _predict_from_profiling_fit(
             f"no profiling fit of model {model!r}{scope} in models.energy_model_fits: put its profiling runs under "
             "<data dir>/profiling/ and run `impact run`"
         )
-    nobs = fits.groupby("hardware")["nobs"].max().sort_values(ascending=False)
-    chosen = str(nobs.index[0])
-    by_target = {r["target"]: r for r in fits[fits["hardware"] == chosen].to_dict("records")}
+    chosen, by_target, others = best_covered_hardware(fits)
     x = (float(input_tokens), float(output_tokens), float(input_tokens) * float(output_tokens))
     out = {}
-    for target, names in (("energy", ("predicted_energy_j", "predicted_energy_low_j", "predicted_energy_high_j")),
-                          ("runtime", ("predicted_request_duration_s", "predicted_duration_low_s",
-                                       "predicted_duration_high_s"))):  # fmt: skip
+    for target, names in INTERVAL_COLUMNS.items():
         fit = by_target.get(target)
         out.update(dict(zip(names, stored_fit_interval(fit, x) if fit else (None, None, None))))
     energy = by_target.get("energy", {})
@@ -626,7 +639,7 @@ def _predict_from_profiling_fit(
         "source": "profiling", "nobs": int(energy.get("nobs") or 0),
         "training_source": f"profiling fit of {energy.get('fitted_at')} (models.energy_model_fits)",
         "training_clusters": [], "training_window_start": None, "training_window_end": None,
-        "other_hardware": [str(h) for h in nobs.index[1:]],
+        "other_hardware": others,
         "energy_definition": "e_K(tau_in, tau_out) fitted (paper form) to the GPU energy of the profiling runs",
     }  # fmt: skip
     result["impact"] = hypothetical_impact(con, cluster, model, _parse_at(at), result)

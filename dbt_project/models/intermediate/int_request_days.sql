@@ -2,6 +2,7 @@
 {%- set image_fits = image_model_fits_relation() %}
 {#- a day without image requests or LoRA adapters compiles without the image parts (macros/images.sql) -#}
 {%- set image_day = has_image_requests() %}
+{%- set image = "i.modality = 'image'" if image_day else 'false' %}
 {#- what the table keeps of each request -#}
 {%- set request_columns = [
     'request_key', 'request_id', 'cluster', 'model', 'start_time', 'end_time', 'duration_s', 'input_tokens',
@@ -51,19 +52,19 @@ requests as not materialized (
 ),
 
 {% if image_day -%}
-image_requests as (
+    image_requests as (
     -- the day's image requests and the requests that name LoRA adapters, with their fields
-    select
-        request_key,
-        cluster,
-        model,
-        start_time,
-        {%- for col in image_columns %}
-            {{ col }}{% if not loop.last %},{% endif %}
-        {%- endfor %}
-    from requests
-    where modality = 'image' or lora is not null
-),
+        select
+            request_key,
+            cluster,
+            model,
+            start_time,
+            {%- for col in image_columns %}
+                {{ col }}{% if not loop.last %},{% endif %}
+            {%- endfor %}
+        from requests
+        where modality = 'image' or lora is not null
+    ),
 
 {% endif -%}
 clusters as (
@@ -211,51 +212,51 @@ training as (
 ),
 
 {% if image_day -%}
-adapter_rates as (
+    adapter_rates as (
     -- LoRA adapters: each (adapter list, start month) of the day's requests that name adapters (none on a text
     -- day without them) with the sum of its adapters' fine-tuning rates for that month, and the adapters that
     -- have no factor row
-    select
-        u.lora,
-        u.month,
-        sum(t.fine_tuning_g_co2e_per_inference) as fine_tuning_g_co2e_per_inference,
-        sum(t.fine_tuning_water_l_per_inference) as fine_tuning_water_l_per_inference,
-        list(u.adapter order by u.adapter) filter (where a.factor_model is null) as adapters_without_factor
-    from (
-        select distinct lora, cast(date_trunc('month', start_time) as date) as month, unnest(lora) as adapter
-        from requests
-        where lora is not null
-    ) as u
-    left join model_aliases as a on {{ model_key('u.adapter') }} = a.alias_key
-    left join {{ ref('int_model_training_rates') }} as t on a.factor_model = t.factor_model and u.month = t.month
-    group by u.lora, u.month
-),
+        select
+            u.lora,
+            u.month,
+            sum(t.fine_tuning_g_co2e_per_inference) as fine_tuning_g_co2e_per_inference,
+            sum(t.fine_tuning_water_l_per_inference) as fine_tuning_water_l_per_inference,
+            list(u.adapter order by u.adapter) filter (where a.factor_model is null) as adapters_without_factor
+        from (
+            select distinct lora, cast(date_trunc('month', start_time) as date) as month, unnest(lora) as adapter
+            from requests
+            where lora is not null
+        ) as u
+        left join model_aliases as a on {{ model_key('u.adapter') }} = a.alias_key
+        left join {{ ref('int_model_training_rates') }} as t on a.factor_model = t.factor_model and u.month = t.month
+        group by u.lora, u.month
+    ),
 
-image_side as (
+    image_side as (
     -- per image request (and request naming LoRA adapters) of the day: the image fit's energy for the whole
     -- request and its prediction interval, its adapters' fine-tuning rates for the month it started, and its fields
     -- as one JSON text column (a text day writes one empty column instead of twelve; the marts unpack it)
-    select
-        i.request_key,
-        i.modality,
-        i.images,
-        {{ image_prediction_mean('f', 'i', 'img_') | indent(8) }} as predicted_j,
-        {{ image_prediction_half_width('f', 'i', 'img_') | indent(8) }} as prediction_half_width_j,
-        f.img_fit_label as fit_label,
-        ar.fine_tuning_g_co2e_per_inference as adapter_g_co2e_per_inference,
-        ar.fine_tuning_water_l_per_inference as adapter_water_l_per_inference,
-        cast(to_json(struct_pack(
-            {%- for col in image_columns %}
-                {{ col }} := i.{{ col }},
-            {%- endfor %}
-            adapters_without_factor := ar.adapters_without_factor
-        )) as varchar) as image_fields
-    from image_requests as i
-    left join model_names as mn on i.cluster = mn.cluster and i.model = mn.model
-    left join image_fits as f on mn.model_key = f.model_key and lower(mn.hardware) = f.hardware_key
-    left join adapter_rates as ar
-        on i.lora = ar.lora and ar.month = cast(date_trunc('month', i.start_time) as date)
-),
+        select
+            i.request_key,
+            i.modality,
+            i.images,
+            {{ image_prediction_mean('f', 'i', 'img_') | indent(8) }} as predicted_j,
+            {{ image_prediction_half_width('f', 'i', 'img_') | indent(8) }} as prediction_half_width_j,
+            f.img_fit_label as fit_label,
+            ar.fine_tuning_g_co2e_per_inference as adapter_g_co2e_per_inference,
+            ar.fine_tuning_water_l_per_inference as adapter_water_l_per_inference,
+            cast(to_json(struct_pack(
+                {%- for col in image_columns %}
+                    {{ col }} := i.{{ col }},
+                {%- endfor %}
+                adapters_without_factor := ar.adapters_without_factor
+            )) as varchar) as image_fields
+        from image_requests as i
+        left join model_names as mn on i.cluster = mn.cluster and i.model = mn.model
+        left join image_fits as f on mn.model_key = f.model_key and lower(mn.hardware) = f.hardware_key
+        left join adapter_rates as ar
+            on i.lora = ar.lora and ar.month = cast(date_trunc('month', i.start_time) as date)
+    ),
 
 {% endif -%}
 pool_rates as materialized (
@@ -605,12 +606,16 @@ priced as (
         -- overlaps are computed from epoch seconds (~1.7e9): sub-millisecond differences are rounding, not gaps
         case when m.part_s - m.telemetry_covered_s > 1e-3 then m.part_s - m.telemetry_covered_s else 0 end
             as uncovered_s,
-        {% if image_day %}case when i.modality = 'image' then i.predicted_j else {% endif %}
-            n.alpha_in * m.input_tokens + n.alpha_out * m.output_tokens
-            + n.alpha_in_out * m.input_tokens * m.output_tokens
-        {% if image_day %}end{% endif %} as predicted_j,
-        {% if image_day %}case when i.modality = 'image' then i.prediction_half_width_j else {% endif %}
-            n.t_975 * sqrt(
+        -- an image request: its image fit's prediction (image_side; `image` is false on a day without images)
+        case
+            when {{ image }} then {{ 'i.predicted_j' if image_day else 'null' }}
+            else
+                n.alpha_in * m.input_tokens + n.alpha_out * m.output_tokens
+                + n.alpha_in_out * m.input_tokens * m.output_tokens
+        end as predicted_j,
+        case
+            when {{ image }} then {{ 'i.prediction_half_width_j' if image_day else 'null' }}
+            else n.t_975 * sqrt(
                 n.resid_variance
                 + n.cov_in_in * m.input_tokens * m.input_tokens
                 + n.cov_out_out * m.output_tokens * m.output_tokens
@@ -619,9 +624,8 @@ priced as (
                 + 2 * n.cov_in_in_out * m.input_tokens * m.input_tokens * m.output_tokens
                 + 2 * n.cov_out_in_out * m.output_tokens * m.input_tokens * m.output_tokens
             )
-        {% if image_day %}end{% endif %} as prediction_half_width_j,
-        {{ "case when i.modality = 'image' then i.fit_label else n.fit_label end" if image_day else 'n.fit_label' }}
-            as fit_label,
+        end as prediction_half_width_j,
+        case when {{ image }} then {{ 'i.fit_label' if image_day else 'null' }} else n.fit_label end as fit_label,
         h.location_g_co2e_per_kwh as start_ci,
         h.location_low_g_co2e_per_kwh as start_ci_low,
         h.location_high_g_co2e_per_kwh as start_ci_high,
@@ -631,7 +635,7 @@ priced as (
         -- images generated (image)
         case
             when cast(m.start_time as date) <> {{ partition_day() }} then 0
-            {% if image_day %}when i.modality = 'image' then i.images{% endif %}
+            when {{ image }} then {{ 'i.images' if image_day else 'null' }}
             else coalesce(m.output_tokens, 0) + 1
         end as inferences_charged,
         t.factor_model,

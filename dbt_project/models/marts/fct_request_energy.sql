@@ -17,11 +17,18 @@ with request_days as (
     {{ request_days_by_request(attributes, summed) }}
 ),
 
-requests as (
+unpacked as (
     select
         *,
         {{ unpack_image_fields('image_fields') | indent(8) }}
     from request_days
+),
+
+requests as (
+    select
+        u.*,
+        {{ image_megapixel_steps('u') }} as megapixel_steps
+    from unpacked as u
 ),
 
 final as (
@@ -57,9 +64,9 @@ final as (
         guidance,
         quality,
         lora,
-        {{ image_megapixel_steps('requests') }} as megapixel_steps,
+        megapixel_steps,
         it_energy_j / images as it_energy_j_per_image,
-        it_energy_j / nullif({{ image_megapixel_steps('requests') }}, 0) as it_energy_j_per_megapixel_step
+        it_energy_j / nullif(megapixel_steps, 0) as it_energy_j_per_megapixel_step
     from requests
 )
 

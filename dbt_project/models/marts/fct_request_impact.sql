@@ -177,7 +177,8 @@ final as (
             when r.lora is null then null
             when r.adapters_without_factor is null
                 then 'adapters ' || array_to_string(r.lora, ', ') || ': their factors.models rates x inferences'
-            else 'adapters ' || array_to_string(r.lora, ', ') || '; no factor row in factors/models.yml for '
+            else
+                'adapters ' || array_to_string(r.lora, ', ') || '; no factor row in factors/models.yml for '
                 || array_to_string(r.adapters_without_factor, ', ') || ' (not charged)'
         end as fine_tuning_source
     from requests as r

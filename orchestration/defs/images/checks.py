@@ -2,57 +2,28 @@
 LoRA adapters that the factor tables cannot charge."""
 
 import datetime as dt
-import math
 
 import dagster as dg
 import duckdb
 import pandas as pd
 
 from orchestration.defs.models.assets import IMAGE_FITS_KEY, IMAGE_FITS_TABLE
+from orchestration.defs.models.checks import markdown, read_fits
 from orchestration.defs.resources import ImpactSettings
 from orchestration.lib.energy_models import quality_offenders
 from orchestration.lib.images import adapters
 from orchestration.lib.images import models as image_models
-from orchestration.lib.warehouse import connect, has_table
+from orchestration.lib.warehouse import connect
 
 REQUEST_IMPACT_KEY = dg.AssetKey(["marts", "fct_request_impact"])
 IMAGE_FIT_QUALITY_CHECK = "image_fit_quality"
 IMAGE_COEFFICIENT_DRIFT_CHECK = "image_coefficient_drift"
 LORA_FACTOR_COVERAGE_CHECK = "lora_factor_coverage"
-MAX_ROWS_SHOWN = 20
-
-
-def _md(df: pd.DataFrame) -> str:
-    if df.empty:
-        return "none"
-    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
-    for r in df.head(MAX_ROWS_SHOWN).itertuples(index=False):  # display only
-        cells = [f"{v:.4g}" if isinstance(v, float) and math.isfinite(v) else str(v) for v in r]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def _selected_fits(settings: ImpactSettings, ranks: tuple[int, ...]) -> list[pd.DataFrame] | None:
-    """The selected image fits of each rank of fitted_at (1 = latest), or None before any image fit."""
-    con = connect(settings.warehouse_path, read_only=True)
-    try:
-        if not has_table(con, IMAGE_FITS_TABLE):
-            return None
-        return [
-            con.execute(
-                f"""
-                with runs as (
-                    select fitted_at, row_number() over (order by fitted_at desc) as k
-                    from (select distinct fitted_at from {IMAGE_FITS_TABLE})
-                )
-                select f.* from {IMAGE_FITS_TABLE} as f join runs using (fitted_at) where runs.k = $rank
-                """,
-                {"rank": rank},
-            ).df()
-            for rank in ranks
-        ]
-    finally:
-        con.close()
+    """The image fits of each rank of fitted_at (1 = latest), or None before any image fit."""
+    return read_fits(settings, ranks, IMAGE_FITS_TABLE)
 
 
 @dg.asset_check(asset=IMAGE_FITS_KEY, name=IMAGE_FIT_QUALITY_CHECK)
@@ -71,7 +42,7 @@ def image_fit_quality(settings: ImpactSettings) -> dg.AssetCheckResult:
         metadata={
             "fits_checked": len(latest),
             "fits_below": len(bad),
-            "details": dg.MetadataValue.md(_md(bad)),
+            "details": dg.MetadataValue.md(markdown(bad)),
         },
     )
 
@@ -93,7 +64,7 @@ def image_coefficient_drift(settings: ImpactSettings) -> dg.AssetCheckResult:
             "k_standard_errors": settings.drift_k_standard_errors,
             "groups_compared": compared,
             "coefficients_drifted": len(offenders),
-            "details": dg.MetadataValue.md(_md(offenders)),
+            "details": dg.MetadataValue.md(markdown(offenders)),
         },
     )
 
@@ -120,6 +91,6 @@ def lora_factor_coverage(context: dg.AssetCheckExecutionContext, settings: Impac
             "adapters_without_factor": len(unknown),
             "requests_with_unknown_adapter": sum(n for _, _, n in unknown),
             "adapters_with_problems": len(problems),
-            "details": dg.MetadataValue.md(_md(pd.DataFrame(problems, columns=["adapter", "problem", "requests"]))),
+            "details": dg.MetadataValue.md(markdown(pd.DataFrame(problems, columns=["adapter", "problem", "requests"]))),
         },
     )

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from orchestration.lib.images import models as im
+from orchestration.lib.predictions import INTERVAL_COLUMNS, best_covered_hardware
 from orchestration.lib.warehouse import has_table, replace_table
 
 FITS_TABLE = "models.image_model_fits"
@@ -162,11 +163,8 @@ def predict_image(con, model: str, request: pd.DataFrame, hardware: str | None =
                 f"no profiling fit of image model {model!r}{scope} in {FITS_TABLE}: put its profiling runs under "
                 "<data dir>/profiling/ and run `impact run`"
             )
-        nobs = fits.groupby("hardware")["nobs"].max().sort_values(ascending=False)
-        chosen = str(nobs.index[0])
-        fits = fits[fits["hardware"] == chosen]
+        chosen, by_target, others = best_covered_hardware(fits)
         clusters, window = [], None
-        others = [str(h) for h in nobs.index[1:]]
     else:
         train = training_requests(con, days=days, model=model, hardware=hardware, before=at, cap=200_000)
         if train.empty:
@@ -177,17 +175,15 @@ def predict_image(con, model: str, request: pd.DataFrame, hardware: str | None =
         train = train[train["hardware"] == chosen]
         fitted, _, _ = im.fit_groups(train, "telemetry")
         fits = fitted[fitted["selected"].astype(bool)]
+        by_target = {r["target"]: r for r in fits.to_dict("records")}
         if fits.empty:
             reason = fitted["skip_reason"].dropna()
             raise LookupError(f"image model {model!r} on {chosen}: no fit ({reason.iloc[0] if len(reason) else 'no rows'})")
         clusters = sorted(train["cluster"].dropna().unique().tolist())
         window = (str(pd.Timestamp(train["day"].min()).date()), str(pd.Timestamp(train["day"].max()).date()))
         others = [str(h) for h in counts.index[1:]]
-    by_target = {r["target"]: r for r in fits.to_dict("records")}
     out = {}
-    for target, names in (("energy", ("predicted_energy_j", "predicted_energy_low_j", "predicted_energy_high_j")),
-                          ("runtime", ("predicted_request_duration_s", "predicted_duration_low_s",
-                                       "predicted_duration_high_s"))):  # fmt: skip
+    for target, names in INTERVAL_COLUMNS.items():
         fit = by_target.get(target)
         if fit is None:
             out.update(dict.fromkeys(names))
