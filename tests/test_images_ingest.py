@@ -188,6 +188,13 @@ def test_a_users_quality_table_overrides_the_shipped_labels(data_dir, tmp_path):
     (data_dir / "factors" / "image_quality.csv").write_text(
         "quality,model,steps,width,height\nhd,,40,,\nhd,stabilityai/SDXL,60,1536,1536\nbad,,0,,\n"
     )
+    # LoRA adapters are models.yml entries with base_model; their footprint is fine-tuning
+    (data_dir / "factors" / "models.yml").write_text(
+        "models:\n"
+        "  - {model: pixel-art-xl, base_model: sdxl, fine_tuning_kg_co2e: 1.5, projected_lifetime_inferences: 1.0e+6}\n"
+        "  - {model: trained-adapter, base_model: sdxl, training_kg_co2e: 3}\n"
+        "  - {model: loop-xl, base_model: Loop-XL}\n"
+    )
     records = [{**BASE, "request_id": f"q{i}", "modality": "image", "quality": "hd", "model": m}
                for i, m in enumerate(["sdxl", "flux"])]  # fmt: skip
     (data_dir / "requests" / "q.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
@@ -199,5 +206,15 @@ def test_a_users_quality_table_overrides_the_shipped_labels(data_dir, tmp_path):
         bad = con.execute(
             "select reason from raw.rejected_rows where input = 'factors/image_quality'"
         ).fetchall()
+        adapters = con.execute("select model, base_model from factors.models where base_model is not null").fetchall()
+        refused = con.execute(
+            "select reason from raw.rejected_rows where input = 'factors/models' order by source_row"
+        ).fetchall()
     assert got == [("flux", 40, None, None), ("sdxl", 60, 1536, 1536)]
     assert bad == [("steps (0) is not positive",)]
+    assert adapters == [("pixel-art-xl", "sdxl")]
+    assert refused == [
+        ("training_kg_co2e on adapter 'trained-adapter' (base_model 'sdxl'): an adapter's footprint is "
+         "fine_tuning_kg_co2e",),
+        ("model 'loop-xl' is its own base_model",),
+    ]

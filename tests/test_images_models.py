@@ -5,6 +5,7 @@ import json
 import math
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -219,3 +220,20 @@ def test_the_dbt_macros_have_the_same_terms():
     (listed,) = re.findall(r"return\(\[([^\]]*)\]\)", text)
     assert tuple(t.strip(" '") for t in listed.split(",")) == im.TERMS
     assert all(f"term == '{t}'" in text for t in im.TERMS[1:]) and "term == 'request'" in text
+
+
+def test_impact_simulate_images_writes_a_diffusion_cluster(tmp_path):
+    from orchestration.cli import main
+
+    argv = ["simulate", "--images", "--out", str(tmp_path), "--day", "2024-05-01", "--requests-per-day", "300",
+            "--nodes", "1", "--requests-format", "csv", "--profiling", "--seed", "3"]  # fmt: skip
+    assert main(argv) == 0
+    requests = pd.read_csv(tmp_path / "requests" / "sim-sdxl" / "2024-05-01.csv")
+    assert len(requests) == 300 and (requests["modality"] == "image").all()
+    assert requests["lora"].dropna().str.fullmatch(r"[a-z-]+(;[a-z-]+)?").all()  # names separated by ';' in CSV
+    assert {"tokens", "input_tokens"}.isdisjoint(requests.columns)
+    truth = pd.read_parquet(tmp_path / "truth" / "requests.parquet")
+    alone = truth[truth["alone_on_gpu"]]
+    # alone on its GPU, a request's GPU dynamic energy is its physics' dynamic energy alone
+    assert np.allclose(alone["true_gpu_dynamic_energy_j"], alone["true_gpu_energy_alone_j"] - 60.0 * alone["duration_s"])
+    assert len(pd.read_csv(tmp_path / "profiling" / "sim-sdxl.csv")) == 192
