@@ -35,7 +35,7 @@ UNPARTITIONED = (
 ) - DAY_PARTS
 # Which layers each layer may read from: lineage flows raw -> staging -> intermediate -> marts, never backwards.
 ALLOWED_UPSTREAM_GROUPS = {
-    "raw": {"raw"},
+    "raw": {"raw", "factors"},  # raw/requests reads the image quality labels (factors/image_quality)
     "factors": set(),
     "staging": {"raw", "factors"},
     "intermediate": {"staging", "intermediate"},
