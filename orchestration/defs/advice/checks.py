@@ -5,7 +5,12 @@ import datetime as dt
 import dagster as dg
 import pandas as pd
 
-from orchestration.defs.advice.assets import RIGHTSIZING_HOURLY_KEY, ROUTING_FRONTIER_KEY, SHIFTING_DAILY_KEY, TABLES
+from orchestration.defs.advice.assets import (
+    RIGHTSIZING_HOURLY_KEY,
+    ROUTING_FRONTIER_KEY,
+    SHIFTING_DAILY_KEY,
+    TABLES,
+)
 from orchestration.defs.resources import ImpactSettings
 from orchestration.lib.advice import rightsizing
 from orchestration.lib.warehouse import connect, has_table

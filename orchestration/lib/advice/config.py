@@ -485,6 +485,6 @@ def settings_config(advice: Mapping | None) -> SettingsConfig | None:
     return SettingsConfig(
         slo_s_per_output_token=slo,
         slo_quantile=_number(raw, "slo_quantile", "settings.slo_quantile", fallback.get("slo_quantile", 0.9),
-                             low=0.0, high=1.0, low_open=True),  # fmt: skip
+                             low=0.0, high=1.0, low_open=True),
         min_runs=_integer(raw, "min_runs", "settings.min_runs", 3, 1),
     )

@@ -100,8 +100,8 @@ def _routing(con, day: dt.date, zeta: float | None, table) -> tuple[list[str], l
              _num(r["saving_kwh"]), _num(r["operational_kg_co2e"]), _num(r["saving_kg_co2e"]), accuracy)]  # fmt: skip
     shares = ", ".join(f"{k} {v:.1%}" for k, v in sorted(r["shares"].items(), key=lambda kv: -kv[1]))
     lines = [
-        f"Routing at zeta {r['zeta']:g}{' (the plan)' if r['is_plan'] else ''} (advice.routing_frontier; --zeta "
-        f"shows another of {', '.join(f'{z:g}' for z in available)}):",
+        (f"Routing at zeta {r['zeta']:g}{' (the plan)' if r['is_plan'] else ''} (advice.routing_frontier; --zeta "
+        f"shows another of {', '.join(f'{z:g}' for z in available)}):"),
         table(header, body),
         f"  shares: {shares}",
         "  assumptions:",

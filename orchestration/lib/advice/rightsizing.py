@@ -181,12 +181,15 @@ def hourly(con: duckdb.DuckDBPyConnection, day, caps: pd.DataFrame) -> pd.DataFr
                 *,
                 case when scale_unit = 'node' then cast(ceil(gpus_needed / gpus_per_node) as bigint) end
                     as nodes_needed,
+                -- (greatest and least skip nulls: an unknown need must stay unknown)
                 case
+                    when gpus_needed is null then null
                     when scale_unit = 'node'
                         then greatest(gpu_s - ceil(gpus_needed / gpus_per_node) * gpus_per_node * 3600, 0)
                     else greatest(gpu_s - gpus_needed * 3600, 0)
                 end as avoidable_gpu_s,
                 case
+                    when gpus_needed is null then null
                     when scale_unit = 'node' then greatest(node_s - ceil(gpus_needed / gpus_per_node) * 3600, 0)
                     else least(greatest(gpu_s - gpus_needed * 3600, 0) / gpus_per_node, node_s)
                 end as avoidable_node_s
