@@ -142,16 +142,20 @@ def test_impact_advise_prints_every_part_with_its_assumptions(advised, capsys):
     assert "zeta 0.55 is not on the frontier" in capsys.readouterr().err
 
 
+def _copy(advised, tmp_path, advice: dict | None):
+    """A copy of the advised warehouse and a data dir with this ``advice`` (None: no advice.yml)."""
+    copy, data = tmp_path / "wh.duckdb", tmp_path / "inputs"
+    shutil.copy(advised[3], copy)
+    data.mkdir()
+    if advice is not None:
+        (data / "advice.yml").write_text(yaml.safe_dump(advice, sort_keys=False))
+    return copy, data
+
+
 def test_a_bad_section_fails_its_part_alone_and_impact_run_says_which_key(advised, tmp_path, capsys):
     from orchestration.cli import main
 
-    _, _, _, warehouse, _, _ = advised
-    copy = tmp_path / "wh.duckdb"
-    shutil.copy(warehouse, copy)
-    data = tmp_path / "inputs"
-    data.mkdir()
-    bad = {**ADVICE, "routing": {**ADVICE["routing"], "zeta": 1.5}}
-    (data / "advice.yml").write_text(yaml.safe_dump(bad, sort_keys=False))
+    copy, data = _copy(advised, tmp_path, {**ADVICE, "routing": {**ADVICE["routing"], "zeta": 1.5}})
     failures, said = _advise(data, copy)
     assert len(failures) == 1 and "FAILED" in said[0]
     assert "routing_advice: advice.yml routing.zeta: must be at most 1, not 1.5" in failures[0]
@@ -169,11 +173,7 @@ def test_a_bad_section_fails_its_part_alone_and_impact_run_says_which_key(advise
 
 
 def test_without_advice_yml_there_is_no_advice_and_it_says_so(advised, tmp_path, capsys):
-    _, _, _, warehouse, _, _ = advised
-    copy = tmp_path / "wh.duckdb"
-    shutil.copy(warehouse, copy)
-    empty = tmp_path / "inputs"
-    empty.mkdir()
+    copy, empty = _copy(advised, tmp_path, None)
     failures, said = _advise(empty, copy)
     assert failures == [] and said == [f"[advice] no advice.yml in {empty}: no advice (docs/advice.md)"]
     # the assets themselves (as the schedule runs them) succeed with a note, and clear the day's advice

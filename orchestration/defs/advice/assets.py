@@ -87,6 +87,15 @@ def _not_configured(con, keys, day, part: str, note: str):
     ]
 
 
+def _section(con, settings: ImpactSettings, keys, day, part: str, section: str) -> tuple[dict | None, list]:
+    """advice.yml and, when it or its ``section`` is absent, the results that say so (the day's rows cleared)."""
+    advice = cfgs.load_advice(settings.data_path)
+    if advice is None or advice.get(section) is None:
+        note = notes.no_advice(settings.data_path, part, None if advice is None else section)
+        return None, _not_configured(con, keys, day, part, note)
+    return advice, []
+
+
 def _fail(con, keys, day, part: str, exc: AdviceConfigError) -> dg.Failure:
     """Clear the day's rows of ``keys`` (no stale advice survives a bad configuration), record the error."""
     for key in keys:
@@ -131,10 +140,9 @@ def routing_advice(context: dg.AssetExecutionContext, settings: ImpactSettings):
     day = dt.date.fromisoformat(context.partition_key)
     with warehouse(settings.warehouse_path) as con:
         try:
-            advice = cfgs.load_advice(settings.data_path)
-            if advice is None or advice.get("routing") is None:
-                note = notes.no_advice(settings.data_path, "routing", None if advice is None else "routing")
-                yield from _not_configured(con, ROUTING_KEYS, day, "routing", note)
+            advice, skipped = _section(con, settings, ROUTING_KEYS, day, "routing", "routing")
+            if advice is None:
+                yield from skipped
                 return
             cfg = cfgs.routing_config(advice, _clusters(con))
             fits = routing.latest_fits(con)
@@ -229,10 +237,9 @@ def rightsizing_advice(context: dg.AssetExecutionContext, settings: ImpactSettin
     day = dt.date.fromisoformat(context.partition_key)
     with warehouse(settings.warehouse_path) as con:
         try:
-            advice = cfgs.load_advice(settings.data_path)
-            if advice is None or advice.get("rightsizing") is None:
-                note = notes.no_advice(settings.data_path, "rightsizing", None if advice is None else "rightsizing")
-                yield from _not_configured(con, RIGHTSIZING_KEYS, day, "rightsizing", note)
+            advice, skipped = _section(con, settings, RIGHTSIZING_KEYS, day, "rightsizing", "rightsizing")
+            if advice is None:
+                yield from skipped
                 return
             cfg = cfgs.rightsizing_config(advice, sorted(_clusters(con)))
             caps = rightsizing.capacities(con, day, cfg)
@@ -246,10 +253,17 @@ def rightsizing_advice(context: dg.AssetExecutionContext, settings: ImpactSettin
         total = float(daily["avoidable_energy_kwh"].sum()) if len(daily) else 0.0
         store.set_status(con, day, "rightsizing", store.STATUS_OK, f"{total:.3f} kWh avoidable",
                          notes.rightsizing(cfg, daily))  # fmt: skip
+    plot = {}
+    if len(hours):
+        from orchestration.lib.advice.plots import rightsizing_png
+        from orchestration.lib.model_plots import png_data_uri
+
+        png = png_data_uri(rightsizing_png(hours, f"GPUs present and kept, {day}"))
+        plot = {"gpus": dg.MetadataValue.md(f"![GPUs present and kept per hour]({png})")}
     yield dg.MaterializeResult(
         asset_key=RIGHTSIZING_HOURLY_KEY,
         metadata={"dagster/row_count": dg.MetadataValue.int(len(hours)),
-                  "preview": dg.MetadataValue.md(_md(hours.drop(columns=["day"]), limit=48))},
+                  "preview": dg.MetadataValue.md(_md(hours.drop(columns=["day"]), limit=48)), **plot},
     )  # fmt: skip
     yield dg.MaterializeResult(
         asset_key=RIGHTSIZING_DAILY_KEY,
@@ -279,14 +293,13 @@ def shifting_daily(context: dg.AssetExecutionContext, settings: ImpactSettings):
     day = dt.date.fromisoformat(context.partition_key)
     with warehouse(settings.warehouse_path) as con:
         try:
-            advice = cfgs.load_advice(settings.data_path)
+            advice, skipped = _section(con, settings, (SHIFTING_DAILY_KEY,), day, "shifting", "deferrable")
+            if advice is None:
+                yield from skipped
+                return
             cfg = cfgs.shifting_config(advice)
         except AdviceConfigError as exc:
             raise _fail(con, (SHIFTING_DAILY_KEY,), day, "shifting", exc) from None
-        if cfg is None:
-            note = notes.no_advice(settings.data_path, "shifting", None if advice is None else "deferrable")
-            yield from _not_configured(con, (SHIFTING_DAILY_KEY,), day, "shifting", note)
-            return
         table = shifting.shifting_daily(con, day, cfg)
         store.replace_day(con, *TABLES[SHIFTING_DAILY_KEY], table, day)
         saving = float(table["saving_kg_co2e"].sum()) if len(table) else 0.0

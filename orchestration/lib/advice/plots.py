@@ -1,5 +1,5 @@
-"""The routing frontier as a PNG (energy against accuracy; matplotlib's object API on an Agg canvas, loaded when a
-figure is drawn, not with the module: see lib/preload.py)."""
+"""The routing frontier (energy against accuracy) and the GPUs present and needed per hour, as PNGs (matplotlib's
+object API on an Agg canvas, loaded when a figure is drawn, not with the module: see lib/preload.py)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,29 @@ FIGSIZE = (5.0, 3.6)
 DPI = 72
 
 
-def pareto_png(frontier: pd.DataFrame, title: str = "") -> bytes:
-    """Energy (kWh) against accuracy for each zeta of the frontier (labelled), the plan's point ringed, and the
-    day as it ran (modelled and measured energy; at its accuracy when every request's model is a candidate)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+def _axes(title: str):
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=FIGSIZE)
     fig.subplots_adjust(left=0.16, bottom=0.15, right=0.97, top=0.9)
     ax = fig.add_subplot()
+    ax.set_title(title, fontsize=8)
+    return fig, ax
+
+
+def _png(fig) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    return buf.getvalue()
+
+
+def pareto_png(frontier: pd.DataFrame, title: str = "") -> bytes:
+    """Energy (kWh) against accuracy for each zeta of the frontier (labelled), the plan's point ringed, and the
+    day as it ran (modelled and measured energy; at its accuracy when every request's model is a candidate)."""
+    fig, ax = _axes(title or "routing frontier")
     f = frontier.sort_values("zeta")
     ax.plot(f["accuracy"], f["energy_kwh"], marker="o", markersize=4, linewidth=1, label="plan at zeta")
     for r in f.itertuples(index=False):  # one label per zeta (about 11)
@@ -35,9 +49,22 @@ def pareto_png(frontier: pd.DataFrame, title: str = "") -> bytes:
                 ax.scatter([first["actual_accuracy"]], [first[column]], marker=marker, s=50, color="red", label=label)
     ax.set_xlabel("accuracy (query-weighted mean score)")
     ax.set_ylabel("IT energy (kWh)")
-    ax.set_title(title or "routing frontier", fontsize=8)
     ax.legend(fontsize=6)
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
-    return buf.getvalue()
+    return _png(fig)
+
+
+def rightsizing_png(hours: pd.DataFrame, title: str = "") -> bytes:
+    """Per cluster and hour, the GPUs present (mean) and the GPUs rightsizing keeps (present - avoidable: what the
+    hour's peak load needed, in whole nodes with scale_unit node, at least min_gpus)."""
+    fig, ax = _axes(title or "GPUs present and kept")
+    for cluster, h in hours.sort_values("hour").groupby("cluster"):  # a few clusters
+        hour = list(h["hour"].dt.hour) + [24]  # each hour drawn to its end
+        present = list(h["gpus_provisioned"])
+        kept = list(h["gpus_provisioned"] - h["avoidable_gpu_hours"])
+        line = ax.step(hour, present + present[-1:], where="post", linewidth=1, label=f"{cluster} present")[0]
+        ax.step(hour, kept + kept[-1:], where="post", linewidth=1, linestyle="--", color=line.get_color(),
+                label=f"{cluster} kept")  # fmt: skip
+    ax.set_xlabel("UTC hour")
+    ax.set_ylabel("GPUs")
+    ax.legend(fontsize=6)
+    return _png(fig)

@@ -14,19 +14,10 @@ from pathlib import Path
 import duckdb
 
 from orchestration import settings as app_settings
+from orchestration.cli import CliError as AdviseError
+from orchestration.cli import _parse_day, format_table
 from orchestration.lib.advice import notes
 from orchestration.lib.warehouse import connect, has_table
-
-
-class AdviseError(Exception):
-    """A problem the user can fix; printed without a traceback."""
-
-
-def _day(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a YYYY-MM-DD date: {text!r}") from exc
 
 
 def _zeta(text: str) -> float:
@@ -46,7 +37,7 @@ def parser() -> argparse.ArgumentParser:
         "settings, with the assumptions behind each (docs/advice.md). Reads the advice tables that `impact run` "
         "(or the impact_advice job) wrote from advice.yml.",
     )
-    p.add_argument("--day", type=_day, help="the UTC day (default: the latest day advised)")
+    p.add_argument("--day", type=_parse_day, help="the UTC day (default: the latest day advised)")
     p.add_argument("--zeta", type=_zeta, help="the routing trade-off to show, one of the day's frontier "
                    "(default: the plan's zeta from advice.yml)")  # fmt: skip
     p.add_argument("--warehouse", help=f"DuckDB warehouse (default: ${app_settings.WAREHOUSE_ENV} or "
@@ -72,15 +63,23 @@ def _status(con, day: dt.date | None, part: str) -> dict | None:
     return rows[0] if rows else None
 
 
+def _advised(con, day: dt.date, part: str, title: str) -> tuple[dict | None, list[str]]:
+    """The part's status when it was advised for the day, else None and the line that says why not."""
+    status = _status(con, day, part)
+    if status is None or status["status"] != "ok":
+        return None, [f"{title}: {status['detail'] if status else 'not advised for this day'}"]
+    return status, []
+
+
 def _assumptions(status: dict | None) -> list[str]:
     text = (status or {}).get("assumptions") or ""
     return [f"    - {line}" for line in text.splitlines()]
 
 
 def _routing(con, day: dt.date, zeta: float | None, table) -> tuple[list[str], list[tuple]]:
-    status = _status(con, day, "routing")
-    if status is None or status["status"] != "ok":
-        return [f"Routing: {status['detail'] if status else 'not advised for this day'}"], []
+    status, why_not = _advised(con, day, "routing", "Routing")
+    if status is None:
+        return why_not, []
     rows = _rows(con, "select * from advice.routing_frontier where day = $day order by zeta", {"day": day})
     if not rows:
         return ["Routing: no re-routable requests that day"], []
@@ -112,9 +111,9 @@ def _routing(con, day: dt.date, zeta: float | None, table) -> tuple[list[str], l
 
 
 def _rightsizing(con, day: dt.date, table) -> tuple[list[str], list[tuple]]:
-    status = _status(con, day, "rightsizing")
-    if status is None or status["status"] != "ok":
-        return [f"Rightsizing: {status['detail'] if status else 'not advised for this day'}"], []
+    status, why_not = _advised(con, day, "rightsizing", "Rightsizing")
+    if status is None:
+        return why_not, []
     rows = _rows(con, "select * from advice.rightsizing_daily where day = $day order by cluster", {"day": day})
     header = ("cluster", "GPU-h present", "GPU-h needed", "capacity/GPU", "metered kWh", "avoidable kWh",
               "share", "operational kg", "embodied kg")  # fmt: skip
@@ -130,9 +129,9 @@ def _rightsizing(con, day: dt.date, table) -> tuple[list[str], list[tuple]]:
 
 
 def _shifting(con, day: dt.date, table) -> tuple[list[str], list[tuple]]:
-    status = _status(con, day, "shifting")
-    if status is None or status["status"] != "ok":
-        return [f"Shifting: {status['detail'] if status else 'not advised for this day'}"], []
+    status, why_not = _advised(con, day, "shifting", "Shifting")
+    if status is None:
+        return why_not, []
     rows = _rows(con, "select * from advice.shifting_daily where day = $day order by cluster", {"day": day})
     if not rows:
         return ["Shifting: no deferrable requests that day", "  assumptions:", *_assumptions(status)], []
@@ -168,8 +167,6 @@ def _settings(con, table) -> list[str]:
 
 def report(con: duckdb.DuckDBPyConnection, day: dt.date | None, zeta: float | None, warehouse: Path) -> str:
     """The text `impact advise` prints."""
-    from orchestration.cli import format_table
-
     if not has_table(con, "advice.status"):
         raise AdviseError(f"{warehouse}: no advice yet. `impact run` advises when the data dir has an advice.yml "
                           "(docs/advice.md); without one there is no advice")  # fmt: skip
