@@ -113,7 +113,7 @@ def test_routing_frontier_plan_and_candidates(advised):
     assert frontier["actual_modelled_kwh"].isna().all() and frontier["saving_kwh"].isna().all()
     assert frontier["actual_measured_kwh"].iloc[0] > 0
     candidates = con.execute("select * from advice.routing_candidates order by candidate").df()
-    assert candidates["energy_source"].str.startswith("given in advice.yml").all()
+    assert candidates["energy_source"].str.startswith("advice.yml coefficients").all()
     (total,) = con.execute("select count(*) from marts.fct_request_impact where day = $d", {"d": DAY}).fetchone()
     excluded = candidates["requests_excluded_negative"] + candidates["requests_excluded_range"]
     assert (candidates["requests_eligible"] + excluded == total).all() and routed <= total

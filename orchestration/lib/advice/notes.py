@@ -39,7 +39,7 @@ def routing(cfg: RoutingConfig, models: Sequence[RoutedCandidate], result: DayRo
             (i0, i1), (o0, o1) = m.token_range
             rng = f" [{i0}-{i1} input x {o0}-{o1} output tokens]"
         capacity = f"; capacity {c.capacity_gpu_s:g} GPU-s at {c.gpus} GPU(s) per request" if c.capacity_gpu_s else ""
-        lines.append(f"{c.name}: accuracy {c.accuracy:g} ({c.accuracy_source}); energy from {m.energy_source}; "
+        lines.append(f"{c.name}: accuracy {c.accuracy:g} ({c.accuracy_source}); energy model: {m.energy_source}; "
                      f"fitted range: {m.range_source}{rng}{capacity}")  # fmt: skip
     lines += [
         ("energy: IT energy per request as the candidates' models predict it (for warehouse fits: the attributed "

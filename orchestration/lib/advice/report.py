@@ -8,6 +8,7 @@ import datetime as dt
 import math
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,6 +29,9 @@ def _zeta(text: str) -> float:
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"zeta must be between 0 and 1, not {value:g}")
     return value
+
+
+WIDTH = 116  # the assumptions are wrapped to this many characters
 
 
 def parser() -> argparse.ArgumentParser:
@@ -51,10 +55,11 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: dict) -> list[dict]:
     return [dict(zip(names, r)) for r in rel.fetchall()]
 
 
-def _num(v, digits: int = 3) -> str:
+def _num(v) -> float | str:
+    """A number for format_table (right-aligned, 3 decimals), or '-' when there is none."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
-    return f"{v:,.{digits}f}"
+    return float(v)
 
 
 def _status(con, day: dt.date | None, part: str) -> dict | None:
@@ -73,7 +78,8 @@ def _advised(con, day: dt.date, part: str, title: str) -> tuple[dict | None, lis
 
 def _assumptions(status: dict | None) -> list[str]:
     text = (status or {}).get("assumptions") or ""
-    return [f"    - {line}" for line in text.splitlines()]
+    return [wrapped for line in text.splitlines()
+            for wrapped in textwrap.wrap(line, WIDTH, initial_indent="    - ", subsequent_indent="      ")]  # fmt: skip
 
 
 def _routing(con, day: dt.date, zeta: float | None, table) -> tuple[list[str], list[tuple]]:
@@ -117,8 +123,8 @@ def _rightsizing(con, day: dt.date, table) -> tuple[list[str], list[tuple]]:
     rows = _rows(con, "select * from advice.rightsizing_daily where day = $day order by cluster", {"day": day})
     header = ("cluster", "GPU-h present", "GPU-h needed", "capacity/GPU", "metered kWh", "avoidable kWh",
               "share", "operational kg", "embodied kg")  # fmt: skip
-    body = [(r["cluster"], _num(r["gpu_hours_provisioned"], 1), _num(r["gpu_hours_needed"], 1),
-             _num(r["capacity_per_gpu"], 2), _num(r["metered_it_energy_kwh"]), _num(r["avoidable_energy_kwh"]),
+    body = [(r["cluster"], _num(r["gpu_hours_provisioned"]), _num(r["gpu_hours_needed"]),
+             _num(r["capacity_per_gpu"]), _num(r["metered_it_energy_kwh"]), _num(r["avoidable_energy_kwh"]),
              "-" if r["avoidable_share_of_metered"] is None else f"{r['avoidable_share_of_metered']:.1%}",
              _num(r["avoidable_operational_kg_co2e"]), _num(r["avoidable_embodied_kg_co2e"])) for r in rows]  # fmt: skip
     lines = ["Rightsizing (advice.rightsizing_daily; per hour in advice.rightsizing_hourly):", table(header, body),
@@ -158,8 +164,8 @@ def _settings(con, table) -> list[str]:
     for r in rows:  # one line per measured setting
         setting = ", ".join(f"{k} {r[k]:g}" for k in ("gpu_clock_mhz", "power_limit_w", "tensor_parallel",
                                                       "batch_size") if r[k] is not None and not math.isnan(r[k]))  # fmt: skip
-        body.append((r["model"], r["hardware"], setting, r["runs"], _num(r["energy_per_output_token_j"], 4),
-                     _num(r["latency_s_per_output_token"], 4), "-" if r["meets_slo"] is None else
+        body.append((r["model"], r["hardware"], setting, r["runs"], _num(r["energy_per_output_token_j"]),
+                     _num(r["latency_s_per_output_token"]), "-" if r["meets_slo"] is None else
                      ("yes" if r["meets_slo"] else "no"), "yes" if r["recommended"] else ""))  # fmt: skip
     return ["Settings (advice.settings, from profiling runs):", table(header, body), "  assumptions:",
             *_assumptions(status)]  # fmt: skip

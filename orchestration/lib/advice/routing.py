@@ -185,9 +185,9 @@ def resolve_candidates(
                 raise AdviceConfigError(f"{c.key}.runtime_s", "capacity_gpu_s needs a runtime model: give runtime_s")
             out.append(
                 RoutedCandidate(
-                    c, Form(*c.energy_j), f"given in advice.yml ({given})",
+                    c, Form(*c.energy_j), f"advice.yml coefficients ({given})",
                     Form(*c.runtime_s) if c.runtime_s else None,
-                    f"given in advice.yml ({given})" if c.runtime_s else None,
+                    f"advice.yml coefficients ({given})" if c.runtime_s else None,
                     c.fitted_range,
                     "advice.yml fitted_range" if c.fitted_range else RoutedCandidate.range_source,
                 )
