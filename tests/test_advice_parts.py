@@ -76,8 +76,8 @@ def test_shifting_configuration_names_the_key():
 
 @pytest.fixture
 def cluster_day():
-    """One cluster, 2 nodes x 4 GPUs present all day (one window per hour), GPU idle 50 W, host idle 300 W; peak
-    concurrency 10 in hour 0, 3 in hour 1, no load after; PUE 1.2 and 500 g/kWh every hour."""
+    """One cluster, 2 nodes x 4 GPUs present all day (one telemetry window per hour), GPU idle 50 W, host idle
+    300 W; peak concurrency 10 in hour 0, 3 in hour 1, no load after; PUE 1.2 and 500 g/kWh every hour."""
     con = duckdb.connect()
     for schema in ("marts", "intermediate"):
         con.execute(f"create schema {schema}")
@@ -89,9 +89,11 @@ def cluster_day():
         "covered_s": np.repeat([8 * 3600.0, 2 * 3600.0], 24),
         "idle_energy_j": np.repeat([8 * 3600.0 * 50, 2 * 3600.0 * 300], 24),
     })  # fmt: skip
-    windows = pd.DataFrame({"day": DAY, "cluster": "c1", "window_start": T0 + pd.to_timedelta(hours, "h"),  # noqa: F841
-                            "mean_concurrency": np.r_[10.0, 3.0, np.zeros(22)],
-                            "request_seconds": np.r_[7200.0, 3600.0, np.zeros(22)]})  # fmt: skip
+    windows = pd.DataFrame({  # noqa: F841 - hour 1 has a second, quieter window: the peak counts, not the mean
+        "day": DAY, "cluster": "c1", "window_start": T0 + pd.to_timedelta(np.r_[hours, 1.5], "h"),
+        "mean_concurrency": np.r_[10.0, 3.0, np.zeros(22), 1.0],
+        "request_seconds": np.r_[7200.0, 3600.0, np.zeros(22), 1800.0],
+    })  # fmt: skip
     con.execute("create table intermediate.int_pool_window_energy as select * from pools")
     con.execute("create table marts.fct_window_energy as select * from windows")
     con.execute("create table intermediate.int_cluster_day_factors as select date '2024-05-01' as day, 'c1' as "

@@ -120,17 +120,18 @@ def test_negative_predictions_and_the_fitted_range_exclude_bins():
         config.Candidate(0, "7b", "llama-2-7b", None, "A100", 0.5, "x"),
         routing.Form(*WILKINS_ENERGY_J["llama-2-7b"]), "given", token_range=((8, 2048), (8, 2048)),
     )  # fmt: skip
-    # long prompt, short output: 7B's fit predicts -7,025 J at (2048, 8), so that bin is not for it
-    tin = np.array([[256.0, 512.0], [1900.0, 2048.0], [4000.0, 5000.0]])
-    tout = np.array([[64.0, 512.0], [8.0, 16.0], [600.0, 700.0]])
-    n = np.array([3.0, 2.0, 2.0])
+    # long prompt, short output: 7B's fit predicts -7,025 J at (2048, 8), so that bin is not for it; nor the
+    # 8-1500 x 20-30 bin, positive at its (8, 20) corner but -3,931 J at (1500, 20)
+    tin = np.array([[256.0, 512.0], [1900.0, 2048.0], [4000.0, 5000.0], [8.0, 1500.0]])
+    tout = np.array([[64.0, 512.0], [8.0, 16.0], [600.0, 700.0], [20.0, 30.0]])
+    n = np.array([3.0, 2.0, 2.0, 4.0])
     bins = routing.bins_from_sums(n, n * tin.mean(1), n * tout.mean(1), n * tin.mean(1) * tout.mean(1),
                                   box=(tin[:, 0], tin[:, 1], tout[:, 0], tout[:, 1]))  # fmt: skip
     assert routing.Form(*WILKINS_ENERGY_J["llama-2-7b"]).box_min(2048.0, 2048.0, 8.0, 8.0) < 0
     e = routing.eligibility(bins, [seven_b])
-    assert e.eligible[:, 0].tolist() == [True, False, False]
-    assert e.negative_bins.tolist() == [1] and e.range_bins.tolist() == [1]
-    assert e.negative_requests.tolist() == [2.0] and e.range_requests.tolist() == [2.0]
+    assert e.eligible[:, 0].tolist() == [True, False, False, False]
+    assert e.negative_bins.tolist() == [2] and e.range_bins.tolist() == [1]
+    assert e.negative_requests.tolist() == [6.0] and e.range_requests.tolist() == [2.0]
 
 
 def _cells() -> tuple[pd.DataFrame, pd.DataFrame]:
