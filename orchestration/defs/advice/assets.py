@@ -317,7 +317,9 @@ def shifting_daily(context: dg.AssetExecutionContext, settings: ImpactSettings):
 # ------------------------------------------------------------------------------------------------ settings
 
 
-@dg.asset(key=SETTINGS_KEY, group_name=GROUP, kinds={"duckdb"}, owners=OWNERS)
+# The profiling runs are not an asset: the settings follow the model fits, which read and validate the same runs
+# (their rejected rows land in raw.rejected_rows).
+@dg.asset(key=SETTINGS_KEY, group_name=GROUP, kinds={"duckdb"}, owners=OWNERS, deps=[FITS_KEY])
 def settings_advice(context: dg.AssetExecutionContext, settings: ImpactSettings):
     """Operating settings: per model and hardware, from profiling runs (profiling/**) that carry settings columns
     (gpu_clock_mhz, power_limit_w, tensor_parallel, batch_size), each measured setting's energy per output token
