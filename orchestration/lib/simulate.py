@@ -1057,9 +1057,8 @@ def dataset_inventory(out_dir: Path) -> pd.DataFrame:
             opener = gzip.open if name.endswith(".gz") else open
             with opener(path, "rb") as handle:
                 count = sum(1 for _ in handle) - (0 if name.endswith(".jsonl") else 1)
-        elif name.endswith(".yml"):  # clusters.yml, factors/models.yml: their entries
-            doc = yaml.safe_load(path.read_text()) or {}
-            count = len(doc.get("clusters") or doc.get("models") or [])
+        elif name == "clusters.yml":
+            count = len(yaml.safe_load(path.read_text())["clusters"])
         else:
             count = 0
         rows.append(
