@@ -4,6 +4,7 @@ rejected with a reason naming it (orchestration.lib.images.requests through orch
 import datetime as dt
 import json
 
+import duckdb
 import pandas as pd
 import pytest
 from conftest import TINY_CLUSTER, write_clusters
@@ -215,3 +216,28 @@ def test_a_users_quality_table_overrides_the_shipped_labels(data_dir, tmp_path):
     assert adapters == [("pixel-art-xl", "sdxl")]
     trained = "training_kg_co2e on adapter 'trained-adapter' (base_model 'sdxl'): an adapter's footprint is "
     assert refused == [(trained + "fine_tuning_kg_co2e",), ("model 'loop-xl' is its own base_model",)]
+
+
+def test_a_warehouse_with_the_placeholder_columns_is_migrated(data_dir, tmp_path):
+    """raw.requests of earlier versions had input_pixels, output_pixels, quality_steps and lora (text), never
+    filled: they give way to the image fields, and requests load into it."""
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("create schema raw")
+    con.execute(
+        "create table raw.requests (partition_day date not null, request_id varchar not null, cluster varchar not "
+        "null, model varchar not null, start_time timestamp not null, duration_s double not null, input_tokens "
+        "bigint, output_tokens bigint, tenant varchar, endpoint varchar, node varchar, gpu varchar, input_pixels "
+        "bigint, output_pixels bigint, quality_steps bigint, lora varchar, source_file varchar not null, source_row "
+        "bigint not null, loaded_at timestamp, request_key bigint)"
+    )
+    con.close()
+    record = {**IMAGE_RECORDS[0][0], "request_id": "m1"}
+    (data_dir / "requests" / "r.jsonl").write_text(json.dumps(record) + "\n")
+    _, loaded, rejected = _ingest(data_dir, tmp_path, "old.duckdb")
+    assert rejected == [] and loaded == {"m1": LOADED["i-ok"]}
+    with warehouse(path) as con:
+        columns = dict(con.execute(
+            "select column_name, data_type from information_schema.columns where table_name = 'requests'"
+        ).fetchall())  # fmt: skip
+    assert columns["lora"] == "VARCHAR[]" and not {"input_pixels", "output_pixels", "quality_steps"} & set(columns)
