@@ -18,18 +18,44 @@ IMAGE = {**BASE, "modality": "image", "width": 1024, "height": 768, "steps": 30}
 
 # (record, the reason it must be rejected with; None = loaded)
 IMAGE_RECORDS = [
-    ({**IMAGE, "request_id": "i-ok", "images": 2, "strength": 0.6, "input_width": 512, "input_height": 512,
-      "guidance": "off", "lora": ["pixel-art", "  anime "]}, None),
-    ({**BASE, "request_id": "i-defaults", "modality": "Image", "width": 512, "height": 512, "steps": 20}, None),
+    (
+        {
+            **IMAGE,
+            "request_id": "i-ok",
+            "images": 2,
+            "strength": 0.6,
+            "input_width": 512,
+            "input_height": 512,
+            "guidance": "off",
+            "lora": ["pixel-art", "  anime "],
+        },
+        None,
+    ),
+    (
+        {**BASE, "request_id": "i-defaults", "modality": "Image", "width": 512, "height": 512, "steps": 20},
+        None,
+    ),
     ({**BASE, "request_id": "i-quality", "modality": "image", "quality": "HD"}, None),
-    ({**BASE, "request_id": "i-quality-steps", "modality": "image", "quality": "standard", "steps": 12,
-      "width": 640, "height": 480}, None),
+    (
+        {
+            **BASE,
+            "request_id": "i-quality-steps",
+            "modality": "image",
+            "quality": "standard",
+            "steps": 12,
+            "width": 640,
+            "height": 480,
+        },
+        None,
+    ),
     ({**BASE, "request_id": "t-lora", "input_tokens": 10, "output_tokens": 5, "lora": "sql-adapter"}, None),
     ({**BASE, "request_id": "t-plain", "input_tokens": 10, "output_tokens": 5, "modality": "text"}, None),
     ({**IMAGE, "request_id": "i-prompt", "input_tokens": 77}, None),
     ({**IMAGE, "request_id": "b1", "modality": "video"}, "unknown modality 'video' (text or image)"),
-    ({**BASE, "request_id": "b2", "width": 512, "height": 512, "input_tokens": 3},
-     "image field width, height on a text request (modality is text: set modality to image)"),
+    (
+        {**BASE, "request_id": "b2", "width": 512, "height": 512, "input_tokens": 3},
+        "image field width, height on a text request (modality is text: set modality to image)",
+    ),
     ({**IMAGE, "request_id": "b3", "width": "wide"}, "non-numeric width 'wide'"),
     ({**IMAGE, "request_id": "b4", "height": -768}, "height must be at least 1 (-768)"),
     ({**IMAGE, "request_id": "b5", "width": 1024.5}, "non-integer width (1024.5)"),
@@ -37,21 +63,33 @@ IMAGE_RECORDS = [
     ({**IMAGE, "request_id": "b7", "images": "NaN"}, "images is NaN"),
     ({**IMAGE, "request_id": "b8", "strength": 1.5}, "strength 1.5 outside 0-1"),
     ({**IMAGE, "request_id": "b9", "strength": "half"}, "non-numeric strength 'half'"),
-    ({**IMAGE, "request_id": "b10", "guidance": "maybe"},
-     "unparseable guidance 'maybe' (true/false, on/off, yes/no or 1/0)"),
-    ({**IMAGE, "request_id": "b11", "quality": "ultra"},
-     "unknown quality 'ultra' (not in the quality table: factors/image_quality.csv)"),
+    (
+        {**IMAGE, "request_id": "b10", "guidance": "maybe"},
+        "unparseable guidance 'maybe' (true/false, on/off, yes/no or 1/0)",
+    ),
+    (
+        {**IMAGE, "request_id": "b11", "quality": "ultra"},
+        "unknown quality 'ultra' (not in the quality table: factors/image_quality.csv)",
+    ),
     ({**BASE, "request_id": "b12", "modality": "image", "height": 512}, "height without width"),
     ({**IMAGE, "request_id": "b13", "input_width": 512}, "input_width without input_height"),
-    ({**BASE, "request_id": "b14", "modality": "image", "input_tokens": 5, "output_tokens": 9},
-     "image request with token counts but no width, height, steps or quality (a text request?)"),
-    ({**IMAGE, "request_id": "b15", "lora": "a;;b"},
-     "malformed lora 'a;;b' (a list of adapter names: JSON list, or names separated by , ; or |)"),
-    ({**BASE, "request_id": "b16", "input_tokens": 1, "lora": [{"name": "x"}]},
-     """malformed lora '[{"name":"x"}]' (a list of adapter names: JSON list, or names separated by , ; or |)"""),
+    (
+        {**BASE, "request_id": "b14", "modality": "image", "input_tokens": 5, "output_tokens": 9},
+        "image request with token counts but no width, height, steps or quality (a text request?)",
+    ),
+    (
+        {**IMAGE, "request_id": "b15", "lora": "a;;b"},
+        "malformed lora 'a;;b' (a list of adapter names: JSON list, or names separated by , ; or |)",
+    ),
+    (
+        {**BASE, "request_id": "b16", "input_tokens": 1, "lora": [{"name": "x"}]},
+        """malformed lora '[{"name":"x"}]' (a list of adapter names: JSON list, or names separated by , ; or |)""",
+    ),
     ({**IMAGE, "request_id": "b17", "width": 100000}, "implausible width (100000 px, above 65,536)"),
-    ({**BASE, "request_id": "b18", "steps": 30, "quality": "hd"},
-     "image field steps, quality on a text request (modality is text: set modality to image)"),
+    (
+        {**BASE, "request_id": "b18", "steps": 30, "quality": "hd"},
+        "image field steps, quality on a text request (modality is text: set modality to image)",
+    ),
 ]
 
 LOADED = {
@@ -67,7 +105,9 @@ LOADED = {
     "t-plain": ("text", None, None, None, None, None, None, None, None, None, None),
     "i-prompt": ("image", 1024, 768, 1, 30, 1.0, None, None, True, None, None),
 }
-COLUMNS = "modality, width, height, images, steps, strength, input_width, input_height, guidance, quality, lora"
+COLUMNS = (
+    "modality, width, height, images, steps, strength, input_width, input_height, guidance, quality, lora"
+)
 
 
 @pytest.fixture
@@ -170,12 +210,37 @@ def test_otlp_image_spans(data_dir, tmp_path):
     _, loaded, rejected = _ingest(data_dir, tmp_path)
     trace = "5b8efff798038103d269b633813fc60c:"
     assert loaded == {
-        trace + "0000000000000001": ("image", 1024, 768, 2, 30, 0.6, 512, 512, False, None, ["anime", "pixel-art"]),
+        trace + "0000000000000001": (
+            "image",
+            1024,
+            768,
+            2,
+            30,
+            0.6,
+            512,
+            512,
+            False,
+            None,
+            ["anime", "pixel-art"],
+        ),
         trace + "0000000000000002": ("image", 1024, 1024, 1, 50, 1.0, None, None, True, "hd", None),
-        trace + "0000000000000003": ("text", None, None, None, None, None, None, None, None, None, ["sql-adapter"]),
+        trace + "0000000000000003": (
+            "text",
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            ["sql-adapter"],
+        ),
     }
     assert [reason for _, reason in rejected] == [
-        "non-numeric width 'large'", "unknown modality 'speech' (text or image)"
+        "non-numeric width 'large'",
+        "unknown modality 'speech' (text or image)",
     ]
 
 
@@ -207,7 +272,9 @@ def test_a_users_quality_table_overrides_the_shipped_labels(data_dir, tmp_path):
         bad = con.execute(
             "select reason from raw.rejected_rows where input = 'factors/image_quality'"
         ).fetchall()
-        adapters = con.execute("select model, base_model from factors.models where base_model is not null").fetchall()
+        adapters = con.execute(
+            "select model, base_model from factors.models where base_model is not null"
+        ).fetchall()
         refused = con.execute(
             "select reason from raw.rejected_rows where input = 'factors/models' order by source_row"
         ).fetchall()
@@ -240,4 +307,6 @@ def test_a_warehouse_with_the_placeholder_columns_is_migrated(data_dir, tmp_path
         columns = dict(con.execute(
             "select column_name, data_type from information_schema.columns where table_name = 'requests'"
         ).fetchall())  # fmt: skip
-    assert columns["lora"] == "VARCHAR[]" and not {"input_pixels", "output_pixels", "quality_steps"} & set(columns)
+    assert columns["lora"] == "VARCHAR[]" and not {"input_pixels", "output_pixels", "quality_steps"} & set(
+        columns
+    )

@@ -128,9 +128,12 @@ def v3_leave_one_batch_out() -> pd.DataFrame:
 
 def test_v3_h100_configurations_predicted_per_model():
     table = v3_leave_one_batch_out()
-    assert {"FLUX.1 Dev", "Stable Diffusion 3.5 Large", "Stable Diffusion 3.5 Medium", "SANA 1.5 1.6B"} <= set(
-        table["model"]
-    )
+    assert {
+        "FLUX.1 Dev",
+        "Stable Diffusion 3.5 Large",
+        "Stable Diffusion 3.5 Medium",
+        "SANA 1.5 1.6B",
+    } <= set(table["model"])
     assert (table["energy_mape"] < 0.05).all(), table
     assert (table["energy_max"] < 0.10).all(), table
     assert (table["runtime_mape"] < 0.10).all(), table

@@ -33,7 +33,15 @@ def test_regressors_by_hand():
     x = im.regressors(REQUESTS)
     mp = 1024 * 1024 / 1e6
     assert x.loc[0].to_dict() == pytest.approx(
-        {"request": 1, "step": 30, "denoise": 60 * mp, "attention": 60 * mp * mp, "decode": mp, "encode": 0, "lora": 0}
+        {
+            "request": 1,
+            "step": 30,
+            "denoise": 60 * mp,
+            "attention": 60 * mp * mp,
+            "decode": mp,
+            "encode": 0,
+            "lora": 0,
+        }
     )
     # no guidance: one denoiser branch; two adapters from a list
     assert x.loc[1, "denoise"] == pytest.approx(4 * 20 * 1 * 0.262144)
@@ -45,7 +53,10 @@ def test_regressors_by_hand():
     assert x.loc[2, "lora"] == pytest.approx(2 * x.loc[2, "denoise"])
     # strength < 1 without an input size: the input is taken at the output's size; guidance unknown = on
     assert x.loc[3, "encode"] == pytest.approx(1024 * 768 / 1e6) and x.loc[3, "step"] == 15
-    assert x.loc[3, "denoise"] == pytest.approx(15 * 2 * 1024 * 768 / 1e6) and x.loc[3, "lora"] == 1 * x.loc[3, "denoise"]
+    assert (
+        x.loc[3, "denoise"] == pytest.approx(15 * 2 * 1024 * 768 / 1e6)
+        and x.loc[3, "lora"] == 1 * x.loc[3, "denoise"]
+    )
     assert x.loc[4, "lora"] == 0  # a missing list (pd.NA) is no adapter, not one
 
 
@@ -129,7 +140,10 @@ def test_fits_recover_the_physics_at_held_out_sizes_and_steps(grid_runs):
         assert runtime[f"alpha_{term}"] == pytest.approx(SDXL_A100.seconds[term], rel=0.05)
     row = chosen.loc["energy"]
     assert row["r_squared"] > 0.999 and row["nobs"] == len(grid_runs)
-    assert math.isfinite(row["se_hc3_denoise"]) and row["ci_low_denoise"] < row["alpha_denoise"] < row["ci_high_denoise"]
+    assert (
+        math.isfinite(row["se_hc3_denoise"])
+        and row["ci_low_denoise"] < row["alpha_denoise"] < row["ci_high_denoise"]
+    )
     assert set(comparison["form"]) == {"pixel_steps", "linear", "attention", "loglog"}
     assert (comparison.loc[comparison["form"] == "loglog", "aic_scale"] == "log").all()
 
@@ -202,8 +216,12 @@ def con():
 
 def test_select_form_prefers_the_simpler_within_one_percent():
     table = pd.DataFrame(
-        {"form": ["pixel_steps", "linear", "attention", "loglog"], "terms": ["a", "b", "c", "d"],
-         "cv_rmse": [10.0, 9.95, 9.0, 1.0], "error": [None] * 4}
+        {
+            "form": ["pixel_steps", "linear", "attention", "loglog"],
+            "terms": ["a", "b", "c", "d"],
+            "cv_rmse": [10.0, 9.95, 9.0, 1.0],
+            "error": [None] * 4,
+        }
     )
     assert im.select_form(table) == "attention"  # the log-log form is compared, never selected
     assert im.select_form(table.assign(cv_rmse=[10.0, 9.95, 9.9, 1.0])) == "linear"  # within 1 % of 9.9
@@ -230,10 +248,14 @@ def test_impact_simulate_images_writes_a_diffusion_cluster(tmp_path):
     assert main(argv) == 0
     requests = pd.read_csv(tmp_path / "requests" / "sim-sdxl" / "2024-05-01.csv")
     assert len(requests) == 300 and (requests["modality"] == "image").all()
-    assert requests["lora"].dropna().str.fullmatch(r"[a-z-]+(;[a-z-]+)?").all()  # names separated by ';' in CSV
+    assert (
+        requests["lora"].dropna().str.fullmatch(r"[a-z-]+(;[a-z-]+)?").all()
+    )  # names separated by ';' in CSV
     assert {"tokens", "input_tokens"}.isdisjoint(requests.columns)
     truth = pd.read_parquet(tmp_path / "truth" / "requests.parquet")
     alone = truth[truth["alone_on_gpu"]]
     # alone on its GPU, a request's GPU dynamic energy is its physics' dynamic energy alone
-    assert np.allclose(alone["true_gpu_dynamic_energy_j"], alone["true_gpu_energy_alone_j"] - 60.0 * alone["duration_s"])
+    assert np.allclose(
+        alone["true_gpu_dynamic_energy_j"], alone["true_gpu_energy_alone_j"] - 60.0 * alone["duration_s"]
+    )
     assert len(pd.read_csv(tmp_path / "profiling" / "sim-sdxl.csv")) == 192

@@ -25,14 +25,21 @@ from orchestration.lib.warehouse import connect
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("pipeline")]
 
 DAY = "2024-06-12"
-ADAPTERS = {"pixel-art-xl": (2.0, 10.0, 5.0e5), "watercolor-xl": (3.0, 20.0, 2.0e6)}  # kg, L, lifetime inferences
-WORKLOAD = image_sim.ImageWorkload(adapters=("pixel-art-xl", "watercolor-xl", "brand-style"), lora_shares=(0.3, 0.1))
+ADAPTERS = {
+    "pixel-art-xl": (2.0, 10.0, 5.0e5),
+    "watercolor-xl": (3.0, 20.0, 2.0e6),
+}  # kg, L, lifetime inferences
+WORKLOAD = image_sim.ImageWorkload(
+    adapters=("pixel-art-xl", "watercolor-xl", "brand-style"), lora_shares=(0.3, 0.1)
+)
 IMAGES = image_sim.ImageClusterSpec(
     cluster_id="mix-img", nodes=2, min_nodes=1, gpus_per_node=4, requests_per_day=3000, workload=WORKLOAD,
     region="US-TEX-ERCO",
 )  # fmt: skip
 DARK = image_sim.ImageClusterSpec(cluster_id="mix-dark", nodes=1, gpus_per_node=2, requests_per_day=150)
-TEXT = sim.ClusterSpec(cluster_id="mix-text", nodes=1, gpus_per_node=4, arrivals="poisson", requests_per_day=800)
+TEXT = sim.ClusterSpec(
+    cluster_id="mix-text", nodes=1, gpus_per_node=4, arrivals="poisson", requests_per_day=800
+)
 # profiling grid and held-out sizes / step counts (none of them in the grid)
 GRID = {"sizes": [(512, 512), (768, 768), (1024, 1024), (1024, 1536)], "steps": [20, 30, 50], "images": [1, 4],
         "strengths": [1.0, 0.5], "guidance": [True, False], "loras": [0, 1]}  # fmt: skip
@@ -69,7 +76,9 @@ def _models_job(instance):
     from orchestration.definitions import defs
     from orchestration.defs.automation.jobs import MODELS_JOB_NAME
 
-    result = defs().resolve_job_def(MODELS_JOB_NAME).execute_in_process(instance=instance, raise_on_error=False)
+    result = (
+        defs().resolve_job_def(MODELS_JOB_NAME).execute_in_process(instance=instance, raise_on_error=False)
+    )
     assert result.success
     return result
 
@@ -87,7 +96,9 @@ def world(tmp_path_factory):
     result = image_sim.simulate(cfg)
     root = tmp_path_factory.mktemp("images")
     data = root / "inputs"
-    image_sim.write_dataset(result, data, requests_format={"mix-text": "jsonl", "mix-img": "csv", "mix-dark": "parquet"})
+    image_sim.write_dataset(
+        result, data, requests_format={"mix-text": "jsonl", "mix-img": "csv", "mix-dark": "parquet"}
+    )
     for path in (data / "telemetry" / "mix-dark").iterdir():  # a cluster whose telemetry never arrives
         path.unlink()
     (data / "factors").mkdir()
@@ -134,7 +145,9 @@ def test_metered_energy_matches_truth_and_closure_is_exact(world):
 
 def test_a_lone_image_request_gets_its_true_dynamic_energy(world):
     truth = world["result"].truth_requests
-    got = _query(world, "select request_id, dynamic_energy_j from marts.fct_request_energy where cluster = 'mix-img'")
+    got = _query(
+        world, "select request_id, dynamic_energy_j from marts.fct_request_energy where cluster = 'mix-img'"
+    )
     both = truth[truth["alone_on_gpu"]].merge(got, on="request_id")
     assert len(both) > 1000
     ratio = both["dynamic_energy_j"] / both["true_dynamic_energy_j"]
@@ -146,7 +159,9 @@ def test_a_lone_image_request_gets_its_true_dynamic_energy(world):
 
 def test_image_fields_and_per_image_figures_reach_the_marts(world):
     log = world["result"].requests.set_index("request_id")
-    got = _query(world, "select * from marts.fct_request_impact where modality = 'image'").set_index("request_id")
+    got = _query(world, "select * from marts.fct_request_impact where modality = 'image'").set_index(
+        "request_id"
+    )
     assert len(got) == (log["modality"] == "image").sum()
     img = log.loc[got.index]
     assert (got["images"] == img["images"]).all()
@@ -187,8 +202,12 @@ def test_lora_fine_tuning_is_the_adapters_rate_times_images_exactly(world):
 
 
 def test_bad_image_rows_are_all_rejected_with_their_reason(world):
-    got = _query(world, "select source_row, reason from raw.rejected_rows where input = 'requests' order by 1")
-    assert list(got.itertuples(index=False, name=None)) == [(i + 1, why) for i, (_, why) in enumerate(BAD_ROWS)]
+    got = _query(
+        world, "select source_row, reason from raw.rejected_rows where input = 'requests' order by 1"
+    )
+    assert list(got.itertuples(index=False, name=None)) == [
+        (i + 1, why) for i, (_, why) in enumerate(BAD_ROWS)
+    ]
 
 
 def test_uncovered_image_requests_get_the_fit_prediction_with_interval(world):
@@ -219,7 +238,11 @@ def test_impact_predict_from_profiling_runs_at_held_out_sizes(world, capsys):
         args = ["--model", "stable-diffusion-xl-base-1.0", "--hardware", "A100-SXM4-80GB", "--source", "profiling",
                 "--warehouse", str(world["warehouse"]), "--json"]  # fmt: skip
         for key, value in request.items():
-            args += [f"--{key.replace('_', '-')}"] if value is True else [f"--{key.replace('_', '-')}", str(value)]
+            args += (
+                [f"--{key.replace('_', '-')}"]
+                if value is True
+                else [f"--{key.replace('_', '-')}", str(value)]
+            )
         assert predictions.predict_main(args) == 0
         out = json.loads(capsys.readouterr().out)
         frame = pd.DataFrame([{"images": 1, "strength": 1.0, "lora": 0, **request,

@@ -33,9 +33,11 @@ def image_fit_quality(settings: ImpactSettings) -> dg.AssetCheckResult:
     fits = _selected_fits(settings, (1,))
     latest = fits[0] if fits is not None else pd.DataFrame()
     latest = latest[latest["selected"].astype(bool)] if len(latest) else latest
-    bad = quality_offenders(latest, settings.fit_min_r_squared_uncentered, settings.fit_max_cv_mape) if len(
-        latest
-    ) else latest
+    bad = (
+        quality_offenders(latest, settings.fit_min_r_squared_uncentered, settings.fit_max_cv_mape)
+        if len(latest)
+        else latest
+    )
     return dg.AssetCheckResult(
         passed=bool(len(bad) == 0),
         severity=dg.AssetCheckSeverity.WARN,
@@ -54,7 +56,9 @@ def image_coefficient_drift(settings: ImpactSettings) -> dg.AssetCheckResult:
     fits = _selected_fits(settings, (1, 2))
     if fits is None or fits[1].empty:
         return dg.AssetCheckResult(
-            passed=True, severity=dg.AssetCheckSeverity.WARN, metadata={"details": dg.MetadataValue.md("no previous fit")}
+            passed=True,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"details": dg.MetadataValue.md("no previous fit")},
         )
     offenders, compared = image_models.coefficient_drift(fits[0], fits[1], settings.drift_k_standard_errors)
     return dg.AssetCheckResult(
@@ -70,7 +74,9 @@ def image_coefficient_drift(settings: ImpactSettings) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(asset=REQUEST_IMPACT_KEY, name=LORA_FACTOR_COVERAGE_CHECK)
-def lora_factor_coverage(context: dg.AssetCheckExecutionContext, settings: ImpactSettings) -> dg.AssetCheckResult:
+def lora_factor_coverage(
+    context: dg.AssetCheckExecutionContext, settings: ImpactSettings
+) -> dg.AssetCheckResult:
     """Warns when the day's requests name a LoRA adapter that factors/models.yml has no entry for (its fine-tuning
     footprint is not charged: listed in adapters_without_factor, never a silent zero), or one whose entry's
     base_model is not the model the request ran."""
@@ -91,6 +97,8 @@ def lora_factor_coverage(context: dg.AssetCheckExecutionContext, settings: Impac
             "adapters_without_factor": len(unknown),
             "requests_with_unknown_adapter": sum(n for _, _, n in unknown),
             "adapters_with_problems": len(problems),
-            "details": dg.MetadataValue.md(markdown(pd.DataFrame(problems, columns=["adapter", "problem", "requests"]))),
+            "details": dg.MetadataValue.md(
+                markdown(pd.DataFrame(problems, columns=["adapter", "problem", "requests"]))
+            ),
         },
     )

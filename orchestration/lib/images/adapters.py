@@ -24,7 +24,7 @@ with used as (
 named as (
     select u.*, m.factor_model, m.base_model
     from used as u
-    left join staging.stg_factors__models as m on m.alias_key = {MODEL_KEY_SQL.format(col='u.adapter')}
+    left join staging.stg_factors__models as m on m.alias_key = {MODEL_KEY_SQL.format(col="u.adapter")}
 )
 select adapter,
     case
@@ -36,13 +36,15 @@ select adapter,
     count(*) as requests
 from named
 where factor_model is null or base_model is null
-   or {MODEL_KEY_SQL.format(col='base_model')} <> {MODEL_KEY_SQL.format(col='model')}
+   or {MODEL_KEY_SQL.format(col="base_model")} <> {MODEL_KEY_SQL.format(col="model")}
 group by adapter, factor_model, base_model
 order by requests desc, adapter
 """
 
 
-def adapter_problems(con: duckdb.DuckDBPyConnection, day: dt.date | None = None) -> list[tuple[str, str, int]]:
+def adapter_problems(
+    con: duckdb.DuckDBPyConnection, day: dt.date | None = None
+) -> list[tuple[str, str, int]]:
     """(adapter, problem, requests) for the adapters of the day's requests (all days when None) that have no
     factor row, whose entry has no base_model, or whose base_model is not the request's model."""
     return [(str(a), str(p), int(n)) for a, p, n in con.execute(PROBLEMS_SQL, {"day": day}).fetchall()]

@@ -101,8 +101,24 @@ FITS_SCHEMA: dict[str, str] = {
     },
 }  # fmt: skip
 
-PROFILING_REQUIRED: tuple[str, ...] = ("model", "hardware", "width", "height", "steps", "images", "energy_j", "runtime_s")
-PROFILING_OPTIONAL: tuple[str, ...] = ("strength", "guidance", "lora", "batch_size", "input_width", "input_height")
+PROFILING_REQUIRED: tuple[str, ...] = (
+    "model",
+    "hardware",
+    "width",
+    "height",
+    "steps",
+    "images",
+    "energy_j",
+    "runtime_s",
+)
+PROFILING_OPTIONAL: tuple[str, ...] = (
+    "strength",
+    "guidance",
+    "lora",
+    "batch_size",
+    "input_width",
+    "input_height",
+)
 
 
 # ------------------------------------------------------------------------------------------------ regressors
@@ -142,7 +158,9 @@ def regressors(frame: pd.DataFrame) -> pd.DataFrame:
     strength = col("strength", 1.0)
     steps = np.floor(col("steps", math.nan) * strength)
     guided = (
-        frame["guidance"].astype("boolean").fillna(True).to_numpy(bool) if "guidance" in frame else np.ones(n, bool)
+        frame["guidance"].astype("boolean").fillna(True).to_numpy(bool)
+        if "guidance" in frame
+        else np.ones(n, bool)
     )
     images = col("images", 1.0)
     denoise = images * steps * np.where(guided, 2.0, 1.0) * mp
@@ -326,7 +344,12 @@ def fit_groups(
     fit_rows, comparisons, results = [], [], []
     for (model, hardware), group in df.groupby(["model", "hardware"], sort=True, dropna=False):  # per group
         for column in targets:
-            key = {"model": model, "hardware": hardware, "source": source, "target": TARGETS.get(column, column)}
+            key = {
+                "model": model,
+                "hardware": hardware,
+                "source": source,
+                "target": TARGETS.get(column, column),
+            }
             fits: dict[str, ImageFit] = {}
             why = None
             for form in FORMS:
@@ -369,7 +392,8 @@ def predict(fit: dict, frame: pd.DataFrame) -> pd.DataFrame:
     )
     half = num("t_975") * np.sqrt(np.maximum(quad, 0.0))
     return pd.DataFrame(
-        {"mean": mean, "low": np.maximum(mean - half, 0.0), "high": np.maximum(mean + half, 0.0)}, index=frame.index
+        {"mean": mean, "low": np.maximum(mean - half, 0.0), "high": np.maximum(mean + half, 0.0)},
+        index=frame.index,
     )
 
 
@@ -414,18 +438,29 @@ def read_profiling_csv(path) -> tuple[pd.DataFrame, pd.DataFrame]:
     guidance = text["guidance"].str.lower().map(
         {**{v: True for v in ("true", "t", "on", "yes", "y", "1", "")}, **{v: False for v in ("false", "f", "off", "no", "n", "0")}}
     )  # fmt: skip
-    checks: list[tuple[pd.Series, str]] = [(text["model"] == "", "empty model"), (text["hardware"] == "", "empty hardware")]
+    checks: list[tuple[pd.Series, str]] = [
+        (text["model"] == "", "empty model"),
+        (text["hardware"] == "", "empty hardware"),
+    ]
     for c in ("width", "height", "steps", "images"):
         v = num[c]
         checks += [(~np.isfinite(v), f"{c} not a finite number"),
                    (np.isfinite(v) & ((v < 1) | (v != np.floor(v))), f"{c} not a whole number >= 1")]  # fmt: skip
     for c in ("batch_size", "input_width", "input_height"):
         v = num[c]
-        checks.append(((text[c] != "") & ~(np.isfinite(v) & (v >= 1) & (v == np.floor(v))), f"{c} not a whole number >= 1"))
+        checks.append(
+            (
+                (text[c] != "") & ~(np.isfinite(v) & (v >= 1) & (v == np.floor(v))),
+                f"{c} not a whole number >= 1",
+            )
+        )
     checks += [
         ((text["strength"] != "") & ~(num["strength"].between(0, 1)), "strength not in 0-1"),
         (guidance.isna(), "guidance not true/false"),
-        ((text["input_width"] == "") != (text["input_height"] == ""), "input_width and input_height go together"),
+        (
+            (text["input_width"] == "") != (text["input_height"] == ""),
+            "input_width and input_height go together",
+        ),
     ]
     for c in ("energy_j", "runtime_s"):
         checks.append((~(np.isfinite(num[c]) & (num[c] > 0)), f"{c} not a positive number"))
@@ -450,7 +485,9 @@ def read_profiling_csv(path) -> tuple[pd.DataFrame, pd.DataFrame]:
             "source_file": str(path),
             "source_row": (raw.index[bad] + 1).astype("int64"),
             "reason": reason[bad].to_numpy(),
-            "raw_record": raw.loc[bad].to_json(orient="records", lines=True).splitlines() if bad.any() else [],
+            "raw_record": raw.loc[bad].to_json(orient="records", lines=True).splitlines()
+            if bad.any()
+            else [],
         },
         columns=list(em.REJECT_COLUMNS),
     )
@@ -464,7 +501,9 @@ def format_fits(fits: pd.DataFrame) -> str:
     """The selected form's coefficients and diagnostics per model x hardware x target (impact fit)."""
     out = []
     for r in fits.to_dict("records"):  # one iteration per fitted group x target, for printing only
-        title = f"{r['model']} on {r['hardware'] or '?'}: {r['target']} ({r['source']}, image form {r['form']})"
+        title = (
+            f"{r['model']} on {r['hardware'] or '?'}: {r['target']} ({r['source']}, image form {r['form']})"
+        )
         if r.get("skip_reason"):
             out.append(f"{title}\n  skipped: {r['skip_reason']}\n")
             continue
@@ -474,7 +513,9 @@ def format_fits(fits: pd.DataFrame) -> str:
              r[f"p_{t}"], TERM_MEANING[t]]
             for t in terms
         ]  # fmt: skip
-        table = em._table(["term", "coef", "se", "se_hc3", "ci_low", "ci_high", "p", "unit of the term"], coef)
+        table = em._table(
+            ["term", "coef", "se", "se_hc3", "ci_low", "ci_high", "p", "unit of the term"], coef
+        )
         diag = (
             f"  nobs {r['nobs']}  R2 {em._fmt(r['r_squared'])}  R2 uncentred {em._fmt(r['r_squared_uncentered'])}"
             f"  F {em._fmt(r['f_statistic'])} (p {em._fmt(r['f_pvalue'])})\n"

@@ -62,9 +62,13 @@ class DiffusionPhysics:
         x = regressors(requests)
         guided = requests["guidance"].astype("boolean").fillna(True) if "guidance" in requests else True
         g = np.where(guided, 2, 1)
-        batch_mp = requests["images"].to_numpy(float) * g * requests["width"].to_numpy(float) * requests[
-            "height"
-        ].to_numpy(float) / 1e6
+        batch_mp = (
+            requests["images"].to_numpy(float)
+            * g
+            * requests["width"].to_numpy(float)
+            * requests["height"].to_numpy(float)
+            / 1e6
+        )
         fill = np.minimum(1.0, batch_mp / self.saturation_mp) ** SATURATION_EXPONENT
         return x, fill
 

@@ -113,7 +113,9 @@ def training_requests(con, end_day: dt.date | None = None, days: int = 28, cap: 
         params.update(lo=end - dt.timedelta(days=days), hi=end)
     else:
         if end_day is None:
-            (end_day,) = con.execute("select max(day) from marts.fct_request_energy where modality = 'image'").fetchone()
+            (end_day,) = con.execute(
+                "select max(day) from marts.fct_request_energy where modality = 'image'"
+            ).fetchone()
         if end_day is None:
             return con.execute(TRAINING_SQL + " and false").df()
         where.append("f.day between $start and $end")
@@ -178,7 +180,9 @@ def predict_image(con, model: str, request: pd.DataFrame, hardware: str | None =
         by_target = {r["target"]: r for r in fits.to_dict("records")}
         if fits.empty:
             reason = fitted["skip_reason"].dropna()
-            raise LookupError(f"image model {model!r} on {chosen}: no fit ({reason.iloc[0] if len(reason) else 'no rows'})")
+            raise LookupError(
+                f"image model {model!r} on {chosen}: no fit ({reason.iloc[0] if len(reason) else 'no rows'})"
+            )
         clusters = sorted(train["cluster"].dropna().unique().tolist())
         window = (str(pd.Timestamp(train["day"].min()).date()), str(pd.Timestamp(train["day"].max()).date()))
         others = [str(h) for h in counts.index[1:]]

@@ -196,7 +196,7 @@ def resolve_quality_labels(con: duckdb.DuckDBPyConnection, candidates: str, mode
             from labels as l
             left join {table} as t
                 on lower(trim(t.quality)) = lower(impact_trim(l.q_quality))
-                and (t.model is null or {key.format('t.model')} = {key.format('l.q_model')})
+                and (t.model is null or {key.format("t.model")} = {key.format("l.q_model")})
         )
         select q_model, q_quality, steps as q_steps, width as q_width, height as q_height,
                steps is not null as q_known
@@ -209,7 +209,9 @@ def resolve_quality_labels(con: duckdb.DuckDBPyConnection, candidates: str, mode
 
 
 # the candidates (alias c) joined to their label's row, when the log has labels
-QUALITY_JOIN = "left join _req_quality as q on q.q_model is not distinct from c.model and q.q_quality = c.quality"
+QUALITY_JOIN = (
+    "left join _req_quality as q on q.q_model is not distinct from c.model and q.q_quality = c.quality"
+)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -220,7 +222,11 @@ QUALITY_JOIN = "left join _req_quality as q on q.q_model is not distinct from c.
 def gate_sql(sql: FieldSql) -> str:
     """Rows the image checks look at: those with a modality or any image field (a text-only log has none)."""
     fields = [f for f in IMAGE_FIELDS if f != "lora"]
-    return "(" + " or ".join(sql.present(f) if f in IMAGE_TYPED else f'not impact_blank("{f}")' for f in fields) + ")"
+    return (
+        "("
+        + " or ".join(sql.present(f) if f in IMAGE_TYPED else f'not impact_blank("{f}")' for f in fields)
+        + ")"
+    )
 
 
 def is_image_sql() -> str:
@@ -242,8 +248,9 @@ def checks_sql(sql: FieldSql, token_fields: tuple[str, ...], with_quality: bool)
             then 'unknown modality ' || impact_quote(impact_trim(modality)) || ' ({" or ".join(MODALITIES)})'""",
         f"""
         when not ({image}) and ({" or ".join(_given(sql, f) for f in IMAGE_ONLY_FIELDS)})
-            then 'image field ' || concat_ws(', ', {", ".join(f"case when {_given(sql, f)} then '{f}' end"
-                                                       for f in IMAGE_ONLY_FIELDS)})
+            then 'image field ' || concat_ws(', ', {
+            ", ".join(f"case when {_given(sql, f)} then '{f}' end" for f in IMAGE_ONLY_FIELDS)
+        })
                 || ' on a text request (modality is text: set modality to image)'""",
     ]
     for f, (ceiling, unit) in POSITIVE_INTEGER_FIELDS.items():
@@ -294,8 +301,7 @@ def checks_sql(sql: FieldSql, token_fields: tuple[str, ...], with_quality: bool)
     inner = "case" + "".join(branches) + lora_branch + "\n        end"
     # lora may come on text rows too: its check runs on every row that has one
     return (
-        f"case when {gate_sql(sql)} then {inner} "
-        f"when not impact_blank(lora) then case{lora_branch} end end"
+        f"case when {gate_sql(sql)} then {inner} when not impact_blank(lora) then case{lora_branch} end end"
     )
 
 

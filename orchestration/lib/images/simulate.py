@@ -151,7 +151,9 @@ def image_requests(spec: ImageClusterSpec, n: int, rng: np.random.Generator) -> 
     return logged.assign(
         duration_s=np.maximum(np.round(spec.physics.runtime_s(frame), 6), 1e-6),
         demand_w=spec.physics.dynamic_energy_j(frame) / spec.physics.runtime_s(frame),
-        effective_width=width, effective_height=height, effective_steps=steps,
+        effective_width=width,
+        effective_height=height,
+        effective_steps=steps,
     )
 
 
@@ -197,12 +199,17 @@ def _simulate_image_cluster(
     demand = requests["demand_w"].to_numpy(float)
     on_gpu = _weighted_steps(gpu, start, end, demand, stride)
     phys = sim._Physics(
-        spec, on_gpu, sim.StepCounts.build(node, start, end, stride), sim.StepCounts.build(*presence, stride),
+        spec,
+        on_gpu,
+        sim.StepCounts.build(node, start, end, stride),
+        sim.StepCounts.build(*presence, stride),
         stride,
     )
     gpu_labels = sim._gpu_labels(spec, cfg.seed)
     node_labels = np.array(spec.node_names, dtype=object)
-    telemetry = sim._telemetry(phys, sim._scrape_plan(spec, cfg, line, presence, stride), cfg.seed, line.t0, gpu_labels)
+    telemetry = sim._telemetry(
+        phys, sim._scrape_plan(spec, cfg, line, presence, stride), cfg.seed, line.t0, gpu_labels
+    )
 
     headroom = spec.gpu_max_w - spec.gpu_idle_w
     share = on_gpu.between(lambda level: np.minimum(1.0, headroom / level), gpu, start, end)
@@ -221,7 +228,8 @@ def _simulate_image_cluster(
             "true_host_dynamic_energy_j": host_share,
             "true_dynamic_energy_j": gpu_share + host_share,
             "alone_on_gpu": crowd.between(sim._crowded, gpu, start, end) <= 0.0,
-            "true_gpu_energy_alone_j": spec.physics.idle_w * requests["duration_s"] + demand * requests["duration_s"],
+            "true_gpu_energy_alone_j": spec.physics.idle_w * requests["duration_s"]
+            + demand * requests["duration_s"],
             "images": requests["images"],
         }
     )
@@ -245,7 +253,11 @@ def simulate(cfg: sim.SimConfig) -> sim.SimResult:
     line = sim._timeline(cfg.days)
     text = [c for c in cfg.clusters if not isinstance(c, ImageClusterSpec)]
     needs_trace = any((c.arrivals or cfg.arrivals) != "poisson" for c in text)
-    trace = sim.load_azure_trace(Path(cfg.azure_trace_dir) if cfg.azure_trace_dir else None) if needs_trace else None
+    trace = (
+        sim.load_azure_trace(Path(cfg.azure_trace_dir) if cfg.azure_trace_dir else None)
+        if needs_trace
+        else None
+    )
     parts = [
         _simulate_image_cluster(spec, cfg, line) if isinstance(spec, ImageClusterSpec)
         else sim._simulate_cluster(spec, cfg, line, trace)
@@ -404,7 +416,9 @@ def _parser() -> argparse.ArgumentParser:
         "clusters.yml, truth/ and (with --profiling) profiling runs from the same physics.",
     )
     parser.add_argument("--out", type=Path, required=True, help="output input-directory")
-    parser.add_argument("--demo", action="store_true", help="add the demo's image cluster to --out (a demo copy)")
+    parser.add_argument(
+        "--demo", action="store_true", help="add the demo's image cluster to --out (a demo copy)"
+    )
     parser.add_argument("--day", action="append", help="UTC day YYYY-MM-DD (repeatable)")
     parser.add_argument("--start", help="first UTC day (with --end)")
     parser.add_argument("--end", help="last UTC day, inclusive")
@@ -422,7 +436,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--telemetry-format", choices=sim.TELEMETRY_FORMATS, default="parquet")
     parser.add_argument("--requests-format", choices=sim.REQUEST_FORMATS, default="jsonl")
-    parser.add_argument("--profiling", action="store_true", help="also write profiling/<cluster>.csv (demo grid)")
+    parser.add_argument(
+        "--profiling", action="store_true", help="also write profiling/<cluster>.csv (demo grid)"
+    )
     return parser
 
 
