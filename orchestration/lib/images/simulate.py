@@ -365,20 +365,24 @@ def build_image_demo(out_dir: Path = sim.DEMO_INPUTS_DIR) -> sim.SimResult:
             old.unlink()
         for path in (staging / sub / DEMO_IMAGE_CLUSTER).iterdir():
             path.rename(target / path.name)
+    # beside what the folder holds (the text demo: `impact simulate --demo`), or alone in a new folder
     clusters_yml = out_dir / "clusters.yml"
-    doc = yaml.safe_load(clusters_yml.read_text())
+    doc = yaml.safe_load(clusters_yml.read_text()) if clusters_yml.is_file() else {"clusters": []}
     doc["clusters"] = [c for c in doc["clusters"] if c["id"] != DEMO_IMAGE_CLUSTER] + result.clusters
     clusters_yml.write_text(yaml.safe_dump(doc, sort_keys=False))
-    truth_day = pd.read_csv(out_dir / "truth" / "cluster_day.csv")
-    truth_day = truth_day[truth_day["cluster"] != DEMO_IMAGE_CLUSTER]
-    pd.concat([truth_day, result.truth_cluster_day], ignore_index=True).to_csv(
-        out_dir / "truth" / "cluster_day.csv", index=False
-    )
-    truth_requests = pd.read_parquet(out_dir / "truth" / "requests.parquet")
-    truth_requests = truth_requests[truth_requests["cluster"] != DEMO_IMAGE_CLUSTER]
-    pd.concat([truth_requests, result.truth_requests], ignore_index=True).to_parquet(
-        out_dir / "truth" / "requests.parquet", index=False, compression="zstd"
-    )
+    (out_dir / "truth").mkdir(exist_ok=True)
+    for name, frame, read, write in (
+        ("cluster_day.csv", result.truth_cluster_day, pd.read_csv, lambda f, path: f.to_csv(path, index=False)),
+        (
+            "requests.parquet",
+            result.truth_requests,
+            pd.read_parquet,
+            lambda f, path: f.to_parquet(path, index=False, compression="zstd"),
+        ),
+    ):
+        path = out_dir / "truth" / name
+        kept = read(path) if path.is_file() else frame.iloc[:0]
+        write(pd.concat([kept[kept["cluster"] != DEMO_IMAGE_CLUSTER], frame], ignore_index=True), path)
     for path in sorted(staging.rglob("*"), reverse=True):
         path.unlink() if path.is_file() else path.rmdir()
     staging.rmdir()
