@@ -56,10 +56,11 @@ def write_factors(data) -> None:
     pd.DataFrame(
         [{"zone": z, "ewif_l_per_kwh": v, "low_l_per_kwh": v / 2, "high_l_per_kwh": v * 2} for z, v in EWIF.items()]
     ).to_csv(factors / "water.csv", index=False)
+    # the mapping form keyed by model name (the shipped file uses the list form, which every other test loads):
+    # the training assertions below check that it prices training like the list form
     models = {
-        "models": [
-            {
-                "model": "Llama-2-70B",
+        "models": {
+            "Llama-2-70B": {
                 "aliases": ["llama2-70b"],
                 "total_parameters_b": 70,
                 "active_parameters_b": 70,
@@ -73,7 +74,7 @@ def write_factors(data) -> None:
                 "licence": "test",
                 "version": "t1",
             }
-        ]
+        }
     }
     (factors / "models.yml").write_text(yaml.safe_dump(models, sort_keys=False))
 
