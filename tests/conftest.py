@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,43 @@ def tiny_dataset(tmp_path: Path) -> Path:
     frame = pd.DataFrame(rows, columns=["timestamp", "cluster", "metric", "value", "node", "gpu"])
     frame.to_parquet(data / "telemetry" / "c1" / "2024-05-01.parquet", index=False)
     return data
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The demo, built once per session for the tests that look at it as a user does (UI in a browser, the daily
+# report, the figures the docs state); those tests share the xdist group "webserver", so one worker builds it.
+
+SAMPLE_INPUTS = REPO / "data" / "sample" / "inputs"
+
+
+@dataclass(frozen=True)
+class DemoBuild:
+    inputs: Path
+    warehouse: Path
+    dagster_home: Path
+    output: str  # what `impact run` printed (stdout)
+
+
+@pytest.fixture(scope="session")
+def demo_build(dbt_manifest: Path, tmp_path_factory: pytest.TempPathFactory) -> DemoBuild:
+    """`impact run` on the bundled sample day, as `make demo` runs it: the console script's code in a subprocess,
+    with a Dagster home (a copy of dagster_home/dagster.yaml) so the runs and check results are in the history
+    the UI shows."""
+    import shutil
+    import subprocess
+    import sys
+
+    root = tmp_path_factory.mktemp("demo")
+    home = root / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    warehouse = root / "warehouse.duckdb"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IMPACT_PROMETHEUS", "DAGSTER_"))}
+    env["DAGSTER_HOME"] = str(home)
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestration.cli", "run", "--data-dir", str(SAMPLE_INPUTS),
+         "--warehouse", str(warehouse)],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return DemoBuild(inputs=SAMPLE_INPUTS, warehouse=warehouse, dagster_home=home, output=result.stdout)

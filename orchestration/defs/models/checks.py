@@ -56,6 +56,40 @@ def _md(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def fit_quality_advice(bad: pd.DataFrame, min_r2: float, max_mape: float) -> str | None:
+    """One line for the run summary and the UI: which fits are poor, what it means and what to do."""
+    if bad.empty:
+        return None
+    worst = bad.sort_values("r_squared_uncentered", na_position="first").iloc[0]
+    found = []
+    if not float(worst["r_squared_uncentered"]) >= min_r2:
+        found.append(f"uncentred R² {float(worst['r_squared_uncentered']):.2f} < {min_r2:.2f}")
+    if not float(worst["cv_mape"]) <= max_mape:
+        found.append(f"CV MAPE {float(worst['cv_mape']):.0%} > {max_mape:.0%}")
+    more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+    return (
+        f"the paper's form fits {worst['model']} on {worst['hardware'] or '-'} ({worst['target']} from "
+        f"{worst['source']}) poorly: {', '.join(found)}{more}. Usually batching: energy per request falls as "
+        "requests share a GPU, which that form cannot see. Metered figures are unaffected; predictions from this "
+        "fit (requests without telemetry, `impact predict`) are rough: models.model_comparison shows which form "
+        "fits better (docs/models.md#fit-quality)"
+    )
+
+
+def drift_advice(offenders: pd.DataFrame, k: float) -> str | None:
+    """One line for the run summary and the UI: which coefficient moved, what it means and what to do."""
+    if offenders.empty:
+        return None
+    first = offenders.sort_values("shift_se", ascending=False).iloc[0]
+    more = f" (and {len(offenders) - 1} more)" if len(offenders) > 1 else ""
+    return (
+        f"{first['coefficient']} of {first['model']} on {first['hardware'] or '-'} ({first['target']} from "
+        f"{first['source']}) moved {float(first['shift_se']):.1f} standard errors since the previous fit (limit "
+        f"{k:g}){more}: the serving stack, hardware or traffic changed. Find out what changed; predictions made "
+        "with the previous fit are stale (docs/models.md#coefficient-drift)"
+    )
+
+
 @dg.asset_check(asset=FITS_KEY, name=FIT_QUALITY_CHECK)
 def fit_quality(settings: ImpactSettings) -> dg.AssetCheckResult:
     """Warns when a latest fit explains energy or runtime poorly: uncentred R-squared below
@@ -68,6 +102,7 @@ def fit_quality(settings: ImpactSettings) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=bool(len(bad) == 0),
         severity=dg.AssetCheckSeverity.WARN,
+        description=fit_quality_advice(bad, min_r2, max_mape),
         metadata={
             "min_r_squared_uncentered": min_r2,
             "max_cv_mape": max_mape,
@@ -99,6 +134,7 @@ def coefficient_drift_check(settings: ImpactSettings) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=bool(offenders.empty),
         severity=dg.AssetCheckSeverity.WARN,
+        description=drift_advice(offenders, settings.drift_k_standard_errors),
         metadata={
             "k_standard_errors": settings.drift_k_standard_errors,
             "latest_fitted_at": str(latest["fitted_at"].iloc[0]) if len(latest) else "none",

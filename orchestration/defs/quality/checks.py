@@ -23,13 +23,61 @@ def _partition_day(context: dg.AssetCheckExecutionContext) -> dt.date | None:
     return dt.date.fromisoformat(key) if key else None
 
 
+# What a failed invariant means for the user: these are bugs of the product, not problems of the input data.
+REPORT_BUG = (
+    "a bug in the attribution, not a problem of your data: keep the warehouse and the inputs of that day and report "
+    "it with this check's details (docs/validation.md#invariants)"
+)
+
+
+def invariant_advice(what: str, bad: list[tuple]) -> str | None:
+    """One line for the run summary and the UI: how many rows break the invariant, the first one, and what to do."""
+    if not bad:
+        return None
+    first = ", ".join(str(v) for v in bad[0][:3])
+    return f"{len(bad)}{'+' if len(bad) >= 20 else ''} {what} (first: {first}): {REPORT_BUG}"
+
+
+def coverage_advice(low: list[tuple], threshold: float) -> str | None:
+    """One line: which cluster-day has too little telemetry, and how to fill it in once the data has arrived."""
+    if not low:
+        return None
+    cluster, day, coverage = min(low, key=lambda row: row[2])
+    more = f" (and {len(low) - 1} more cluster-day(s))" if len(low) > 1 else ""
+    return (
+        f"telemetry covers {coverage:.1%} of {cluster} on {day}, below {threshold:.0%}{more}: gaps in the "
+        f"exporters or data that arrived late. Energy of uncovered time is predicted, not metered. When the data "
+        f"is in, re-run the day: impact run --start {day} --end {day} (docs/scheduling.md#late-data)"
+    )
+
+
+def factor_gaps_advice(gaps: dict[str, int]) -> str | None:
+    """One line: requests without a grid factor or without energy for part of their time, and what to add."""
+    parts = []
+    if gaps["no_grid_factor"]:
+        parts.append(
+            f"{gaps['no_grid_factor']} request(s) have no grid carbon factor: add their zone (or its country) to "
+            "factors/grid_annual.csv or hourly files under factors/grid_intensity/ "
+            "(docs/impact-and-factors.md#grid-carbon-intensity)"
+        )
+    if gaps["no_energy_for_uncovered_time"]:
+        parts.append(
+            f"{gaps['no_energy_for_uncovered_time']} request(s) ran where no telemetry covered them and no energy "
+            "model exists yet for their model and hardware: let the models job fit one (impact run does), then "
+            "re-run the day (docs/models.md#requests-without-telemetry)"
+        )
+    return "; ".join(parts) or None
+
+
 def _violations_result(
     context: dg.AssetCheckExecutionContext,
     settings: ImpactSettings,
     query,
     header: tuple[str, ...],
+    what: str,
 ) -> dg.AssetCheckResult:
-    """Run an invariants query (returns the offending rows) on the partition's day, read-only; pass when empty."""
+    """Run an invariants query (returns the offending rows) on the partition's day, read-only; pass when empty.
+    ``what`` names the offending rows in the one-line advice (e.g. 'request-day(s) whose totals ...')."""
     con = connect(settings.warehouse_path, read_only=True)
     try:
         bad = query(con, _partition_day(context))
@@ -37,6 +85,7 @@ def _violations_result(
         con.close()
     return dg.AssetCheckResult(
         passed=not bad,
+        description=invariant_advice(what, bad),
         metadata={"violations": len(bad), "details": dg.MetadataValue.md(_rows_md(header, bad) if bad else "none")},
     )
 
@@ -68,6 +117,9 @@ def energy_conservation(context: dg.AssetCheckExecutionContext, settings: Impact
         con.close()
     return dg.AssetCheckResult(
         passed=not bad,
+        description=invariant_advice(
+            "cluster-day(s) where attributed + unattributed energy is not the metered energy", bad
+        ),
         metadata={
             "violations": len(bad),
             "partition": str(day or "all"),
@@ -87,7 +139,8 @@ def energy_conservation(context: dg.AssetCheckExecutionContext, settings: Impact
 def no_negative_energy(context: dg.AssetCheckExecutionContext, settings: ImpactSettings) -> dg.AssetCheckResult:
     """No window or request carries negative energy (counter resets are handled, never subtracted)."""
     return _violations_result(
-        context, settings, invariants.negative_energy_rows, ("table", "cluster", "at", "it_energy_j")
+        context, settings, invariants.negative_energy_rows, ("table", "cluster", "at", "it_energy_j"),
+        "window(s) or request(s) with negative energy",
     )
 
 
@@ -103,6 +156,9 @@ def single_request_rule(context: dg.AssetCheckExecutionContext, settings: Impact
         con.close()
     return dg.AssetCheckResult(
         passed=not bad,
+        description=invariant_advice(
+            "request(s) alone in their pool that did not get the metered dynamic energy of their windows", bad
+        ),
         metadata={"violations": len(bad), "requests_alone_tested": tested, "details": dg.MetadataValue.md(
             _rows_md(("request_id", "day", "window_dynamic_j", "attributed_dynamic_j"), bad) if bad else "none")},
     )
@@ -127,6 +183,7 @@ def telemetry_coverage(context: dg.AssetCheckExecutionContext, settings: ImpactS
     return dg.AssetCheckResult(
         passed=not low,
         severity=dg.AssetCheckSeverity.WARN,
+        description=coverage_advice(low, settings.coverage_warn_below),
         metadata={
             "threshold": settings.coverage_warn_below,
             "lowest_coverage": float(lowest) if lowest is not None else 1.0,
@@ -148,7 +205,8 @@ def impact_totals_add_up(context: dg.AssetCheckExecutionContext, settings: Impac
     """Every request's totals equal the sum of their parts (carbon, SCI score, water), facility energy is PUE x IT
     energy, nothing is negative, and the low/high bounds bracket the central values."""
     return _violations_result(
-        context, settings, invariants.impact_sum_violations, ("request_id", "cluster", "day", "problem")
+        context, settings, invariants.impact_sum_violations, ("request_id", "cluster", "day", "problem"),
+        "request-day(s) whose totals, facility energy or bounds do not add up",
     )
 
 
@@ -159,6 +217,7 @@ def impact_conservation(context: dg.AssetCheckExecutionContext, settings: Impact
     return _violations_result(
         context, settings, invariants.impact_conservation_violations,
         ("cluster", "day", "quantity", "total", "attributed", "unattributed"),
+        "cluster-day quantity(ies) (operational or embodied carbon, embodied water) that do not conserve",
     )
 
 
@@ -176,5 +235,6 @@ def impact_factor_coverage(context: dg.AssetCheckExecutionContext, settings: Imp
     return dg.AssetCheckResult(
         passed=gaps["no_grid_factor"] == 0 and gaps["no_energy_for_uncovered_time"] == 0,
         severity=dg.AssetCheckSeverity.WARN,
+        description=factor_gaps_advice(gaps),
         metadata={k: dg.MetadataValue.int(v) for k, v in gaps.items()},
     )
