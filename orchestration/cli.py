@@ -4,6 +4,7 @@
     impact simulate --out DIR ...            (see `impact simulate --help`)
     impact fit PROFILING.csv [--json]         (see `impact fit --help`)
     impact predict --model M --input-tokens N --output-tokens N [--cluster C] [--at T] [--warehouse FILE]
+    impact report [--day D] --out DIR [--warehouse FILE]
 
 `impact run` materialises every asset for every day in the inputs through the same Dagster job the schedule runs,
 so the warehouse, the checks and (with DAGSTER_HOME set) the run history are the same as from the UI.
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from orchestration import settings
-from orchestration.run_progress import StepProgress, check_advice
+from orchestration.run_progress import StepProgress, check_advice, written_report
 
 
 class CliError(Exception):
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("simulate", help="write a simulated cluster day (inputs + ground truth)", add_help=False)
     sub.add_parser("fit", help="fit e(tau_in, tau_out) and runtime models to profiling runs", add_help=False)
     sub.add_parser("predict", help="predicted duration and energy of a hypothetical request", add_help=False)
+    sub.add_parser("report", help="a day's charts and checks as a self-contained HTML page and PNGs", add_help=False)
     return parser
 
 
@@ -252,6 +254,7 @@ def _cmd_run(args: argparse.Namespace, prometheus_url: str | None) -> int:
         if not result.success:
             failures.append(f"{day}: {_failure_cause(result)}{_dbt_failure_detail(log_path, log_offset)}")
 
+    report_page = None
     if not failures and MODELS_JOB_NAME in {job.name for job in definitions.resolve_all_job_defs()}:
         # then the unpartitioned assets: model fits, diagnostics and predictions over the trailing window
         began = time.monotonic()
@@ -268,6 +271,7 @@ def _cmd_run(args: argparse.Namespace, prometheus_url: str | None) -> int:
             f"{time.monotonic() - began:.1f} s{_failed_checks(result)}")
         for line in check_advice(result):
             say(line)
+        report_page = written_report(result)
         if not result.success:
             failures.append(f"models: {_failure_cause(result)}")
 
@@ -286,6 +290,8 @@ def _cmd_run(args: argparse.Namespace, prometheus_url: str | None) -> int:
         print(format_table(("input", "reason", "rows", "example"), reasons))
     for warning in _factor_file_warnings(warehouse) if _has_table(warehouse, "factors", "load_state") else []:
         print(f"\nWarning: {warning}")
+    if report_page and not args.quiet:
+        print(f"\nCharts and checks of the latest day: {report_page}")
     if failures:
         print("\nFailed:\n  " + "\n  ".join(failures) + f"\n(full log: {log_path})", file=sys.stderr)
         return 1
@@ -410,6 +416,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from orchestration.lib import predictions
 
         return predictions.predict_main(argv[1:])
+    if argv[:1] == ["report"]:
+        from orchestration.lib import report
+
+        return report.report_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return cmd_run(args)

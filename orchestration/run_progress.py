@@ -72,3 +72,14 @@ def check_advice(result: Any) -> list[str]:
         severity = "warning" if evaluation.severity.value == "WARN" else "error"
         lines.append(f"  {evaluation.check_name} ({severity}): {evaluation.description or NO_ADVICE}")
     return lines
+
+
+def written_report(result: Any) -> str | None:
+    """The HTML page the run's reports/daily_report materialisation wrote (its `html` metadata), or None."""
+    for event in result.all_events:
+        if event.event_type_value != "ASSET_MATERIALIZATION":
+            continue
+        materialization = event.event_specific_data.materialization
+        if materialization.asset_key.path == ["reports", "daily_report"] and "html" in materialization.metadata:
+            return str(materialization.metadata["html"].value)
+    return None

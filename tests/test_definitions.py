@@ -57,6 +57,7 @@ EXPECTED_KEYS = {
         "models/fit_sample_days",
     },
     "comparisons": {"marts/cmp_ecologits", "marts/cmp_ecologits_day_combos", "marts/cmp_ecologits_day_bins"},
+    "reports": {"reports/daily_report"},
 }
 
 

@@ -37,6 +37,7 @@ ALL_KEYS = set().union(*EXPECTED_KEYS.values())
 DAY_PARTS = {"marts/cmp_ecologits_day_combos", "marts/cmp_ecologits_day_bins", "models/fit_sample_days"}
 UNPARTITIONED = (
     {"raw/clusters"} | EXPECTED_KEYS["factors"] | EXPECTED_KEYS["models"] | EXPECTED_KEYS["comparisons"]
+    | EXPECTED_KEYS["reports"]
 ) - DAY_PARTS
 # Which layers each layer may read from: lineage flows raw -> staging -> intermediate -> marts, never backwards.
 ALLOWED_UPSTREAM_GROUPS = {
@@ -47,6 +48,7 @@ ALLOWED_UPSTREAM_GROUPS = {
     "marts": {"staging", "intermediate", "marts"},
     "models": {"raw", "marts", "models"},
     "comparisons": {"factors", "marts", "comparisons"},
+    "reports": {"marts", "models"},
 }
 
 ASSET_NODES_QUERY = """
@@ -553,3 +555,16 @@ def test_location_page_lists_inference_impact(server: Server, browser: Browser):
         what=f"the code location {LOCATION_NAME}",
     )
     assert "Loaded" in text
+
+
+def test_report_asset_shows_the_days_charts(server: Server, browser: Browser):
+    """reports/daily_report's materialisation (from the demo's `impact run`) lists each chart of the day as
+    metadata; the charts themselves are PNGs embedded in that markdown."""
+    browser.open(f"{server.url}/assets/reports/daily_report")
+    text = browser.wait_for(
+        "document.body.innerText.includes('chart/hourly_carbon') && document.body.innerText",
+        what="the report's chart metadata",
+    )
+    for chart in ("energy_per_request", "hourly_carbon", "facility_split", "top_carbon", "fitted_vs_observed"):
+        assert f"chart/{chart}" in text, chart
+    assert "2023-11-16" in text

@@ -8,6 +8,7 @@ import pandas as pd
 from orchestration.defs.comparisons.assets import CMP_ECOLOGITS_KEY, CMP_TABLE
 from orchestration.defs.resources import ImpactSettings
 from orchestration.lib import ecologits_cmp
+from orchestration.lib.check_messages import mlenergy_advice
 from orchestration.lib.warehouse import connect
 
 MLENERGY_CHECK = "mlenergy_plausibility"
@@ -38,26 +39,6 @@ def _read(settings: ImpactSettings) -> pd.DataFrame:
         return pd.DataFrame()
     finally:
         con.close()
-
-
-def mlenergy_advice(bad: pd.DataFrame) -> str | None:
-    """One line for the run summary and the UI: which model is outside the band, what it means, what to do."""
-    if bad.empty:
-        return None
-    first = bad.iloc[0]
-    side = "above" if first["mlenergy_verdict"] == "above band" else "below"
-    meaning = (
-        "idle capacity dominates (an under-used cluster): consider fewer GPUs or more load per GPU"
-        if side == "above"
-        else "energy is missing from the attribution: check the telemetry coverage and the GPU power units"
-    )
-    more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-    return (
-        f"{first['model']} on {first['hardware']}: {float(first['ours_accelerator_j_per_output_token']):.3g} J per "
-        f"output token is {side} ML.ENERGY's band {float(first['mlenergy_band_low_j_per_token']):.3g}-"
-        f"{float(first['mlenergy_band_high_j_per_token']):.3g}{more}. Usually {meaning} "
-        "(docs/comparisons.md#mlenergy)"
-    )
 
 
 @dg.asset_check(asset=CMP_ECOLOGITS_KEY, name=MLENERGY_CHECK)

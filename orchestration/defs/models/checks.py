@@ -9,6 +9,7 @@ import pandas as pd
 
 from orchestration.defs.models.assets import FITS_KEY, FITS_TABLE
 from orchestration.defs.resources import ImpactSettings
+from orchestration.lib.check_messages import drift_advice, fit_quality_advice
 from orchestration.lib.energy_models import coefficient_drift, quality_offenders
 from orchestration.lib.warehouse import connect, fetch_one
 
@@ -54,40 +55,6 @@ def _md(df: pd.DataFrame) -> str:
         cells = [f"{v:.4g}" if isinstance(v, float) and math.isfinite(v) else str(v) for v in r]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def fit_quality_advice(bad: pd.DataFrame, min_r2: float, max_mape: float) -> str | None:
-    """One line for the run summary and the UI: which fits are poor, what it means and what to do."""
-    if bad.empty:
-        return None
-    worst = bad.sort_values("r_squared_uncentered", na_position="first").iloc[0]
-    found = []
-    if not float(worst["r_squared_uncentered"]) >= min_r2:
-        found.append(f"uncentred R² {float(worst['r_squared_uncentered']):.2f} < {min_r2:.2f}")
-    if not float(worst["cv_mape"]) <= max_mape:
-        found.append(f"CV MAPE {float(worst['cv_mape']):.0%} > {max_mape:.0%}")
-    more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
-    return (
-        f"the paper's form fits {worst['model']} on {worst['hardware'] or '-'} ({worst['target']} from "
-        f"{worst['source']}) poorly: {', '.join(found)}{more}. Usually batching: energy per request falls as "
-        "requests share a GPU, which that form cannot see. Metered figures are unaffected; predictions from this "
-        "fit (requests without telemetry, `impact predict`) are rough: models.model_comparison shows which form "
-        "fits better (docs/models.md#fit-quality)"
-    )
-
-
-def drift_advice(offenders: pd.DataFrame, k: float) -> str | None:
-    """One line for the run summary and the UI: which coefficient moved, what it means and what to do."""
-    if offenders.empty:
-        return None
-    first = offenders.sort_values("shift_se", ascending=False).iloc[0]
-    more = f" (and {len(offenders) - 1} more)" if len(offenders) > 1 else ""
-    return (
-        f"{first['coefficient']} of {first['model']} on {first['hardware'] or '-'} ({first['target']} from "
-        f"{first['source']}) moved {float(first['shift_se']):.1f} standard errors since the previous fit (limit "
-        f"{k:g}){more}: the serving stack, hardware or traffic changed. Find out what changed; predictions made "
-        "with the previous fit are stale (docs/models.md#coefficient-drift)"
-    )
 
 
 @dg.asset_check(asset=FITS_KEY, name=FIT_QUALITY_CHECK)

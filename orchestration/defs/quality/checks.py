@@ -7,6 +7,7 @@ import dagster as dg
 
 from orchestration.defs.resources import ImpactSettings
 from orchestration.lib import invariants
+from orchestration.lib.check_messages import coverage_advice, factor_gaps_advice, invariant_advice
 from orchestration.lib.warehouse import connect, fetch_one
 
 CLUSTER_DAILY_KEY = dg.AssetKey(["marts", "fct_cluster_energy_daily"])
@@ -21,52 +22,6 @@ SINGLE_REQUEST_RULE_CHECK = "single_request_rule"
 def _partition_day(context: dg.AssetCheckExecutionContext) -> dt.date | None:
     key = context.run.tags.get("dagster/partition")
     return dt.date.fromisoformat(key) if key else None
-
-
-# What a failed invariant means for the user: these are bugs of the product, not problems of the input data.
-REPORT_BUG = (
-    "a bug in the attribution, not a problem of your data: keep the warehouse and the inputs of that day and report "
-    "it with this check's details (docs/validation.md#invariants)"
-)
-
-
-def invariant_advice(what: str, bad: list[tuple]) -> str | None:
-    """One line for the run summary and the UI: how many rows break the invariant, the first one, and what to do."""
-    if not bad:
-        return None
-    first = ", ".join(str(v) for v in bad[0][:3])
-    return f"{len(bad)}{'+' if len(bad) >= 20 else ''} {what} (first: {first}): {REPORT_BUG}"
-
-
-def coverage_advice(low: list[tuple], threshold: float) -> str | None:
-    """One line: which cluster-day has too little telemetry, and how to fill it in once the data has arrived."""
-    if not low:
-        return None
-    cluster, day, coverage = min(low, key=lambda row: row[2])
-    more = f" (and {len(low) - 1} more cluster-day(s))" if len(low) > 1 else ""
-    return (
-        f"telemetry covers {coverage:.1%} of {cluster} on {day}, below {threshold:.0%}{more}: gaps in the "
-        f"exporters or data that arrived late. Energy of uncovered time is predicted, not metered. When the data "
-        f"is in, re-run the day: impact run --start {day} --end {day} (docs/scheduling.md#late-data)"
-    )
-
-
-def factor_gaps_advice(gaps: dict[str, int]) -> str | None:
-    """One line: requests without a grid factor or without energy for part of their time, and what to add."""
-    parts = []
-    if gaps["no_grid_factor"]:
-        parts.append(
-            f"{gaps['no_grid_factor']} request(s) have no grid carbon factor: add their zone (or its country) to "
-            "factors/grid_annual.csv or hourly files under factors/grid_intensity/ "
-            "(docs/impact-and-factors.md#grid-carbon-intensity)"
-        )
-    if gaps["no_energy_for_uncovered_time"]:
-        parts.append(
-            f"{gaps['no_energy_for_uncovered_time']} request(s) ran where no telemetry covered them and no energy "
-            "model exists yet for their model and hardware: let the models job fit one (impact run does), then "
-            "re-run the day (docs/models.md#requests-without-telemetry)"
-        )
-    return "; ".join(parts) or None
 
 
 def _violations_result(
