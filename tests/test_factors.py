@@ -8,13 +8,14 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from conftest import SHARED_DATA, require_shared_data
 
 from orchestration.lib.factors import MODEL_KEY_SQL, SPECS, load_factors, model_key
 from orchestration.lib.warehouse import connect
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "data" / "factors"
-SHARED_EM = Path("/work/shared/data/electricitymaps-hourly-carbon-intensity")
+SHARED_EM = SHARED_DATA / "electricitymaps-hourly-carbon-intensity"
 TABLES = [s.table for s in SPECS] + ["model_aliases"]
 
 
@@ -160,10 +161,9 @@ def test_annual_means_match_the_shipped_hourly_files(shipped_con: duckdb.DuckDBP
         assert all(abs(d) < 1e-3 for d in diffs), (zone, year, diffs)
 
 
-@pytest.mark.skipif(
-    not SHARED_EM.is_dir(), reason="the shared Electricity Maps files are not on this machine"
-)
+@pytest.mark.shared_data
 def test_annual_means_match_the_shared_source_files(shipped_con: duckdb.DuckDBPyConnection) -> None:
+    require_shared_data(SHARED_EM)
     source = duckdb.sql(
         f"""
         select trim("Zone Id") as zone, year(cast("Datetime (UTC)" as timestamp)) as year,
