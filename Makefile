@@ -10,7 +10,7 @@ DATA_DIR ?= data/sample/inputs
 # run history for the demo and the UI (tests use ephemeral Dagster instances)
 DAGSTER_HOME ?= $(CURDIR)/dagster_home
 
-.PHONY: demo test ui setup manifest lint benchmark clean
+.PHONY: demo test ui docs docs-serve setup manifest lint benchmark clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11"; exit 1; }
@@ -43,6 +43,24 @@ ui: $(MANIFEST)
 	@mkdir -p $(DAGSTER_HOME)
 	DAGSTER_HOME=$(DAGSTER_HOME) IMPACT_DATA_DIR=$(abspath $(DATA_DIR)) IMPACT_WAREHOUSE=$(abspath $(WAREHOUSE)) \
 		$(BIN)/python -W 'ignore:Function `dev_command` is superseded' -m dagster dev -h 127.0.0.1 -p $(UI_PORT)
+
+# dbt's catalogue of the warehouse for analysts: every table and column with its description and type, sources,
+# exposures and lineage (`dbt docs generate` against $(WAREHOUSE), the demo's by default). It opens the warehouse
+# file, so run it while no `impact run` writes to that file (DuckDB has one writer). static_index.html is one file
+# that opens in a browser without a server; `make docs-serve` serves the same on 127.0.0.1.
+DOCS_PORT ?= 8080
+DOCS_DIR ?= target/docs
+REFERENCE ?= docs/warehouse.md
+docs: $(MANIFEST)
+	@test -f $(WAREHOUSE) || { echo "$(WAREHOUSE): no warehouse; run make demo, or pass WAREHOUSE=/path/to/file"; exit 1; }
+	$(BIN)/python -m orchestration.lib.warehouse_reference $(REFERENCE)
+	cd dbt_project && IMPACT_WAREHOUSE=$(abspath $(WAREHOUSE)) ../$(BIN)/dbt docs generate --quiet --static \
+		--no-compile --profiles-dir . --project-dir . --target-path $(DOCS_DIR)
+	@echo "dbt docs of $(WAREHOUSE): open dbt_project/$(DOCS_DIR)/static_index.html, or run make docs-serve"
+
+docs-serve: docs
+	cd dbt_project && IMPACT_WAREHOUSE=$(abspath $(WAREHOUSE)) ../$(BIN)/dbt docs serve --host 127.0.0.1 \
+		--port $(DOCS_PORT) --no-browser --profiles-dir . --project-dir . --target-path $(DOCS_DIR)
 
 lint: $(STAMP)
 	$(BIN)/ruff check orchestration tests benchmarks

@@ -188,11 +188,14 @@ def test_demo_figures_beside_googles_and_ecologits(wh):
     facility = _impact_recomputed(wh)["facility_kwh"]
     clusters = _clusters()
     stated = {  # median facility Wh, mean facility Wh, median accelerator Wh, median operational g,
-        #         shares (accelerator, host, idle capacity, overhead) in %, ours / EcoLogits, GPU J per output token
-        A100: (0.90, 1.62, 0.24, 0.22, (24, 17, 50, 9), 20, 9.1),
-        H100: (7.1, 10.67, 0.29, 2.1, (8, 16, 67, 9), 150, 20),
+        #         shares (accelerator, host, idle capacity, overhead) in %, ours / EcoLogits, GPU J per output token,
+        #         ML.ENERGY best-batched and batch-1 bound J per token, mean input tokens to the hundred,
+        #         median facility energy / Google's 0.24 Wh
+        A100: (0.90, 1.62, 0.24, 0.22, (24, 17, 50, 9), 20, 9.1, 0.96, 86, 1400, 4),
+        H100: (7.1, 10.67, 0.29, 2.1, (8, 16, 67, 9), 150, 20, 0.62, 84, 1600, 30),
     }
-    for cluster, (med_fac, mean_fac, med_acc, med_op, shares, ratio, j_per_token) in stated.items():
+    for cluster, (med_fac, mean_fac, med_acc, med_op, shares, ratio, j_per_token, ml_best, ml_bound, tokens,
+                  google) in stated.items():  # fmt: skip
         row = cmp.loc[cluster]
         for approx_median, exact_median in ((row["ours_facility_wh_median"], exact.loc[cluster, "facility_wh"]),
                                             (row["ours_accelerator_wh_median"], exact.loc[cluster, "acc_wh"]),
@@ -213,6 +216,10 @@ def test_demo_figures_beside_googles_and_ecologits(wh):
         assert float(f"{row['ours_accelerator_j_per_output_token']:.2g}") == j_per_token
         assert round(row["ecologits_gpu_j_per_output_token"], 2) == 1.16
         assert (row["verdict_energy"], row["mlenergy_verdict"]) == ("above", "plausible")
+        assert float(f"{row['mlenergy_j_per_token_best']:.2g}") == ml_best
+        assert float(f"{row['mlenergy_batch1_bound_j_per_token']:.2g}") == ml_bound
+        assert round(row["mean_input_tokens"], -2) == tokens
+        assert round(exact.loc[cluster, "facility_wh"] / 0.24) == google
 
 
 # ------------------------------------------------------------------------------------------------ docs/models.md
@@ -231,6 +238,7 @@ def test_demo_comparison_of_forms(wh):
     assert got[("A100", "loglog")][2] == 0.34  # the lowest MAPE (its AIC is on the log scale)
     assert got[("H100", "intercept")] == (97_859, 4_302, 0.20)
     assert got[("H100", "paper")] == (100_030, 5_348, 0.20)
+    assert got[("H100", "concurrency")][2] == 0.20
     paper_a100 = df[(df["form"] == "paper") & df["hardware"].str.startswith("A100")]["r_squared_uncentered"]
     assert round(float(paper_a100.iloc[0]), 2) == 0.86
 
