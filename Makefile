@@ -47,19 +47,22 @@ ui: $(MANIFEST)
 # dbt's catalogue of the warehouse for analysts: every table and column with its description and type, sources,
 # exposures and lineage (`dbt docs generate` against $(WAREHOUSE), the demo's by default). It opens the warehouse
 # file, so run it while no `impact run` writes to that file (DuckDB has one writer). static_index.html is one file
-# that opens in a browser without a server; `make docs-serve` serves the same on 127.0.0.1.
+# that opens in a browser without a server; `make docs-serve` serves the same on 127.0.0.1. (The SQL is parsed, not
+# compiled: the models' SQL depends on the day being built.)
 DOCS_PORT ?= 8080
 DOCS_DIR ?= target/docs
 REFERENCE ?= docs/warehouse.md
 docs: $(MANIFEST)
 	@test -f $(WAREHOUSE) || { echo "$(WAREHOUSE): no warehouse; run make demo, or pass WAREHOUSE=/path/to/file"; exit 1; }
 	$(BIN)/python -m orchestration.lib.warehouse_reference $(REFERENCE)
-	cd dbt_project && IMPACT_WAREHOUSE=$(abspath $(WAREHOUSE)) ../$(BIN)/dbt docs generate --quiet --static \
-		--no-compile --profiles-dir . --project-dir . --target-path $(DOCS_DIR)
-	@echo "dbt docs of $(WAREHOUSE): open dbt_project/$(DOCS_DIR)/static_index.html, or run make docs-serve"
+	cd dbt_project && export IMPACT_WAREHOUSE=$(abspath $(WAREHOUSE)) && \
+		$(abspath $(BIN))/dbt parse --quiet --profiles-dir . --project-dir . --target-path $(DOCS_DIR) && \
+		$(abspath $(BIN))/dbt docs generate --quiet --static --no-compile --profiles-dir . --project-dir . \
+		--target-path $(DOCS_DIR)
+	@echo "dbt docs of $(WAREHOUSE): open $(if $(filter /%,$(DOCS_DIR)),,dbt_project/)$(DOCS_DIR)/static_index.html, or run make docs-serve"
 
 docs-serve: docs
-	cd dbt_project && IMPACT_WAREHOUSE=$(abspath $(WAREHOUSE)) ../$(BIN)/dbt docs serve --host 127.0.0.1 \
+	cd dbt_project && IMPACT_WAREHOUSE=$(abspath $(WAREHOUSE)) $(abspath $(BIN))/dbt docs serve --host 127.0.0.1 \
 		--port $(DOCS_PORT) --no-browser --profiles-dir . --project-dir . --target-path $(DOCS_DIR)
 
 lint: $(STAMP)
