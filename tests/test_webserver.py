@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("webserver")]
 REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT_S = 180.0
-SHUTDOWN_GRACE_S = 15.0
+SHUTDOWN_GRACE_S = 5.0  # then SIGKILL: the Dagster home is a temporary one, nothing to save
 LOCATION_NAME = "inference_impact"  # pyproject.toml [tool.dg.project] code_location_name
 
 from test_definitions import EXPECTED_KEYS  # the same snapshot the UI must show
