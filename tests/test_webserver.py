@@ -6,6 +6,7 @@ location's name and a start-up without warnings."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -484,6 +485,14 @@ def browser():
 GRAPH_NODES_JS = "Array.from(document.querySelectorAll('svg foreignObject')).map(e => e.textContent)"
 
 
+def _page_text(browser: Browser, url: str, *needles: str) -> str:
+    """Open a page and return its visible text once every needle shows in it (the UI loads its data after the
+    page)."""
+    browser.open(url)
+    condition = " && ".join(f"document.body.innerText.includes({json.dumps(n)})" for n in needles)
+    return browser.wait_for(f"{condition} && document.body.innerText", what=f"{', '.join(needles)} on {url}")
+
+
 def _graph_nodes(browser: Browser, expected: set[str], known: set[str]) -> set[str]:
     """The names of the lineage graph's nodes (each node's text starts with its name, then its status), once every
     expected name is drawn. A node whose name is not in ``known`` is returned as its whole text."""
@@ -525,46 +534,31 @@ def test_group_graph_draws_the_marts_with_their_checks(server: Server, browser: 
 
 def test_asset_page_lists_its_checks_and_their_results(server: Server, browser: Browser):
     """The checks tab of a mart lists the Python invariants and the dbt tests, each with the demo run's result."""
-    browser.open(f"{server.url}/assets/marts/fct_cluster_energy_daily?view=checks&checkDetail=energy_conservation")
-    text = browser.wait_for(
-        "document.body.innerText.includes('energy_conservation') && document.body.innerText.includes("
-        "'telemetry_coverage') && document.body.innerText.includes('Succeeded') && document.body.innerText",
-        what="the checks of marts/fct_cluster_energy_daily",
+    text = _page_text(
+        browser, f"{server.url}/assets/marts/fct_cluster_energy_daily?view=checks&checkDetail=energy_conservation",
+        "energy_conservation", "telemetry_coverage", "fct_cluster_energy_daily_row_invariants", "Succeeded",
     )
-    for check in ("energy_conservation", "telemetry_coverage", "fct_cluster_energy_daily_row_invariants"):
-        assert check in text, check
     assert "This is a blocking asset check." in text  # energy_conservation blocks what is downstream
 
 
 def test_failed_warning_shows_what_it_means(server: Server, browser: Browser):
     """The demo's fit_quality warning: the UI shows the check's one-line explanation next to its result."""
-    browser.open(f"{server.url}/assets/models/energy_model_fits?view=checks&checkDetail=fit_quality")
-    text = browser.wait_for(
-        "document.body.innerText.includes('Evaluation result') && document.body.innerText.includes('batching') "
-        "&& document.body.innerText",
-        what="fit_quality's result and explanation",
+    text = _page_text(
+        browser, f"{server.url}/assets/models/energy_model_fits?view=checks&checkDetail=fit_quality",
+        "Evaluation result", "batching",
     )
     assert "This is a non-blocking asset check." in text and "Failed" in text
     assert "docs/models.md#fit-quality" in text
 
 
 def test_location_page_lists_inference_impact(server: Server, browser: Browser):
-    browser.open(f"{server.url}/locations")
-    text = browser.wait_for(
-        f"document.body.innerText.includes('{LOCATION_NAME}') && document.body.innerText",
-        what=f"the code location {LOCATION_NAME}",
-    )
-    assert "Loaded" in text
+    assert "Loaded" in _page_text(browser, f"{server.url}/locations", LOCATION_NAME)
 
 
 def test_report_asset_shows_the_days_charts(server: Server, browser: Browser):
     """reports/daily_report's materialisation (from the demo's `impact run`) lists each chart of the day as
     metadata; the charts themselves are PNGs embedded in that markdown."""
-    browser.open(f"{server.url}/assets/reports/daily_report")
-    text = browser.wait_for(
-        "document.body.innerText.includes('chart/hourly_carbon') && document.body.innerText",
-        what="the report's chart metadata",
-    )
+    text = _page_text(browser, f"{server.url}/assets/reports/daily_report", "chart/hourly_carbon")
     for chart in ("energy_per_request", "hourly_carbon", "facility_split", "top_carbon", "fitted_vs_observed"):
         assert f"chart/{chart}" in text, chart
     assert "2023-11-16" in text
