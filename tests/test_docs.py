@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO
 
 from orchestration.lib import check_messages as cm
-from orchestration.run_progress import NO_ADVICE, check_advice
+from orchestration.run_progress import NO_ADVICE, StepProgress, check_advice
 
 DOCS = REPO / "docs"
 PAGES = sorted(DOCS.glob("*.md"))
@@ -130,3 +130,30 @@ def test_impact_run_prints_one_line_per_check_that_did_not_pass():
         "  fit_quality (warning): the paper's form fits m poorly (docs/models.md#fit-quality)",
         f"  some_dbt_test (error): {NO_ADVICE}",
     ]
+
+
+def test_slow_steps_and_dbt_models_are_printed_as_they_finish(monkeypatch):
+    """impact run's progress: a step or dbt model that took a second or more is printed when it finishes; quick
+    ones are not."""
+    clock = iter([0.0, 0.5, 10.0, 14.0, 14.0])  # start a, end a (0.5 s), start b, end b (4 s)
+    monkeypatch.setattr("orchestration.run_progress.time.monotonic", lambda: next(clock))
+
+    def entry(kind, step, materialization=None):
+        event = SimpleNamespace(event_type_value=kind, step_key=step,
+                                event_specific_data=SimpleNamespace(materialization=materialization))  # fmt: skip
+        return SimpleNamespace(dagster_event=event)
+
+    def model(path, seconds):
+        key = SimpleNamespace(to_user_string=lambda: path)
+        return SimpleNamespace(asset_key=key, metadata={"Execution Duration": SimpleNamespace(value=seconds)})
+
+    lines: list[str] = []
+    progress = StepProgress(lines.append)
+    progress(entry("STEP_START", "raw__requests"))
+    progress(entry("STEP_SUCCESS", "raw__requests"))
+    progress(entry("STEP_START", "impact_dbt_models"))
+    progress(entry("ASSET_MATERIALIZATION", "impact_dbt_models", model("intermediate/int_request_days", 2.5)))
+    progress(entry("ASSET_MATERIALIZATION", "impact_dbt_models", model("staging/stg_raw__requests", 0.1)))
+    progress(entry("STEP_SUCCESS", "impact_dbt_models"))
+    progress(SimpleNamespace(dagster_event=None))
+    assert lines == ["        dbt intermediate/int_request_days  2.5 s", "      dbt models (and their tests)  4.0 s"]
