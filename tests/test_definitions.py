@@ -58,6 +58,16 @@ EXPECTED_KEYS = {
     },
     "comparisons": {"marts/cmp_ecologits", "marts/cmp_ecologits_day_combos", "marts/cmp_ecologits_day_bins"},
     "reports": {"reports/daily_report"},
+    "advice": {
+        "advice/routing_frontier",
+        "advice/routing_plan",
+        "advice/routing_candidates",
+        "advice/rightsizing_hourly",
+        "advice/rightsizing_daily",
+        "advice/shifting_daily",
+        "advice/settings",
+        "advice/summary",
+    },
 }
 
 
@@ -104,9 +114,16 @@ def test_jobs_schedules_sensors_checks():
     schedule = d.resolve_schedule_def("impact_daily_schedule")
     assert schedule.cron_schedule == "0 2 * * *"
     assert d.resolve_schedule_def("impact_models_schedule").cron_schedule == "0 3 * * *"
+    # advice in its own job after the models job (routing reads the latest fits; a bad advice.yml fails advice only)
+    assert d.resolve_job_def("impact_advice").partitions_def is not None
+    assert d.resolve_schedule_def("impact_advice_schedule").cron_schedule == "0 4 * * *"
+    advice = {k.to_user_string() for k in d.resolve_job_def("impact_advice").asset_layer.executable_asset_keys}
+    assert advice == EXPECTED_KEYS["advice"]
+    assert not advice & {k.to_user_string() for k in d.resolve_job_def("impact_daily").asset_layer.executable_asset_keys}
     assert d.resolve_sensor_def("impact_new_input_files").job_name == "impact_daily"
     check_names = {key.name for key in d.resolve_asset_graph().asset_check_keys}
     assert {"energy_conservation", "no_negative_energy", "telemetry_coverage", "single_request_rule"} <= check_names
+    assert {"routing_frontier_consistent", "avoidable_within_idle", "shifting_never_negative"} <= check_names
 
 
 def test_definitions_load_under_dagster_dev_without_the_venv_on_path():

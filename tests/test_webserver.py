@@ -39,7 +39,7 @@ DAY_PARTS = {"marts/cmp_ecologits_day_combos", "marts/cmp_ecologits_day_bins", "
 UNPARTITIONED = (
     {"raw/clusters"} | EXPECTED_KEYS["factors"] | EXPECTED_KEYS["models"] | EXPECTED_KEYS["comparisons"]
     | EXPECTED_KEYS["reports"]
-) - DAY_PARTS
+) - DAY_PARTS | {"advice/settings", "advice/summary"}
 # Which layers each layer may read from: lineage flows raw -> staging -> intermediate -> marts, never backwards.
 ALLOWED_UPSTREAM_GROUPS = {
     "raw": {"raw"},
@@ -50,6 +50,7 @@ ALLOWED_UPSTREAM_GROUPS = {
     "models": {"raw", "marts", "models"},
     "comparisons": {"factors", "marts", "comparisons"},
     "reports": {"marts", "models"},
+    "advice": {"raw", "staging", "intermediate", "marts", "models", "advice"},
 }
 
 ASSET_NODES_QUERY = """

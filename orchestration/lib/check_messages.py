@@ -109,3 +109,14 @@ def mlenergy_advice(bad: pd.DataFrame) -> str | None:
         f"{float(first['mlenergy_band_high_j_per_token']):.3g}{more}. Usually {meaning} "
         "(docs/comparisons.md#mlenergy)"
     )
+
+
+def advice_invariant_advice(problems: list[str]) -> str | None:
+    """One line for an advice check (defs/advice/checks.py): what must hold whatever advice.yml says does not."""
+    if not problems:
+        return None
+    return (
+        f"{len(problems)} violation(s) (first: {problems[0]}): the advice contradicts itself whatever advice.yml "
+        "says, so this is a bug, not your configuration: keep the warehouse and report it with this check's "
+        "details (docs/advice.md)"
+    )
