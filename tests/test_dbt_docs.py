@@ -74,7 +74,9 @@ def test_the_yaml_lists_every_column_of_the_warehouse(manifest, demo_build):
             problems.append(f"{uid}: YAML columns the warehouse does not have {stale}")
     assert problems == [], "\n".join(problems)
     described = {(schema, table) for schema, table, _ in _relations(manifest).values()}
-    analysts_see = {key for key in actual if key[0] in ("raw", "factors", "staging", "intermediate", "marts", "models")}
+    analysts_see = {
+        key for key in actual if key[0] in ("raw", "factors", "staging", "intermediate", "marts", "models", "advice")
+    }
     assert analysts_see - described == set(), "tables with no dbt model or source: " + str(analysts_see - described)
 
 
@@ -87,7 +89,7 @@ def test_exposures_name_what_reads_the_marts(manifest):
     readers = {
         spec.key.to_user_string()
         for spec in defs().resolve_all_asset_specs()
-        if spec.group_name in ("models", "comparisons", "reports")
+        if spec.group_name in ("models", "comparisons", "reports", "advice")
         and any(dep.asset_key.path[0] == "marts" and dep.asset_key.path[1].startswith(("fct_", "agg_", "dim_"))
                 for dep in spec.deps)
     }

@@ -27,6 +27,8 @@ SECTIONS: tuple[tuple[str, str, str], ...] = (
      "Written by the Python assets of the models group (job impact_models)."),
     ("comparisons", "marts (comparisons): measured vs estimated",
      "Written by the Python assets of the comparisons group."),
+    ("advice", "advice: routing, rightsizing, shifting, settings",
+     "Written by the Python assets of the advice group (job impact_advice) when advice.yml is present: docs/advice.md."),
     ("factors", "factors: impact factors", "Loaded from data/factors/ and the data directory's factors/."),
     ("raw", "raw: the inputs as loaded", "Every input row is here or in raw.rejected_rows."),
     ("intermediate", "intermediate: the steps of the method",
