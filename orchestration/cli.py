@@ -5,6 +5,7 @@
     impact fit PROFILING.csv [--json]         (see `impact fit --help`)
     impact predict --model M (--input-tokens N --output-tokens N | --width W --height H --steps S ...)
                    [--cluster C | --hardware H] [--source telemetry|profiling] [--at T] [--warehouse FILE]
+    impact report [--day D] --out DIR [--warehouse FILE]
     impact advise [--day D] [--zeta Z] [--warehouse FILE]   (see `impact advise --help`)
 
 `impact run` materialises every asset for every day in the inputs through the same Dagster job the schedule runs,
@@ -21,10 +22,12 @@ import os
 import re
 import sys
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
 from orchestration import settings
+from orchestration.run_progress import StepProgress, check_advice, written_report
 
 
 class CliError(Exception):
@@ -58,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("simulate", help="write a simulated cluster day (inputs + ground truth)", add_help=False)
     sub.add_parser("fit", help="fit e(tau_in, tau_out) and runtime models to profiling runs", add_help=False)
     sub.add_parser("predict", help="predicted duration and energy of a hypothetical request", add_help=False)
+    sub.add_parser("report", help="a day's charts and checks as a self-contained HTML page and PNGs", add_help=False)
     sub.add_parser("advise", help="the day's routing, rightsizing, shifting and settings advice", add_help=False)
     return parser
 
@@ -163,7 +167,7 @@ def _rejection_reasons(warehouse: Path, days: Sequence[dt.date]) -> list[tuple]:
         return con.execute(
             """
             select input, regexp_replace(reason, ' ''[^'']*''| \\([^)]*\\)|: .*', '', 'g') as kind, count(*),
-                   left(min(source_file || ':' || source_row || '  ' || reason), 160)
+                   left(min(source_file || coalesce(':' || source_row, '') || '  ' || reason), 160)
             from raw.rejected_rows
             where partition_day is null or list_contains($days, partition_day)
             group by all order by count(*) desc, kind limit 20
@@ -224,7 +228,8 @@ def _cmd_run(args: argparse.Namespace, prometheus_url: str | None) -> int:
     from orchestration.lib.ingest import days_in_inputs
     from orchestration.lib.warehouse import connect
 
-    say = (lambda *_: None) if args.quiet else (lambda msg: print(msg, flush=True))
+    terminal = sys.stdout  # the job's own output goes to the run log; progress lines come here
+    say = (lambda *_: None) if args.quiet else (lambda msg: print(msg, file=terminal, flush=True))
     prepare_manifest()
     prune_target_folders()  # the dbt folders of warehouses since deleted
     # a new warehouse: dbt parses its target folder on the other core while the inputs are scanned
@@ -261,29 +266,42 @@ def _cmd_run(args: argparse.Namespace, prometheus_url: str | None) -> int:
     for i, day in enumerate(days, start=1):
         began = time.monotonic()
         log_offset = log_path.stat().st_size if log_path.exists() else 0
+        say(f"[{i}/{len(days)}] {day}  running ...")
+        run_id = str(uuid.uuid4())
+        instance.add_event_listener(run_id, StepProgress(say))  # slow steps and dbt models as they finish
         with log_path.open("a") as log, contextlib.redirect_stdout(log):
             result = job.execute_in_process(
                 partition_key=day.isoformat(),
                 instance=instance,
                 raise_on_error=False,
+                run_id=run_id,
                 run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
             )
         status = "ok" if result.success else "FAILED"
         say(f"[{i}/{len(days)}] {day}  {status}  {time.monotonic() - began:.1f} s{_failed_checks(result)}")
+        for line in check_advice(result):
+            say(line)
         if not result.success:
             failures.append(f"{day}: {_failure_cause(result)}{_dbt_failure_detail(log_path, log_offset)}")
 
+    report_page = None
     if not failures and MODELS_JOB_NAME in {job.name for job in definitions.resolve_all_job_defs()}:
         # then the unpartitioned assets: model fits, diagnostics and predictions over the trailing window
         began = time.monotonic()
+        run_id = str(uuid.uuid4())
+        instance.add_event_listener(run_id, StepProgress(say))
         with log_path.open("a") as log, contextlib.redirect_stdout(log):
             result = definitions.resolve_job_def(MODELS_JOB_NAME).execute_in_process(
                 instance=instance,
                 raise_on_error=False,
+                run_id=run_id,
                 run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
             )
         say(f"[models] energy and runtime models  {'ok' if result.success else 'FAILED'}  "
             f"{time.monotonic() - began:.1f} s{_failed_checks(result)}")
+        for line in check_advice(result):
+            say(line)
+        report_page = written_report(result)
         if not result.success:
             failures.append(f"models: {_failure_cause(result)}")
     if not failures:
@@ -307,10 +325,36 @@ def _cmd_run(args: argparse.Namespace, prometheus_url: str | None) -> int:
     if reasons:
         print("\nRejected rows (details in raw.rejected_rows):")
         print(format_table(("input", "reason", "rows", "example"), reasons))
+    for warning in _factor_file_warnings(warehouse) if _has_table(warehouse, "factors", "load_state") else []:
+        print(f"\nWarning: {warning}")
+    if report_page and not args.quiet:
+        print(f"\nCharts and checks of the latest day: {report_page}")
     if failures:
         print("\nFailed:\n  " + "\n  ".join(failures) + f"\n(full log: {log_path})", file=sys.stderr)
         return 1
     return 0
+
+
+def _factor_file_warnings(warehouse: Path) -> list[str]:
+    """A warning per factor file none of whose rows loaded (malformed YAML, no models list or mapping, a
+    required column missing, unreadable), from the factor loader's state (factors.load_state)."""
+    import json
+
+    from orchestration.lib.warehouse import connect, fetch_one
+
+    con = connect(warehouse, read_only=True)
+    try:
+        state = fetch_one(con, "select summaries from factors.load_state")
+    finally:
+        con.close()
+    summaries = json.loads(state[0]) if state else {}
+    return [
+        f"factor file {file} was rejected whole ({reason}): none of its rows are used, so factors.{table} holds "
+        f"the shipped defaults and your other files only (raw.rejected_rows, input 'factors/{table}'; "
+        "docs/impact-and-factors.md#your-own-factors)"
+        for table, summary in summaries.items()
+        for file, reason in (summary.get("files_rejected") or {}).items()
+    ]
 
 
 def _run_advice(definitions, instance, days, data_dir: Path, log_path: Path, say) -> list[str]:
@@ -335,6 +379,8 @@ def _run_advice(definitions, instance, days, data_dir: Path, log_path: Path, say
             )
         say(f"[advice] {day}  {'ok' if result.success else 'FAILED'}  {time.monotonic() - began:.1f} s"
             f"{_failed_checks(result)}")
+        for line in check_advice(result):
+            say(line)
         if not result.success:
             # "step: dagster...Failure: advice.yml routing.zeta: ..." -> "step: advice.yml routing.zeta: ..."
             cause = re.sub(r"^([^:]+: )[\w.]+\.(Failure|\w+Error): ", r"\1", _failure_cause(result))
@@ -389,7 +435,7 @@ def _failed_checks(result) -> str:
 
 SCHEMA_CHANGE_HINT = (
     "the warehouse was built by an earlier version whose tables had other columns: delete the warehouse file and "
-    "run again (README, 'Upgrading a warehouse')"
+    "run again (docs/warehouse.md, 'Upgrading a warehouse')"
 )
 
 
@@ -442,6 +488,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from orchestration.lib import predictions
 
         return predictions.predict_main(argv[1:])
+    if argv[:1] == ["report"]:
+        from orchestration.lib import report
+
+        return report.report_main(argv[1:])
     if argv[:1] == ["advise"]:
         from orchestration.lib.advice import report
 

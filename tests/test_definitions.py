@@ -59,6 +59,7 @@ EXPECTED_KEYS = {
         "models/image_model_fits",
     },
     "comparisons": {"marts/cmp_ecologits", "marts/cmp_ecologits_day_combos", "marts/cmp_ecologits_day_bins"},
+    "reports": {"reports/daily_report"},
     "advice": {
         "advice/routing_frontier",
         "advice/routing_plan",

@@ -13,7 +13,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, require_shared_data
 
 from orchestration.lib import ecologits_cmp as ec
 
@@ -252,9 +252,9 @@ def test_ecologits_hand_computation():
 
 
 @pytest.mark.shared_data
-@pytest.mark.skipif(not ECOLOGITS_REFERENCE.exists(), reason="../shared ecologits reference rows absent")
 def test_ecologits_reference_rows():
     """Our call reproduces the reference computation made with EcoLogits' own DAG (36 rows)."""
+    require_shared_data(ECOLOGITS_REFERENCE)
     with ECOLOGITS_REFERENCE.open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 36
@@ -338,11 +338,11 @@ def test_mlenergy_in_mart(built):
 
 
 @pytest.mark.shared_data
-@pytest.mark.skipif(not MLENERGY_V3.exists(), reason="../shared ML.ENERGY v3 absent")
 def test_batch1_bound_holds_on_v3():
     """The band's upper end rests on J/token(b1) <= (b2 / b1) x J/token(b2) for b1 < b2. ML.ENERGY v3 (read here
     only, not shipped: no licence) measured batches down to 8: the inequality holds for nearly every pair of
     neighbouring batch sizes."""
+    require_shared_data(MLENERGY_V3)
     v3 = pd.read_csv(MLENERGY_V3)
     v3 = v3[v3["task"] == "lm-arena-chat"].sort_values("max_num_seqs")
     ok = total = 0

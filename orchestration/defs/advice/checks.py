@@ -13,6 +13,7 @@ from orchestration.defs.advice.assets import (
 )
 from orchestration.defs.resources import ImpactSettings
 from orchestration.lib.advice import rightsizing
+from orchestration.lib.check_messages import advice_invariant_advice
 from orchestration.lib.warehouse import connect, has_table
 
 FRONTIER_CHECK = "routing_frontier_consistent"
@@ -40,6 +41,7 @@ def _day_rows(context: dg.AssetCheckExecutionContext, settings: ImpactSettings, 
 def _result(problems: list[str], rows: int) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=not problems,
+        description=advice_invariant_advice(problems),
         metadata={"rows_checked": rows, "violations": len(problems),
                   "details": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems[:20]) or "none")},
     )  # fmt: skip

@@ -13,7 +13,7 @@ ADVICE_JOB_NAME = "impact_advice"
 # the fits and the comparison read the window's parts (models job).
 PER_DAY_PARTS = dg.AssetSelection.assets(*DAY_PARTS_KEYS, FIT_SAMPLE_DAYS_KEY)
 DAILY_SELECTION = dg.AssetSelection.groups("raw", "factors", "staging", "intermediate", "marts") | PER_DAY_PARTS
-MODELS_SELECTION = dg.AssetSelection.groups("models", "comparisons") - PER_DAY_PARTS
+MODELS_SELECTION = dg.AssetSelection.groups("models", "comparisons", "reports") - PER_DAY_PARTS
 # Advice (docs/advice.md) in its own job, after the models job: routing prices candidates with the latest fits, and a
 # mistake in advice.yml fails advice assets only, never the day's energy and impact run.
 ADVICE_SELECTION = dg.AssetSelection.groups("advice")
@@ -28,7 +28,8 @@ impact_models_job = dg.define_asset_job(
     name=MODELS_JOB_NAME,
     selection=MODELS_SELECTION,
     description="Fit the energy and runtime models on the marts' trailing window and profiling runs, with ANOVA, "
-    "form comparison and per-request predictions; compare measured impact with EcoLogits and ML.ENERGY.",
+    "form comparison and per-request predictions; compare measured impact with EcoLogits and ML.ENERGY; draw the "
+    "latest day's report.",
 )
 
 impact_advice_job = dg.define_asset_job(

@@ -9,6 +9,7 @@ import pandas as pd
 
 from orchestration.defs.models.assets import FITS_KEY, FITS_TABLE
 from orchestration.defs.resources import ImpactSettings
+from orchestration.lib.check_messages import drift_advice, fit_quality_advice
 from orchestration.lib.energy_models import coefficient_drift, quality_offenders
 from orchestration.lib.warehouse import connect, has_table
 
@@ -64,6 +65,7 @@ def fit_quality(settings: ImpactSettings) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=bool(len(bad) == 0),
         severity=dg.AssetCheckSeverity.WARN,
+        description=fit_quality_advice(bad, min_r2, max_mape),
         metadata={
             "min_r_squared_uncentered": min_r2,
             "max_cv_mape": max_mape,
@@ -95,6 +97,7 @@ def coefficient_drift_check(settings: ImpactSettings) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=bool(offenders.empty),
         severity=dg.AssetCheckSeverity.WARN,
+        description=drift_advice(offenders, settings.drift_k_standard_errors),
         metadata={
             "k_standard_errors": settings.drift_k_standard_errors,
             "latest_fitted_at": str(latest["fitted_at"].iloc[0]) if len(latest) else "none",
