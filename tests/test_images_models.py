@@ -259,3 +259,17 @@ def test_impact_simulate_images_writes_a_diffusion_cluster(tmp_path):
         alone["true_gpu_dynamic_energy_j"], alone["true_gpu_energy_alone_j"] - 60.0 * alone["duration_s"]
     )
     assert len(pd.read_csv(tmp_path / "profiling" / "sim-sdxl.csv")) == 192
+
+
+def test_the_image_checks_explain_themselves_in_one_line():
+    from orchestration.lib import check_messages as cm
+
+    bad = pd.DataFrame([{"model": "sdxl", "hardware": "A100", "source": "telemetry", "target": "energy",
+                         "r_squared_uncentered": 0.7, "cv_mape": 0.4}])  # fmt: skip
+    line = cm.image_fit_quality_advice(bad, 0.9, 0.25)
+    assert "sdxl on A100 (energy from telemetry)" in line and "R² 0.70" in line and "CV MAPE 40%" in line
+    assert line.endswith("(docs/images.md#4-image-energy-and-runtime-models)") and "\n" not in line
+    line = cm.adapter_advice([("brand-style", "no entry in factors/models.yml: not charged", 12), ("x", "y", 1)])
+    assert line.startswith("LoRA adapter brand-style (12 request(s)): no entry") and "and 1 more adapter" in line
+    assert line.endswith("(docs/images.md#3-inferences-training-and-lora-adapters)")
+    assert cm.image_fit_quality_advice(bad.iloc[0:0], 0.9, 0.25) is None and cm.adapter_advice([]) is None

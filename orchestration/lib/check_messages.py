@@ -120,3 +120,31 @@ def advice_invariant_advice(problems: list[str]) -> str | None:
         "says, so this is a bug, not your configuration: keep the warehouse and report it with this check's "
         "details (docs/advice.md)"
     )
+
+
+def image_fit_quality_advice(bad: pd.DataFrame, min_r2: float, max_mape: float) -> str | None:
+    """One line for an image model (defs/images/checks.py): which selected fit is poor and what to do."""
+    if bad.empty:
+        return None
+    worst = bad.sort_values("r_squared_uncentered", na_position="first").iloc[0]
+    more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+    return (
+        f"the image model of {worst['model']} on {worst['hardware'] or '-'} ({worst['target']} from "
+        f"{worst['source']}) fits poorly: uncentred R² {float(worst['r_squared_uncentered']):.2f} (at least "
+        f"{min_r2:.2f}), CV MAPE {float(worst['cv_mape']):.0%} (at most {max_mape:.0%}){more}. Check the logged "
+        "sizes and steps, or profile the sizes and step counts you serve; predictions from this fit are rough "
+        "(docs/images.md#4-image-energy-and-runtime-models)"
+    )
+
+
+def adapter_advice(problems: list[tuple[str, str, int]]) -> str | None:
+    """One line for lora_factor_coverage: the LoRA adapters the factor tables cannot charge, and what to add."""
+    if not problems:
+        return None
+    adapter, problem, requests = problems[0]
+    more = f" (and {len(problems) - 1} more adapter(s))" if len(problems) > 1 else ""
+    return (
+        f"LoRA adapter {adapter} ({requests} request(s)): {problem}{more}. Its fine-tuning is not in "
+        "fine_tuning_g_co2e: add it to factors/models.yml with base_model, fine_tuning_kg_co2e and "
+        "projected_lifetime_inferences (docs/images.md#3-inferences-training-and-lora-adapters)"
+    )

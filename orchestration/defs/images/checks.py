@@ -10,6 +10,7 @@ import pandas as pd
 from orchestration.defs.models.assets import IMAGE_FITS_KEY, IMAGE_FITS_TABLE
 from orchestration.defs.models.checks import markdown, read_fits
 from orchestration.defs.resources import ImpactSettings
+from orchestration.lib.check_messages import adapter_advice, drift_advice, image_fit_quality_advice
 from orchestration.lib.energy_models import quality_offenders
 from orchestration.lib.images import adapters
 from orchestration.lib.images import models as image_models
@@ -41,6 +42,7 @@ def image_fit_quality(settings: ImpactSettings) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=bool(len(bad) == 0),
         severity=dg.AssetCheckSeverity.WARN,
+        description=image_fit_quality_advice(bad, settings.fit_min_r_squared_uncentered, settings.fit_max_cv_mape),
         metadata={
             "fits_checked": len(latest),
             "fits_below": len(bad),
@@ -64,6 +66,7 @@ def image_coefficient_drift(settings: ImpactSettings) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=bool(offenders.empty),
         severity=dg.AssetCheckSeverity.WARN,
+        description=drift_advice(offenders, settings.drift_k_standard_errors),
         metadata={
             "k_standard_errors": settings.drift_k_standard_errors,
             "groups_compared": compared,
@@ -93,6 +96,7 @@ def lora_factor_coverage(
     return dg.AssetCheckResult(
         passed=not problems,
         severity=dg.AssetCheckSeverity.WARN,
+        description=adapter_advice(problems),
         metadata={
             "adapters_without_factor": len(unknown),
             "requests_with_unknown_adapter": sum(n for _, _, n in unknown),
