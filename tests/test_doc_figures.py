@@ -24,6 +24,7 @@ DAY = dt.date(2023, 11, 16)
 INPUTS = REPO / "data" / "sample" / "inputs"
 FACTORS = REPO / "data" / "factors"
 A100, H100 = "sim-a100-west", "sim-h100-east"
+SDXL = "sim-sdxl-central"  # the image-generation cluster (docs/images.md)
 YEAR_S = 365.25 * 86400
 
 
@@ -71,24 +72,32 @@ def _metered_kwh(wh) -> pd.Series:
 def test_demo_metered_energy_against_the_simulators_truth(wh):
     """docs/validation.md: 50.214 kWh metered = 50.214 kWh true on the A100 cluster (DCGM energy counters, 8
     counter resets; equal to 1e-9), 48.492 kWh metered vs 48.496 kWh true on the H100 cluster (power only,
-    -0.009 %)."""
+    -0.009 %), 23.510 kWh vs 23.509 kWh on the image cluster (DCGM counters, 4 resets as nodes rejoin,
+    +0.005 %)."""
     metered, truth = _metered_kwh(wh), _truth()["it_energy_j"] / 3.6e6
     assert (round(metered[A100], 3), round(truth[A100], 3)) == (50.214, 50.214)
     assert metered[A100] == pytest.approx(truth[A100], rel=1e-9)
     assert (round(metered[H100], 3), round(truth[H100], 3)) == (48.492, 48.496)
     assert round((metered[H100] / truth[H100] - 1) * 100, 3) == -0.009
+    assert (round(metered[SDXL], 3), round(truth[SDXL], 3)) == (23.510, 23.509)
+    assert round((metered[SDXL] / truth[SDXL] - 1) * 100, 3) == 0.005
     resets = _per_cluster(wh, "select cluster, counter_resets from marts.fct_cluster_energy_daily where day = $day")
-    assert resets.to_dict() == {A100: 8, H100: 0}
+    assert resets.to_dict() == {A100: 8, H100: 0, SDXL: 4}
 
 
 def test_demo_telemetry_is_loaded_whole(wh):
-    """docs/prometheus.md and docs/inputs.md: the demo's telemetry files hold 507,974 samples of the metrics the
-    method uses, in 134 series; every one is loaded (the Prometheus pull returns the same rows)."""
+    """docs/prometheus.md and docs/validation.md: the demo's telemetry files hold 635,933 samples of the metrics
+    the method uses, in 160 series (the two text clusters 507,974 in 134); every one is loaded (the Prometheus
+    pull returns the same rows)."""
     ((files,),) = duckdb.sql(f"select count(*) from read_parquet('{INPUTS}/telemetry/*/*.parquet')").fetchall()
     (points,) = wh.execute("select count(*) from raw.telemetry_points").fetchone()
     (series,) = wh.execute("select count(*) from raw.telemetry_series").fetchone()
     (rejected,) = wh.execute("select count(*) from raw.rejected_rows").fetchone()
-    assert files == points == 507_974 and series == 134 and rejected == 0
+    assert files == points == 635_933 and series == 160 and rejected == 0
+    ((text,),) = duckdb.sql(
+        f"select count(*) from read_parquet(['{INPUTS}/telemetry/{A100}/*.parquet', '{INPUTS}/telemetry/{H100}/*.parquet'])"
+    ).fetchall()
+    assert text == 507_974
 
 
 # ---------------------------------------------------------------------------------- docs/impact-and-factors.md
@@ -230,7 +239,8 @@ def test_demo_comparison_of_forms(wh):
     the lowest CV RMSE and AIC; the paper form's uncentred R² is 0.86. H100 (light load): the intercept form has
     the lowest AIC and RMSE. CV RMSE in J and AIC to the unit, MAPE to 2 decimals."""
     df = wh.execute(
-        "select hardware, form, aic, cv_rmse, cv_mape, r_squared_uncentered from models.model_comparison"
+        "select hardware, form, aic, cv_rmse, cv_mape, r_squared_uncentered from models.model_comparison "
+        "where modality = 'text'"
     ).df()
     got = {(r.hardware[:4], r.form): (round(r.aic), round(r.cv_rmse), round(r.cv_mape, 2)) for r in df.itertuples()}
     assert got[("A100", "concurrency")] == (634_696, 2_603, 0.74)
