@@ -273,3 +273,16 @@ def test_demo_prediction_of_a_hypothetical_request(wh, demo_build):
     assert round(p["predicted_energy_j"]) == 6_356
     assert (round(p["predicted_energy_low_j"]), round(p["predicted_energy_high_j"])) == (788, 11_925)
     assert p["predicted_inferences"] == 201
+
+
+def test_demo_summary_shows_the_image_cluster(wh, demo_build):
+    """docs/images.md: the demo's summary has a table of its image requests: 3,000 SDXL requests, 4,942 images,
+    5.233 Wh and 3.044 g CO2e per image, 2.630 g of LoRA fine-tuning; the figures are the impact mart's."""
+    row = wh.execute(
+        "select count(*), sum(images), sum(facility_energy_j) / sum(images) / 3600, sum(total_g_co2e) / sum(images), "
+        "sum(fine_tuning_g_co2e) from marts.fct_request_impact where cluster = $c",
+        {"c": SDXL},
+    ).fetchone()
+    assert (row[0], row[1], round(row[2], 3), round(row[3], 3), round(row[4], 3)) == (3000, 4942, 5.233, 3.044, 2.63)
+    line = next(x for x in demo_build.output.splitlines() if x.startswith("2023-11-16  sim-sdxl-central  stable"))
+    assert "3,000   4,942" in line and "5.233" in line and "3.044" in line and "2.630" in line
