@@ -1,0 +1,165 @@
+{#-
+    The materialization of the day-partitioned models too big to copy: each materialised day is written once, as
+    an immutable Parquet file, and the model's relation is a view over the current file of every day.
+
+        <warehouse>.parts/<schema>.<table>/<dbt invocation id>/day=<day>/data_0.parquet
+
+    storage.parquet_parts (in the warehouse) lists the current file of each day; replacing a day registers its new
+    file and rebuilds the view in one transaction, so a reader sees the old day or the new one, never a mix. The
+    files are never changed: the analysts' published warehouse (orchestration/lib/operations/publish.py) names
+    the same files in its own copy of the view, so publishing costs no copy of the data, and a file that is no
+    longer current is deleted only once no published version still names it.
+
+    Model config (meta):
+      partition_column, partition_days_back  as for `partition`
+      derived_columns  the name of a macro returning the levels of columns the model derives from its
+                       stored columns (macros/stored_columns.sql): not stored, recomputed by the view
+      stored_as        {column: float | float_down | float_up}: columns stored in single precision (a bound's ends
+                       rounded outward), read back as double
+    The parts folder is the warehouse path + '.parts' (the profile's path): it must not contain '=', which the
+    file names use for the day.
+-#}
+{% materialization parquet_partition, adapter='duckdb' %}
+    {%- set existing_relation = load_cached_relation(this) -%}
+    {%- set target_relation = this.incorporate(type='view') -%}
+    {%- set meta = config.get('meta') or {} -%}
+    {%- set column = meta.get('partition_column', 'day') -%}
+    {%- set days_back = meta.get('partition_days_back', 0) | int -%}
+    {%- set stored_as = meta.get('stored_as') or {} -%}
+    {%- set levels = context[meta['derived_columns']]() if meta.get('derived_columns') else [] -%}
+    {%- set derived = derived_column_names(levels) -%}
+    {%- set name = this.schema ~ '.' ~ this.identifier -%}
+
+    {%- if existing_relation is not none and not existing_relation.is_view %}
+        {{ exceptions.raise_compiler_error(
+            name ~ " is a table built by an earlier version; it is now stored as one Parquet file per day. "
+            ~ "Convert the warehouse once with `impact migrate --warehouse FILE` (docs/operations.md, "
+            ~ "'Upgrading a warehouse').") }}
+    {%- endif %}
+    {%- if existing_relation is not none and not should_full_refresh() %}
+        {%- do check_partition_schema(existing_relation, compiled_code) %}
+    {%- endif %}
+
+    {{ run_hooks(pre_hooks, inside_transaction=False) }}
+    {{ run_hooks(pre_hooks, inside_transaction=True) }}
+
+    {#- the query's columns, in order: the stored ones are written, the derived ones recomputed by the view -#}
+    {%- set stored = [] -%}
+    {%- for row in run_query('describe ' ~ compiled_code).rows -%}
+        {%- if row[0] | lower not in derived -%}
+            {%- do stored.append({'name': row[0], 'type': row[1]}) -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {%- set partition_type = (stored | selectattr('name', 'equalto', column) | first)['type'] -%}
+
+    {%- set table_folder = parquet_parts_root() ~ '/' ~ name -%}
+    {%- set version_folder = table_folder ~ '/' ~ invocation_id -%}
+    {%- do ensure_folder(parquet_parts_root()) -%}
+    {%- do ensure_folder(table_folder) -%}
+    {% call statement('write_parts') -%}
+        copy (
+            select
+                {%- for c in stored if c.name != column %}
+                {{ stored_value(adapter.quote(c.name), stored_as.get(c.name)) }} as {{ adapter.quote(c.name) }},
+                {%- endfor %}
+                {{ adapter.quote(column) }}
+            from (
+                {{ compiled_code }}
+            ) as model_rows
+            where {{ partition_filter(adapter.quote(column), days_back) }}
+        ) to {{ sql_string(version_folder) }} (
+            format parquet, compression zstd, parquet_version v2, partition_by ({{ adapter.quote(column) }})
+        )
+    {%- endcall %}
+    {%- set written = run_query('select file from glob(' ~ sql_string(version_folder ~ '/*/*.parquet') ~ ')') -%}
+
+    {% call statement('register_parts') -%}
+        create schema if not exists storage;
+        create table if not exists storage.parquet_parts (
+            relation varchar not null,
+            day date not null,
+            path varchar not null,
+            row_count bigint not null,
+            written_at timestamp not null,
+            invocation_id varchar not null
+        );
+        delete from storage.parquet_parts
+        where relation = {{ sql_string(name) }}
+            {%- if not should_full_refresh() %} and {{ partition_filter('day', days_back) }}{% endif %};
+        {%- if written.rows | length > 0 %}
+        insert into storage.parquet_parts
+        select
+            {{ sql_string(name) }},
+            cast(regexp_extract(file_name, '/{{ column }}=([0-9-]+)/', 1) as date),
+            file_name,
+            num_rows,
+            cast(now() as timestamp),
+            {{ sql_string(invocation_id) }}
+        from parquet_file_metadata([
+            {%- for row in written.rows %}{{ sql_string(row[0]) }}{{ ', ' if not loop.last }}{% endfor -%}
+        ]);
+        {%- endif %}
+    {%- endcall %}
+
+    {%- set parts = run_query(
+        'select path from storage.parquet_parts where relation = ' ~ sql_string(name) ~ ' order by day, path') -%}
+    {% call statement('main') -%}
+        create or replace view {{ target_relation }} as
+        {{ select_with_derived('(\n' ~ parquet_parts_query(stored, stored_as, column, partition_type,
+                                                         parts.columns[0].values()) ~ '\n) as stored', levels) }}
+    {%- endcall %}
+
+    {{ run_hooks(post_hooks, inside_transaction=True) }}
+    {% do adapter.commit() %}
+    {{ run_hooks(post_hooks, inside_transaction=False) }}
+
+    {{ return({'relations': [target_relation]}) }}
+{% endmaterialization %}
+
+{#- The stored columns of the day files `paths`, as the model's query typed them (single-precision columns read back
+    as double); no rows when there is no file yet. -#}
+{% macro parquet_parts_query(stored, stored_as, column, partition_type, paths) -%}
+    {%- set columns = [] -%}
+    {%- for c in stored -%}
+        {%- if c.name in stored_as and paths | length > 0 -%}
+            {%- do columns.append('cast(' ~ adapter.quote(c.name) ~ ' as ' ~ c.type ~ ') as ' ~ adapter.quote(c.name)) -%}
+        {%- elif paths | length > 0 -%}
+            {%- do columns.append(adapter.quote(c.name)) -%}
+        {%- else -%}
+            {%- do columns.append('cast(null as ' ~ c.type ~ ') as ' ~ adapter.quote(c.name)) -%}
+        {%- endif -%}
+    {%- endfor -%}
+    select {{ columns | join(', ') }}
+    {%- if paths | length > 0 %}
+    from read_parquet(
+        [{% for path in paths %}{{ sql_string(path) }}{{ ', ' if not loop.last }}{% endfor %}],
+        hive_partitioning = true, hive_types = {'{{ column }}': '{{ partition_type }}'}
+    )
+    {%- else %}
+    where false
+    {%- endif %}
+{%- endmacro %}
+
+{#- The folder of the Parquet parts: beside the warehouse file (the profile's path), '<warehouse>.parts'. -#}
+{% macro parquet_parts_root() -%}
+    {%- set root = target.path ~ '.parts' -%}
+    {%- if '=' in root -%}
+        {{ exceptions.raise_compiler_error(
+            "the warehouse path must not contain '=' (its Parquet parts name their day as day=YYYY-MM-DD): " ~ root) }}
+    {%- endif -%}
+    {{ return(root) }}
+{%- endmacro %}
+
+{#- Create a folder if it does not exist (its parent must): DuckDB creates the target folder of a partitioned
+    COPY, and writes no file for no rows. -#}
+{% macro ensure_folder(path) -%}
+    {% call statement('ensure_folder') -%}
+        copy (select 1 as k, 1 as v where false) to {{ sql_string(path) }}
+        (format parquet, partition_by (k), overwrite_or_ignore true)
+    {%- endcall %}
+{%- endmacro %}
+
+{#- A SQL string literal. -#}
+{% macro sql_string(text) -%}
+    '{{ text | replace("'", "''") }}'
+{%- endmacro %}
