@@ -1,12 +1,17 @@
 """`impact`: the command line (CONTRACT section 2).
 
     impact run --data-dir DIR --warehouse FILE [--start YYYY-MM-DD --end YYYY-MM-DD] [--prometheus-url URL]
+               [--no-wait]
+    impact retain [--warehouse FILE] [--dry-run] [--raw-days N --request-days N --aggregate-days N|keep]
+    impact publish [--warehouse FILE]
     impact simulate --out DIR ...            (see `impact simulate --help`)
     impact fit PROFILING.csv [--json]         (see `impact fit --help`)
     impact predict --model M --input-tokens N --output-tokens N [--cluster C] [--at T] [--warehouse FILE]
 
 `impact run` materialises every asset for every day in the inputs through the same Dagster job the schedule runs,
-so the warehouse, the checks and (with DAGSTER_HOME set) the run history are the same as from the UI.
+so the warehouse, the checks and (with DAGSTER_HOME set) the run history are the same as from the UI. One run per
+warehouse at a time: another waits for it (or, with --no-wait, exits with code 75 naming it); analysts read the
+published copy the run refreshes when it succeeds (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import datetime as dt
 import logging
 import os
 import re
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -27,6 +33,9 @@ from orchestration import settings
 
 class CliError(Exception):
     """A problem the user can fix; printed without a traceback."""
+
+
+EXIT_BUSY = 75  # EX_TEMPFAIL: another run holds the warehouse; try again later
 
 
 def _parse_day(text: str) -> dt.date:
@@ -52,11 +61,42 @@ def build_parser() -> argparse.ArgumentParser:
         "IMPACT_PROMETHEUS_USER and IMPACT_PROMETHEUS_PASSWORD",
     )
     run.add_argument("--quiet", action="store_true", help="only the final summary")
+    run.add_argument(
+        "--no-wait", action="store_true",
+        help=f"when another run holds the warehouse, exit at once (code {EXIT_BUSY}) instead of waiting for it",
+    )
+
+    retain = sub.add_parser("retain", help="delete the days each warehouse layer no longer keeps, then republish")
+    retain.add_argument("--warehouse", default=os.environ.get(settings.WAREHOUSE_ENV), help="DuckDB warehouse file")
+    retain.add_argument("--dry-run", action="store_true", help="say what would be deleted; delete nothing")
+    retain.add_argument("--raw-days", type=_parse_days, help="days of raw inputs kept (default $IMPACT_RETAIN_RAW_DAYS, 35)")
+    retain.add_argument("--request-days", type=_parse_days,
+                        help="days of per-request and per-window rows kept (default $IMPACT_RETAIN_REQUEST_DAYS, 400)")
+    retain.add_argument("--aggregate-days", type=_parse_days,
+                        help="days of daily aggregates kept, or keep (default $IMPACT_RETAIN_AGGREGATE_DAYS, keep)")
+    retain.add_argument("--as-of", type=_parse_day, help="count the days back from this day (default: the newest day)")
+    retain.add_argument("--no-wait", action="store_true", help=f"exit at once (code {EXIT_BUSY}) if a run holds it")
+
+    publish = sub.add_parser("publish", help="publish the warehouse for analysts again (runs do it themselves)")
+    publish.add_argument("--warehouse", default=os.environ.get(settings.WAREHOUSE_ENV), help="DuckDB warehouse file")
+    publish.add_argument("--no-wait", action="store_true", help=f"exit at once (code {EXIT_BUSY}) if a run holds it")
 
     sub.add_parser("simulate", help="write a simulated cluster day (inputs + ground truth)", add_help=False)
     sub.add_parser("fit", help="fit e(tau_in, tau_out) and runtime models to profiling runs", add_help=False)
     sub.add_parser("predict", help="predicted duration and energy of a hypothetical request", add_help=False)
     return parser
+
+
+def _parse_days(text: str) -> int | str:
+    if text.strip().lower() == "keep":
+        return "keep"
+    try:
+        days = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of days or 'keep': {text!r}") from None
+    if days < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 day: {text!r}")
+    return days
 
 
 def days_to_run(
@@ -179,17 +219,101 @@ def cmd_run(args: argparse.Namespace) -> int:
             os.environ[URL_ENV] = before
 
 
+def _resolve_warehouse(flag: str | None) -> Path:
+    warehouse = Path(flag or settings.DEFAULT_WAREHOUSE).expanduser().resolve()
+    warehouse.parent.mkdir(parents=True, exist_ok=True)
+    return warehouse
+
+
+@contextlib.contextmanager
+def _run_lock(warehouse: Path, no_wait: bool):
+    """This command's hold on the warehouse's run lock (lib/operations/lock.py): waits for another run, saying whose,
+    or with --no-wait raises WarehouseBusy at once."""
+    from orchestration.lib.operations import lock
+
+    def waiting(holder: lock.Holder | None) -> None:
+        who = holder.describe() if holder else "another process"
+        print(f"impact: the warehouse {warehouse} is in use by {who}; waiting for it to finish (Ctrl-C stops "
+              f"waiting; --no-wait exits at once)", file=sys.stderr, flush=True)
+
+    def stale(holder: lock.Holder) -> None:
+        print(f"impact: a run on this warehouse ended without releasing it ({holder.describe()}; killed?): "
+              f"taking over", file=sys.stderr, flush=True)
+
+    wait_s = 0.0 if no_wait else lock.wait_from_env()
+    with lock.holding(warehouse, wait_s=wait_s, on_wait=waiting, on_stale=stale):
+        yield
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM: the run stops (its dbt subprocess is stopped too). The signal is unknown when Dagster
+    received it (during a run it turns both into an interrupt of the step)."""
+
+    def __init__(self, signum: int | None):
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name if signum else "SIGINT or SIGTERM")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.signum or signal.SIGINT)
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """SIGINT and SIGTERM stop the command (Interrupted), whatever it is doing; its child processes (dbt) are
+    stopped on the way out. During a Dagster run, Dagster turns both into an interrupt of the step, which forwards
+    it to dbt; the run then ends failed and the loop below stops."""
+    import threading
+
+    from orchestration.lib.operations import processes
+
+    received: list[int] = []
+
+    def handler(signum, _frame):
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
+    before = set(processes.children())
+    try:
+        yield received
+    except KeyboardInterrupt:
+        processes.stop_children(exclude=before)
+        raise Interrupted(received[-1] if received else None) from None
+    except BaseException:
+        processes.stop_children(exclude=before)  # only what this command started
+        raise
+    finally:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+
+
 def _cmd_run(args: argparse.Namespace, prometheus_url: str | None) -> int:
     if not args.data_dir:
         raise CliError(f"--data-dir is required (or set {settings.DATA_DIR_ENV})")
     data_dir = Path(args.data_dir).expanduser().resolve()
     if not (data_dir / "clusters.yml").is_file():
         raise CliError(f"{data_dir}: no clusters.yml (see CONTRACT section 1 for the input layout)")
-    warehouse = Path(args.warehouse or settings.DEFAULT_WAREHOUSE).expanduser().resolve()
-    warehouse.parent.mkdir(parents=True, exist_ok=True)
+    warehouse = _resolve_warehouse(args.warehouse)
     os.environ[settings.DATA_DIR_ENV] = str(data_dir)
     os.environ[settings.WAREHOUSE_ENV] = str(warehouse)
 
+    from orchestration.lib.operations.launcher import PARENT_ENV
+    from orchestration.lib.warehouse import TempDirectoryError, check_temp_directory
+
+    try:
+        check_temp_directory(warehouse)
+    except TempDirectoryError as exc:
+        raise CliError(str(exc)) from None
+    os.environ[PARENT_ENV] = str(os.getpid())
+    with _run_lock(warehouse, args.no_wait), _stop_on_signals() as received:
+        return _run_days(args, prometheus_url, data_dir, warehouse, received)
+
+
+def _run_days(
+    args: argparse.Namespace, prometheus_url: str | None, data_dir: Path, warehouse: Path, received: list[int]
+) -> int:
     from orchestration.dbt_manifest import prepare_manifest, prune_target_folders, start_background_parse
     from orchestration.lib.ingest import days_in_inputs
     from orchestration.lib.warehouse import connect
@@ -225,6 +349,7 @@ def _cmd_run(args: argparse.Namespace, prometheus_url: str | None) -> int:
     job = definitions.resolve_job_def(DAILY_JOB_NAME)
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
     failures: list[str] = []
+    published: str | None = None
     say(f"Materialising {len(days)} day(s) into {warehouse}")
     log_path = warehouse.with_name(warehouse.name + ".run.log")
     say(f"(dbt and Dagster logs: {log_path})")
@@ -240,8 +365,11 @@ def _cmd_run(args: argparse.Namespace, prometheus_url: str | None) -> int:
             )
         status = "ok" if result.success else "FAILED"
         say(f"[{i}/{len(days)}] {day}  {status}  {time.monotonic() - began:.1f} s{_failed_checks(result)}")
+        published = _publication(result) or published
         if not result.success:
             failures.append(f"{day}: {_failure_cause(result)}{_dbt_failure_detail(log_path, log_offset)}")
+        if _was_interrupted(result, received):
+            raise Interrupted(received[-1] if received else None)
 
     if not failures and MODELS_JOB_NAME in {job.name for job in definitions.resolve_all_job_defs()}:
         # then the unpartitioned assets: model fits, diagnostics and predictions over the trailing window
@@ -254,8 +382,11 @@ def _cmd_run(args: argparse.Namespace, prometheus_url: str | None) -> int:
             )
         say(f"[models] energy and runtime models  {'ok' if result.success else 'FAILED'}  "
             f"{time.monotonic() - began:.1f} s{_failed_checks(result)}")
+        published = _publication(result) or published
         if not result.success:
             failures.append(f"models: {_failure_cause(result)}")
+        if _was_interrupted(result, received):
+            raise Interrupted(received[-1] if received else None)
 
     # (a first run that failed before the marts, e.g. an unreachable Prometheus, leaves no marts to summarise)
     rows = _summary_rows(warehouse, days) if _has_table(warehouse, "marts", "fct_cluster_energy_daily") else []
@@ -270,9 +401,107 @@ def _cmd_run(args: argparse.Namespace, prometheus_url: str | None) -> int:
     if reasons:
         print("\nRejected rows (details in raw.rejected_rows):")
         print(format_table(("input", "reason", "rows", "example"), reasons))
+    from orchestration.lib.operations.publish import published_path
+
+    if published:
+        print(f"\nAnalysts' warehouse (open it read-only): {published}")
     if failures:
         print("\nFailed:\n  " + "\n  ".join(failures) + f"\n(full log: {log_path})", file=sys.stderr)
+        if any(DISK_FULL.search(f) for f in failures):
+            print("The disk is full: free space, or move the warehouse or DuckDB's temp directory "
+                  "(IMPACT_DUCKDB_TEMP_DIRECTORY).", file=sys.stderr)
+        print(f"The analysts' warehouse {published_path(warehouse)} keeps the last successful publication"
+              + (" (this run's successful jobs are in it)." if published else "."), file=sys.stderr)
         return 1
+    return 0
+
+
+DISK_FULL = re.compile(r"No space left on device|disk is full|max_temp_directory_size", re.IGNORECASE)
+
+
+def _publication(result) -> str | None:
+    """'PATH (summary)' when the run published the warehouse for analysts, else None."""
+    for event in result.all_events:
+        if event.event_type_value != "ASSET_MATERIALIZATION":
+            continue
+        materialization = event.step_materialization_data.materialization
+        if materialization.asset_key.path[0] == "operations" and "path" in materialization.metadata:
+            md = materialization.metadata
+            return (f"{md['path'].value} (version {md['version'].value}: {md['rows_copied'].value:,} rows "
+                    f"copied, {md['parquet_files_shared'].value} Parquet day files shared, "
+                    f"{md['seconds'].value:.1f} s)")
+    return None
+
+
+def _was_interrupted(result, received: list[int]) -> bool:
+    """Whether the Dagster run ended because of SIGINT or SIGTERM (Dagster turns both into an interrupt of the
+    running step, which it reports as a failure)."""
+    if received:
+        return True
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data.error:
+            err = event.step_failure_data.error
+            while err is not None:
+                if err.cls_name in ("DagsterExecutionInterruptedError", "KeyboardInterrupt"):
+                    return True
+                err = err.cause
+    return False
+
+
+def cmd_retain(args: argparse.Namespace) -> int:
+    """`impact retain`: apply the retention settings (flags over IMPACT_RETAIN_*_DAYS), print what was deleted, and
+    republish the analysts' warehouse."""
+    from orchestration.lib.operations import publish, retention
+    from orchestration.lib.warehouse import connect
+
+    warehouse = _resolve_warehouse(args.warehouse)
+    if not warehouse.exists():
+        raise CliError(f"{warehouse}: no such warehouse")
+    overrides = {
+        layer: value for layer, value in
+        (("raw", args.raw_days), ("requests", args.request_days), ("aggregates", args.aggregate_days))
+        if value is not None
+    }
+    try:
+        policy = retention.Policy.from_env()
+        policy = retention.Policy(**{
+            layer: (None if overrides.get(layer) == "keep" else overrides.get(layer, policy.days(layer)))
+            for layer in retention.DEFAULT_DAYS
+        })
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    with _run_lock(warehouse, args.no_wait):
+        with connect(warehouse, read_only=args.dry_run) as con:
+            report = retention.apply(con, warehouse, policy, as_of=args.as_of, dry_run=args.dry_run)
+        publication = None if args.dry_run else publish.publish(warehouse)
+    keeps = ", ".join(f"{layer} {policy.days(layer) or 'kept'}" + (" days" if policy.days(layer) else "")
+                      for layer in retention.DEFAULT_DAYS)
+    print(f"Retention ({keeps}), counted back from {report.as_of or 'no day (empty warehouse)'}:")
+    verb = "would delete" if args.dry_run else "deleted"
+    rows = [(d.table, d.layer, str(d.cutoff), len(d.days), d.rows) for d in report.deletions]
+    print(format_table(("table", "layer", "days before", "days", f"rows {verb}"), rows) if rows
+          else "  nothing to delete")
+    if report.prometheus_files:
+        print(f"Prometheus pulls {verb}: {len(report.prometheus_files)}")
+    for table in report.not_covered:
+        print(f"(kept whole: {table} has a day column but no retention layer)")
+    if publication:
+        print(f"Analysts' warehouse republished: {publication.summary()}")
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    """`impact publish`: publish the warehouse for analysts now (each successful run does it by itself)."""
+    from orchestration.lib.operations import publish
+
+    warehouse = _resolve_warehouse(args.warehouse)
+    if not warehouse.exists():
+        raise CliError(f"{warehouse}: no such warehouse")
+    with _run_lock(warehouse, args.no_wait):
+        report = publish.publish(warehouse)
+    print(f"Published: {report.summary()}")
+    for name, why in report.left_out.items():
+        print(f"  left out {name}: {why}")
     return 0
 
 
@@ -373,11 +602,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return predictions.predict_main(argv[1:])
     args = build_parser().parse_args(argv)
+    from orchestration.lib.operations.lock import WarehouseBusy
+
+    commands = {"run": cmd_run, "retain": cmd_retain, "publish": cmd_publish}
     try:
-        return cmd_run(args)
+        return commands[args.command](args)
     except CliError as exc:
         print(f"impact: {exc}", file=sys.stderr)
         return 2
+    except WarehouseBusy as exc:
+        print(f"impact: {exc}; not waiting (--no-wait): try again once it has finished", file=sys.stderr)
+        return EXIT_BUSY
+    except Interrupted as exc:
+        print(f"impact: stopped by {exc} (its dbt process too); the analysts' warehouse keeps its last "
+              f"publication", file=sys.stderr)
+        return exc.exit_code
 
 
 def console_main() -> int:

@@ -33,28 +33,24 @@
 {%- endmacro %}
 
 {#-
-    A column as stored, by its `stored_as` setting: 'float' (single precision, for descriptive quantities),
-    'float_down' / 'float_up' (single precision rounded down / up: for the low / high end of a bound, which then
-    stays a bound, widened by at most 6e-8 relative), or none (as computed).
+    A quantity in single precision: `direction` 'down' / 'up' rounds it toward -inf / +inf (the low / high end of a
+    bound stays a bound, widened by at most 6e-8 relative), none to the nearest (for descriptive quantities).
+    Halves the bytes a full-precision double takes when stored; not for quantities that must add up to 1e-9.
 -#}
-{% macro stored_value(column, stored_as) -%}
-    {{ return(adapter.dispatch('stored_value')(column, stored_as)) }}
+{% macro single_precision(column, direction=none) -%}
+    {{ return(adapter.dispatch('single_precision')(column, direction)) }}
 {%- endmacro %}
 
-{% macro default__stored_value(column, stored_as) -%}
-    {%- if stored_as == 'float' -%}
+{% macro default__single_precision(column, direction) -%}
+    {%- if direction is none -%}
         cast({{ column }} as float)
-    {%- elif stored_as in ('float_down', 'float_up') -%}
-        {%- set towards = "'-inf'" if stored_as == 'float_down' else "'inf'" -%}
-        {%- set beyond = '>' if stored_as == 'float_down' else '<' -%}
+    {%- elif direction in ('down', 'up') -%}
         case
-            when cast(cast({{ column }} as float) as double) {{ beyond }} {{ column }}
-                then nextafter(cast({{ column }} as float), cast({{ towards }} as float))
+            when cast(cast({{ column }} as float) as double) {{ '>' if direction == 'down' else '<' }} {{ column }}
+                then nextafter(cast({{ column }} as float), cast('{{ '-inf' if direction == 'down' else 'inf' }}' as float))
             else cast({{ column }} as float)
         end
-    {%- elif stored_as is none -%}
-        {{ column }}
     {%- else -%}
-        {{ exceptions.raise_compiler_error("stored_as must be float, float_down or float_up, not " ~ stored_as) }}
+        {{ exceptions.raise_compiler_error("direction must be down, up or none, not " ~ direction) }}
     {%- endif -%}
 {%- endmacro %}

@@ -14,8 +14,6 @@
       partition_column, partition_days_back  as for `partition`
       derived_columns  the name of a macro returning the levels of columns the model derives from its
                        stored columns (macros/stored_columns.sql): not stored, recomputed by the view
-      stored_as        {column: float | float_down | float_up}: columns stored in single precision (a bound's ends
-                       rounded outward), read back as double
     The parts folder is the warehouse path + '.parts' (the profile's path): it must not contain '=', which the
     file names use for the day.
 -#}
@@ -25,7 +23,6 @@
     {%- set meta = config.get('meta') or {} -%}
     {%- set column = meta.get('partition_column', 'day') -%}
     {%- set days_back = meta.get('partition_days_back', 0) | int -%}
-    {%- set stored_as = meta.get('stored_as') or {} -%}
     {%- set levels = context[meta['derived_columns']]() if meta.get('derived_columns') else [] -%}
     {%- set derived = derived_column_names(levels) -%}
     {%- set name = this.schema ~ '.' ~ this.identifier -%}
@@ -38,6 +35,10 @@
     {%- endif %}
     {%- if existing_relation is not none and not should_full_refresh() %}
         {%- do check_partition_schema(existing_relation, compiled_code) %}
+    {%- endif %}
+    {%- if config.get('contract').enforced %}
+        {#- the query's columns and types against the model's YAML (not-null constraints: its data tests) -#}
+        {%- set _ = get_assert_columns_equivalent(compiled_code) %}
     {%- endif %}
 
     {{ run_hooks(pre_hooks, inside_transaction=False) }}
@@ -60,7 +61,7 @@
         copy (
             select
                 {%- for c in stored if c.name != column %}
-                {{ stored_value(adapter.quote(c.name), stored_as.get(c.name)) }} as {{ adapter.quote(c.name) }},
+                {{ adapter.quote(c.name) }},
                 {%- endfor %}
                 {{ adapter.quote(column) }}
             from (
@@ -105,8 +106,8 @@
         'select path from storage.parquet_parts where relation = ' ~ sql_string(name) ~ ' order by day, path') -%}
     {% call statement('main') -%}
         create or replace view {{ target_relation }} as
-        {{ select_with_derived('(\n' ~ parquet_parts_query(stored, stored_as, column, partition_type,
-                                                         parts.columns[0].values()) ~ '\n) as stored', levels) }}
+        {{ select_with_derived(parquet_parts_relation(stored, column, partition_type, parts.columns[0].values()),
+                               levels) }}
     {%- endcall %}
 
     {{ run_hooks(post_hooks, inside_transaction=True) }}
@@ -116,28 +117,22 @@
     {{ return({'relations': [target_relation]}) }}
 {% endmaterialization %}
 
-{#- The stored columns of the day files `paths`, as the model's query typed them (single-precision columns read back
-    as double); no rows when there is no file yet. -#}
-{% macro parquet_parts_query(stored, stored_as, column, partition_type, paths) -%}
-    {%- set columns = [] -%}
-    {%- for c in stored -%}
-        {%- if c.name in stored_as and paths | length > 0 -%}
-            {%- do columns.append('cast(' ~ adapter.quote(c.name) ~ ' as ' ~ c.type ~ ') as ' ~ adapter.quote(c.name)) -%}
-        {%- elif paths | length > 0 -%}
-            {%- do columns.append(adapter.quote(c.name)) -%}
-        {%- else -%}
+{#- The stored columns of the day files `paths` (the partition column last, from the file names); with no file yet,
+    no rows of the query's columns. orchestration/lib/operations/parts.py rewrites the list of files the same way
+    when retention retires days. -#}
+{% macro parquet_parts_relation(stored, column, partition_type, paths) -%}
+    {%- if paths | length > 0 -%}
+        read_parquet(
+            [{% for path in paths %}{{ sql_string(path) }}{{ ', ' if not loop.last }}{% endfor %}],
+            hive_partitioning = true, hive_types = {'{{ column }}': '{{ partition_type }}'}
+        )
+    {%- else -%}
+        {%- set columns = [] -%}
+        {%- for c in stored if c.name != column -%}
             {%- do columns.append('cast(null as ' ~ c.type ~ ') as ' ~ adapter.quote(c.name)) -%}
-        {%- endif -%}
-    {%- endfor -%}
-    select {{ columns | join(', ') }}
-    {%- if paths | length > 0 %}
-    from read_parquet(
-        [{% for path in paths %}{{ sql_string(path) }}{{ ', ' if not loop.last }}{% endfor %}],
-        hive_partitioning = true, hive_types = {'{{ column }}': '{{ partition_type }}'}
-    )
-    {%- else %}
-    where false
-    {%- endif %}
+        {%- endfor -%}
+        (select {{ columns | join(', ') }}, cast(null as {{ partition_type }}) as {{ adapter.quote(column) }} where false)
+    {%- endif -%}
 {%- endmacro %}
 
 {#- The folder of the Parquet parts: beside the warehouse file (the profile's path), '<warehouse>.parts'. -#}

@@ -546,7 +546,8 @@ stored as (
     -- What the table stores of each request-day: its attributes, the parts of its energy and impact, and the
     -- factors they are multiplied by (constant over a cluster-day or a model-month: next to nothing stored). Sums,
     -- totals and factor x energy products are derived from these when read (request_day_derived_columns() in
-    -- macros/request_days.sql), here and in the table's view alike, so they always add up.
+    -- macros/request_days.sql), here and in the table's view alike, so they always add up. The ends of the bounds
+    -- and the concurrency are kept in single precision (bounds rounded outward, so they stay bounds).
     select
         {{ partition_day() }} as day,
         request_key,
@@ -567,7 +568,7 @@ stored as (
         -- energy (METHODOLOGY section 3): the four attributed parts; the unallocated part is the request-seconds
         -- times the cluster-day's rate
         request_seconds,
-        concurrency_seconds,
+        {{ single_precision('concurrency_seconds') }} as concurrency_seconds,
         request_seconds - telemetry_covered_s as overlap_without_telemetry_s,
         accelerator_idle_energy_j,
         accelerator_dynamic_energy_j,
@@ -586,8 +587,8 @@ stored as (
         -- impact (METHODOLOGY section 5) before PUE: the carbon of the IT energy at each window's hour; market-based
         -- where a market factor covered part of it (elsewhere it equals the location-based value, not stored again)
         location_g as it_location_g_co2e,
-        location_low_g as it_location_low_g_co2e,
-        location_high_g as it_location_high_g_co2e,
+        {{ single_precision('location_low_g', 'down') }} as it_location_low_g_co2e,
+        {{ single_precision('location_high_g', 'up') }} as it_location_high_g_co2e,
         case when market_factor_j > 0 then market_g end as it_market_g_co2e,
         predicted_location_g_co2e,
         predicted_location_low_g_co2e,
@@ -596,11 +597,11 @@ stored as (
         market_factor_j as market_factor_energy_j,
         annual_factor_energy_j,
         embodied_g as embodied_g_co2e,
-        embodied_low_g as embodied_low_g_co2e,
-        embodied_high_g as embodied_high_g_co2e,
+        {{ single_precision('embodied_low_g', 'down') }} as embodied_low_g_co2e,
+        {{ single_precision('embodied_high_g', 'up') }} as embodied_high_g_co2e,
         water_l as water_embodied_l,
-        water_low_l as water_embodied_low_l,
-        water_high_l as water_embodied_high_l,
+        {{ single_precision('water_low_l', 'down') }} as water_embodied_low_l,
+        {{ single_precision('water_high_l', 'up') }} as water_embodied_high_l,
         -- the factors
         pue,
         pue_low,

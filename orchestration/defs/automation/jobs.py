@@ -4,6 +4,7 @@ import dagster as dg
 
 from orchestration.defs.comparisons.assets import DAY_PARTS_KEYS
 from orchestration.defs.models.assets import FIT_SAMPLE_DAYS_KEY
+from orchestration.defs.operations.assets import PUBLISHED_DAY_KEY, PUBLISHED_MODELS_KEY
 
 DAILY_JOB_NAME = "impact_daily"
 MODELS_JOB_NAME = "impact_models"
@@ -13,6 +14,9 @@ MODELS_JOB_NAME = "impact_models"
 PER_DAY_PARTS = dg.AssetSelection.assets(*DAY_PARTS_KEYS, FIT_SAMPLE_DAYS_KEY)
 DAILY_SELECTION = dg.AssetSelection.groups("raw", "factors", "staging", "intermediate", "marts") | PER_DAY_PARTS
 MODELS_SELECTION = dg.AssetSelection.groups("models", "comparisons") - PER_DAY_PARTS
+# each job ends by publishing the warehouse for analysts (defs/operations: skipped when the job failed)
+DAILY_SELECTION = DAILY_SELECTION | dg.AssetSelection.assets(PUBLISHED_DAY_KEY)
+MODELS_SELECTION = MODELS_SELECTION | dg.AssetSelection.assets(PUBLISHED_MODELS_KEY)
 
 impact_daily_job = dg.define_asset_job(
     name=DAILY_JOB_NAME,
