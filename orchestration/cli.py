@@ -4,6 +4,7 @@
                [--no-wait]
     impact retain [--warehouse FILE] [--dry-run] [--raw-days N --request-days N --aggregate-days N|keep]
     impact publish [--warehouse FILE]
+    impact migrate [--warehouse FILE]
     impact simulate --out DIR ...            (see `impact simulate --help`)
     impact fit PROFILING.csv [--json]         (see `impact fit --help`)
     impact predict --model M --input-tokens N --output-tokens N [--cluster C] [--at T] [--warehouse FILE]
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import errno
 import logging
 import os
 import re
@@ -76,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="days of daily aggregates kept, or keep (default $IMPACT_RETAIN_AGGREGATE_DAYS, keep)")
     retain.add_argument("--as-of", type=_parse_day, help="count the days back from this day (default: the newest day)")
     retain.add_argument("--no-wait", action="store_true", help=f"exit at once (code {EXIT_BUSY}) if a run holds it")
+
+    migrate = sub.add_parser("migrate", help="convert a warehouse built by an earlier version to this storage")
+    migrate.add_argument("--warehouse", default=os.environ.get(settings.WAREHOUSE_ENV), help="DuckDB warehouse file")
+    migrate.add_argument("--no-wait", action="store_true", help=f"exit at once (code {EXIT_BUSY}) if a run holds it")
 
     publish = sub.add_parser("publish", help="publish the warehouse for analysts again (runs do it themselves)")
     publish.add_argument("--warehouse", default=os.environ.get(settings.WAREHOUSE_ENV), help="DuckDB warehouse file")
@@ -307,7 +313,7 @@ def _cmd_run(args: argparse.Namespace, prometheus_url: str | None) -> int:
     except TempDirectoryError as exc:
         raise CliError(str(exc)) from None
     os.environ[PARENT_ENV] = str(os.getpid())
-    with _run_lock(warehouse, args.no_wait), _stop_on_signals() as received:
+    with _stop_on_signals() as received, _run_lock(warehouse, args.no_wait):
         return _run_days(args, prometheus_url, data_dir, warehouse, received)
 
 
@@ -490,6 +496,36 @@ def cmd_retain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """`impact migrate`: convert the per-request and per-window tables of a warehouse built by an earlier version
+    to Parquet day files (lib/operations/migrate.py), then publish it for analysts."""
+    from orchestration.dbt_manifest import claim_target_path, dbt_executable, prepare_manifest
+    from orchestration.lib.operations import migrate, publish
+    from orchestration.lib.warehouse import MEMORY_LIMIT_ENV, memory_limit
+
+    warehouse = _resolve_warehouse(args.warehouse)
+    if not warehouse.exists():
+        raise CliError(f"{warehouse}: no such warehouse")
+    prepare_manifest()
+    project = str(settings.DBT_PROJECT_DIR)
+    command = [dbt_executable(), "run", "--select", "int_request_days", "fct_window_energy", "--project-dir",
+               project, "--profiles-dir", project, "--target-path", str(claim_target_path(warehouse))]
+    env = {settings.WAREHOUSE_ENV: str(warehouse), MEMORY_LIMIT_ENV: memory_limit()}
+    with _run_lock(warehouse, args.no_wait):
+        report = migrate.migrate(warehouse, command, env)
+        if not report.converted:
+            print(f"{warehouse}: already in this version's storage; nothing to convert")
+            return 0
+        publication = publish.publish(warehouse)
+    for relation, rows in report.converted.items():
+        print(f"{relation}: {rows:,} rows of {len(report.days)} day(s) converted to Parquet day files")
+    print(f"{report.rebuilt_day} rebuilt by dbt (creates the views); warehouse and day files: "
+          f"{report.bytes_before / 1e6:,.1f} MB before, {report.bytes_after / 1e6:,.1f} MB after (the file shrinks "
+          f"only when rewritten: space freed inside it is reused by later days)")
+    print(f"Analysts' warehouse: {publication.summary()}")
+    return 0
+
+
 def cmd_publish(args: argparse.Namespace) -> int:
     """`impact publish`: publish the warehouse for analysts now (each successful run does it by itself)."""
     from orchestration.lib.operations import publish
@@ -604,7 +640,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from orchestration.lib.operations.lock import WarehouseBusy
 
-    commands = {"run": cmd_run, "retain": cmd_retain, "publish": cmd_publish}
+    commands = {"run": cmd_run, "retain": cmd_retain, "publish": cmd_publish, "migrate": cmd_migrate}
     try:
         return commands[args.command](args)
     except CliError as exc:
@@ -617,6 +653,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"impact: stopped by {exc} (its dbt process too); the analysts' warehouse keeps its last "
               f"publication", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        print(f"impact: {exc}\nThe disk is full: free space, or move the warehouse or DuckDB's temp directory "
+              f"(IMPACT_DUCKDB_TEMP_DIRECTORY). The analysts' warehouse keeps the last successful publication.",
+              file=sys.stderr)
+        return 1
 
 
 def console_main() -> int:

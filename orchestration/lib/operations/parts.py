@@ -18,6 +18,19 @@ import duckdb
 from orchestration.lib.warehouse import fetch_one, has_table, quote_ident
 
 PARTS_TABLE = "storage.parquet_parts"
+PARTS_DDL = (  # as the dbt materialization creates it
+    "create schema if not exists storage",
+    """
+    create table if not exists storage.parquet_parts (
+        relation varchar not null,
+        day date not null,
+        path varchar not null,
+        row_count bigint not null,
+        written_at timestamp not null,
+        invocation_id varchar not null
+    )
+    """,
+)
 PARTS_SUFFIX = ".parts"
 
 
@@ -174,3 +187,10 @@ def fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def utc_naive(now: dt.datetime | None) -> dt.datetime:
+    """`now` (default: the current time) in UTC without a zone, as the warehouse stores times; a naive `now` is
+    taken as UTC."""
+    now = now or dt.datetime.now(dt.UTC)
+    return now.astimezone(dt.UTC).replace(tzinfo=None) if now.tzinfo else now

@@ -197,7 +197,7 @@ def publish(
     warehouse = Path(warehouse).resolve()
     target = Path(target).resolve() if target else published_path(warehouse)
     keep_hours = keep_hours_from_env() if keep_hours is None else keep_hours
-    now = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).replace(tzinfo=None)
+    now = parts.utc_naive(now)
     version = now.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{version}.tmp")

@@ -238,7 +238,7 @@ def apply(
         report.prometheus_files = [str(p) for p in prometheus_pulls(warehouse, cutoff)]
     if dry_run or (not report.deletions and not report.prometheus_files):
         return report
-    now = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).replace(tzinfo=None)
+    now = parts.utc_naive(now)
     stored = parts.parquet_relations(con)
     for ddl in RETIRED_DDL:
         con.execute(ddl)
