@@ -57,19 +57,29 @@
     {%- set version_folder = table_folder ~ '/' ~ invocation_id -%}
     {%- do ensure_folder(parquet_parts_root()) -%}
     {%- do ensure_folder(table_folder) -%}
+    {%- if days_back == 0 %}
+        {#- one day: written as one file straight away (a partitioned write costs ~10 % more CPU) -#}
+        {%- set day = run_query("select strftime(" ~ partition_day() ~ ", '%Y-%m-%d')").columns[0].values()[0] -%}
+        {%- set day_folder = version_folder ~ '/' ~ column ~ '=' ~ day -%}
+        {%- do ensure_folder(version_folder) -%}
+        {%- do ensure_folder(day_folder) -%}
+    {%- endif %}
     {% call statement('write_parts') -%}
         copy (
             select
                 {%- for c in stored if c.name != column %}
-                {{ adapter.quote(c.name) }},
+                {{ adapter.quote(c.name) }}{{ ',' if days_back > 0 or not loop.last }}
                 {%- endfor %}
+                {%- if days_back > 0 %}
                 {{ adapter.quote(column) }}
+                {%- endif %}
             from (
                 {{ compiled_code }}
             ) as model_rows
             where {{ partition_filter(adapter.quote(column), days_back) }}
-        ) to {{ sql_string(version_folder) }} (
-            format parquet, compression zstd, parquet_version v2, partition_by ({{ adapter.quote(column) }})
+        ) to {{ sql_string(day_folder ~ '/data_0.parquet' if days_back == 0 else version_folder) }} (
+            format parquet, compression zstd, parquet_version v2
+            {%- if days_back > 0 %}, partition_by ({{ adapter.quote(column) }}){% endif %}
         )
     {%- endcall %}
     {%- set written = run_query('select file from glob(' ~ sql_string(version_folder ~ '/*/*.parquet') ~ ')') -%}
