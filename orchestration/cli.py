@@ -619,8 +619,25 @@ def _failure_cause(result) -> str:
                 not err.message.strip() or err.cls_name == "DagsterExecutionStepExecutionError"
             ):
                 err = err.cause
-            return f"{event.step_key}: {err.message.strip().splitlines()[0]}"
+            cause = f"{event.step_key}: {err.message.strip().splitlines()[0]}"
+            # a full disk often surfaces as another error raised while handling it (a failed rollback): name it
+            full = next((m for m in _error_chain(event.step_failure_data.error) if DISK_FULL.search(m)), None)
+            return cause if full is None or full in cause else f"{cause} (while handling: {full})"
     return "run failed (see the Dagster run log)"
+
+
+def _error_chain(err) -> list[str]:
+    """The first line of every error in a Dagster error's chain (its causes and the errors it was raised while
+    handling)."""
+    out, todo = [], [err]
+    while todo:
+        e = todo.pop()
+        if e is None:
+            continue
+        if e.message.strip():
+            out.append(e.message.strip().splitlines()[0])
+        todo += [e.cause, getattr(e, "context", None)]
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:

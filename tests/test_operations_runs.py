@@ -265,10 +265,10 @@ def test_an_unwritable_temp_directory_fails_at_once_with_the_cause(inputs, tmp_p
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 40 MB file system of its own (tmpfs; needs the right to mount, else the test is skipped)."""
+    """A 128 MB file system of its own (tmpfs; needs the right to mount, else the test is skipped)."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(mount)], capture_output=True,
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128m", "tmpfs", str(mount)], capture_output=True,
                           check=False)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a small file system here: {done.stderr.decode().strip()}")

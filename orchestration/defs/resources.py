@@ -83,12 +83,12 @@ class ImpactSettings(dg.ConfigurableResource):
         os.environ[settings.WAREHOUSE_ENV] = str(self.warehouse_path)
         os.environ.setdefault(MEMORY_LIMIT_ENV, memory_limit())  # for dbt's profile too
         os.environ[PARENT_ENV] = str(os.getpid())  # dbt's launcher checks it still has this parent
-        if context.dagster_run is not None:  # a run (not a sensor evaluation): the warehouse is written
+        if context.run is not None:  # a run (not a sensor evaluation): the warehouse is written
             check_temp_directory(self.warehouse_path)
             _take_run_lock(context, self.warehouse_path)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        if context.dagster_run is not None:
+        if context.run is not None:
             lock.release(self.warehouse_path)
 
     def dbt_vars(self) -> dict[str, object]:
@@ -100,7 +100,7 @@ class ImpactSettings(dg.ConfigurableResource):
 
 
 def _take_run_lock(context: dg.InitResourceContext, warehouse: Path) -> None:
-    run = context.dagster_run
+    run = context.run
     partition = run.tags.get("dagster/partition")
     command = f"Dagster run {run.run_id} of {run.job_name}" + (f" for {partition}" if partition else "")
 
