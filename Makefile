@@ -30,6 +30,7 @@ manifest: $(MANIFEST)
 
 demo: $(MANIFEST)
 	DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/impact run --data-dir $(DATA_DIR) --warehouse $(WAREHOUSE)
+	@if [ -f $(DATA_DIR)/advice.yml ]; then echo; $(BIN)/impact advise --warehouse $(WAREHOUSE); fi
 
 test: $(MANIFEST)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup

@@ -8,6 +8,7 @@
     impact simulate --out DIR ...            (see `impact simulate --help`)
     impact fit PROFILING.csv [--json]         (see `impact fit --help`)
     impact predict --model M --input-tokens N --output-tokens N [--cluster C] [--at T] [--warehouse FILE]
+    impact advise [--day D] [--zeta Z] [--warehouse FILE]   (see `impact advise --help`)
 
 `impact run` materialises every asset for every day in the inputs through the same Dagster job the schedule runs,
 so the warehouse, the checks and (with DAGSTER_HOME set) the run history are the same as from the UI. One run per
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("simulate", help="write a simulated cluster day (inputs + ground truth)", add_help=False)
     sub.add_parser("fit", help="fit e(tau_in, tau_out) and runtime models to profiling runs", add_help=False)
     sub.add_parser("predict", help="predicted duration and energy of a hypothetical request", add_help=False)
+    sub.add_parser("advise", help="the day's routing, rightsizing, shifting and settings advice", add_help=False)
     return parser
 
 
@@ -393,6 +395,8 @@ def _run_days(
             failures.append(f"models: {_failure_cause(result)}")
         if _was_interrupted(result, received):
             raise Interrupted(received[-1] if received else None)
+    if not failures:
+        failures += _run_advice(definitions, instance, days, data_dir, log_path, say)
 
     # (a first run that failed before the marts, e.g. an unreachable Prometheus, leaves no marts to summarise)
     rows = _summary_rows(warehouse, days) if _has_table(warehouse, "marts", "fct_cluster_energy_daily") else []
@@ -539,6 +543,33 @@ def cmd_publish(args: argparse.Namespace) -> int:
     for name, why in report.left_out.items():
         print(f"  left out {name}: {why}")
     return 0
+def _run_advice(definitions, instance, days, data_dir: Path, log_path: Path, say) -> list[str]:
+    """The advice job for each day, when the data dir has an advice.yml (docs/advice.md); its own job, so a
+    mistake in advice.yml fails advice assets only: the day's energy and impact are complete either way."""
+    from orchestration.defs.automation.jobs import ADVICE_JOB_NAME
+    from orchestration.lib.advice.config import advice_path
+
+    if not advice_path(data_dir).is_file():
+        say(f"[advice] no {advice_path(data_dir).name} in {data_dir}: no advice (docs/advice.md)")
+        return []
+    job = definitions.resolve_job_def(ADVICE_JOB_NAME)
+    failures = []
+    for day in days:
+        began = time.monotonic()
+        with log_path.open("a") as log, contextlib.redirect_stdout(log):
+            result = job.execute_in_process(
+                partition_key=day.isoformat(),
+                instance=instance,
+                raise_on_error=False,
+                run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
+            )
+        say(f"[advice] {day}  {'ok' if result.success else 'FAILED'}  {time.monotonic() - began:.1f} s"
+            f"{_failed_checks(result)}")
+        if not result.success:
+            # "step: dagster...Failure: advice.yml routing.zeta: ..." -> "step: advice.yml routing.zeta: ..."
+            cause = re.sub(r"^([^:]+: )[\w.]+\.(Failure|\w+Error): ", r"\1", _failure_cause(result))
+            failures.append(f"advice {day} (energy and impact are complete): {cause}")
+    return failures
 
 
 def _has_table(warehouse: Path, schema: str, table: str) -> bool:
@@ -654,6 +685,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from orchestration.lib import predictions
 
         return predictions.predict_main(argv[1:])
+    if argv[:1] == ["advise"]:
+        from orchestration.lib.advice import report
+
+        return report.advise_main(argv[1:])
     args = build_parser().parse_args(argv)
     from orchestration.lib.operations.lock import WarehouseBusy
 

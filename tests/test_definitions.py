@@ -57,7 +57,18 @@ EXPECTED_KEYS = {
         "models/fit_sample_days",
     },
     "comparisons": {"marts/cmp_ecologits", "marts/cmp_ecologits_day_combos", "marts/cmp_ecologits_day_bins"},
-    "operations": {"operations/published_day", "operations/published_models", "operations/retention"},
+    "operations": {"operations/published_day", "operations/published_models", "operations/published_advice",
+                   "operations/retention"},
+    "advice": {
+        "advice/routing_frontier",
+        "advice/routing_plan",
+        "advice/routing_candidates",
+        "advice/rightsizing_hourly",
+        "advice/rightsizing_daily",
+        "advice/shifting_daily",
+        "advice/settings",
+        "advice/summary",
+    },
 }
 
 
@@ -104,9 +115,16 @@ def test_jobs_schedules_sensors_checks():
     schedule = d.resolve_schedule_def("impact_daily_schedule")
     assert schedule.cron_schedule == "0 2 * * *"
     assert d.resolve_schedule_def("impact_models_schedule").cron_schedule == "0 3 * * *"
+    # advice in its own job after the models job (routing reads the latest fits; a bad advice.yml fails advice only)
+    assert d.resolve_job_def("impact_advice").partitions_def is not None
+    assert d.resolve_schedule_def("impact_advice_schedule").cron_schedule == "0 4 * * *"
+    advice = {k.to_user_string() for k in d.resolve_job_def("impact_advice").asset_layer.executable_asset_keys}
+    assert advice == EXPECTED_KEYS["advice"] | {"operations/published_advice"}  # and its publication
+    assert not advice & {k.to_user_string() for k in d.resolve_job_def("impact_daily").asset_layer.executable_asset_keys}
     assert d.resolve_sensor_def("impact_new_input_files").job_name == "impact_daily"
     check_names = {key.name for key in d.resolve_asset_graph().asset_check_keys}
     assert {"energy_conservation", "no_negative_energy", "telemetry_coverage", "single_request_rule"} <= check_names
+    assert {"routing_frontier_consistent", "avoidable_within_idle", "shifting_never_negative"} <= check_names
 
 
 def test_definitions_load_under_dagster_dev_without_the_venv_on_path():
@@ -184,7 +202,8 @@ def test_each_job_ends_by_publishing_for_analysts_and_retention_is_scheduled():
     d, _ = _specs()
     graph = d.resolve_asset_graph()
     for job_name, published in (("impact_daily", "operations/published_day"),
-                                ("impact_models", "operations/published_models")):
+                                ("impact_models", "operations/published_models"),
+                                ("impact_advice", "operations/published_advice")):
         job = d.resolve_job_def(job_name)
         selected = {key.to_user_string() for key in job.asset_layer.selected_asset_keys}
         assert published in selected, job_name

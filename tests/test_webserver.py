@@ -32,7 +32,7 @@ ALL_KEYS = set().union(*EXPECTED_KEYS.values())
 DAY_PARTS = {"marts/cmp_ecologits_day_combos", "marts/cmp_ecologits_day_bins", "models/fit_sample_days"}
 UNPARTITIONED = (
     {"raw/clusters"} | EXPECTED_KEYS["factors"] | EXPECTED_KEYS["models"] | EXPECTED_KEYS["comparisons"]
-) - DAY_PARTS
+) - DAY_PARTS | {"advice/settings", "advice/summary"}
 # Which layers each layer may read from: lineage flows raw -> staging -> intermediate -> marts, never backwards.
 ALLOWED_UPSTREAM_GROUPS = {
     "raw": {"raw"},
@@ -42,6 +42,7 @@ ALLOWED_UPSTREAM_GROUPS = {
     "marts": {"staging", "intermediate", "marts"},
     "models": {"raw", "marts", "models"},
     "comparisons": {"factors", "marts", "comparisons"},
+    "advice": {"raw", "staging", "intermediate", "marts", "models", "advice"},
 }
 
 ASSET_NODES_QUERY = """

@@ -1055,7 +1055,7 @@ def dataset_inventory(out_dir: Path) -> pd.DataFrame:
             opener = gzip.open if name.endswith(".gz") else open
             with opener(path, "rb") as handle:
                 count = sum(1 for _ in handle) - (0 if name.endswith(".jsonl") else 1)
-        elif name.endswith(".yml"):
+        elif name == "clusters.yml":
             count = len(yaml.safe_load(path.read_text())["clusters"])
         else:
             count = 0

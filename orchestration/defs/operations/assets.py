@@ -1,14 +1,21 @@
 """Operations: the analysts' published warehouse and retention (orchestration/lib/operations, docs/operations.md).
 
-`operations/published_day` and `operations/published_models` come last in the daily and the models job: they run
-once everything upstream has materialised and no blocking check has failed, and publish the working warehouse for
-analysts (an atomic swap of a small catalogue; the per-request rows are shared Parquet day files, not copied). A
-run that fails leaves the analysts' warehouse as it was. `operations/retention` deletes the days each layer no
+`operations/published_day`, `operations/published_models` and `operations/published_advice` come last in the daily,
+the models and the advice job: they run once everything upstream has materialised and no blocking check has failed,
+and publish the working warehouse for analysts (an atomic swap of a small catalogue; the per-request rows are
+shared Parquet day files, not copied). A run that fails leaves the analysts' warehouse as it was. `operations/retention` deletes the days each layer no
 longer keeps, then publishes, so the analysts' warehouse drops them too.
 """
 
 import dagster as dg
 
+from orchestration.defs.advice.assets import (
+    advice_summary,
+    rightsizing_advice,
+    routing_advice,
+    settings_advice,
+    shifting_daily,
+)
 from orchestration.defs.comparisons.assets import cmp_ecologits, cmp_ecologits_day_parts
 from orchestration.defs.factors.assets import impact_factors
 from orchestration.defs.models.assets import energy_models, fit_sample_days
@@ -24,6 +31,7 @@ OWNERS = ["team:platform"]
 GROUP = "operations"
 PUBLISHED_DAY_KEY = dg.AssetKey(["operations", "published_day"])
 PUBLISHED_MODELS_KEY = dg.AssetKey(["operations", "published_models"])
+PUBLISHED_ADVICE_KEY = dg.AssetKey(["operations", "published_advice"])
 RETENTION_KEY = dg.AssetKey(["operations", "retention"])
 
 # what each publication waits for: every asset of the daily job, every asset of the models job
@@ -31,6 +39,7 @@ RETENTION_KEY = dg.AssetKey(["operations", "retention"])
 DAILY_ASSETS = (raw_clusters, raw_requests, raw_telemetry_samples, impact_factors, impact_dbt_models,
                 cmp_ecologits_day_parts, fit_sample_days)
 MODELS_ASSETS = (energy_models, request_predictions, cmp_ecologits)
+ADVICE_ASSETS = (routing_advice, rightsizing_advice, shifting_daily, settings_advice, advice_summary)
 
 
 def _keys(assets) -> list[dg.AssetKey]:
@@ -94,6 +103,21 @@ def published_day(context: dg.AssetExecutionContext, settings: ImpactSettings) -
 def published_models(context: dg.AssetExecutionContext, settings: ImpactSettings) -> dg.MaterializeResult:
     """The analysts' warehouse with the new model fits, predictions and comparisons: republished once the models
     job's assets have materialised."""
+    return _publish(context, settings)
+
+
+@dg.asset(
+    key=PUBLISHED_ADVICE_KEY,
+    group_name=GROUP,
+    kinds={"duckdb", "parquet"},
+    owners=OWNERS,
+    partitions_def=DAILY_PARTITIONS,
+    backfill_policy=DAILY_BACKFILL_POLICY,
+    deps=_keys(ADVICE_ASSETS),
+)
+def published_advice(context: dg.AssetExecutionContext, settings: ImpactSettings) -> dg.MaterializeResult:
+    """The analysts' warehouse with the day's advice: republished once the advice job's assets have
+    materialised (a mistake in advice.yml fails the advice only: the day's energy and impact were published)."""
     return _publish(context, settings)
 
 
