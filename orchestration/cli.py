@@ -420,8 +420,12 @@ def _run_days(
         if any(DISK_FULL.search(f) for f in failures):
             print("The disk is full: free space, or move the warehouse or DuckDB's temp directory "
                   "(IMPACT_DUCKDB_TEMP_DIRECTORY).", file=sys.stderr)
-        print(f"The analysts' warehouse {published_path(warehouse)} keeps the last successful publication"
-              + (" (this run's successful jobs are in it)." if published else "."), file=sys.stderr)
+        target = published_path(warehouse)
+        if target.exists():
+            print(f"The analysts' warehouse {target} keeps the last successful publication"
+                  + (" (this run's successful jobs are in it)." if published else "."), file=sys.stderr)
+        else:
+            print(f"Nothing was published for analysts ({target} does not exist yet).", file=sys.stderr)
         return 1
     return 0
 

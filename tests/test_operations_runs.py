@@ -63,8 +63,16 @@ def _requests(data: Path, hours: list[int]) -> None:
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> Path:
     data = write_tiny_dataset(tmp_path_factory.mktemp("operations") / "inputs")
-    _requests(data, [0, 6, 12])
+    _requests(data, [0, 6, 12, 18])
     return data
+
+
+@pytest.fixture(scope="module")
+def clean(inputs, tmp_path_factory) -> Path:
+    """The inputs in one clean `impact run` (in-process): the reference."""
+    warehouse = tmp_path_factory.mktemp("clean") / "wh.duckdb"
+    assert main(["run", "--data-dir", str(inputs), "--warehouse", str(warehouse), "--quiet"]) == 0
+    return warehouse
 
 
 class Run:
@@ -134,15 +142,16 @@ def _alive(pid: int) -> bool:
     return stat[stat.rindex(b")") + 2 :].split()[0] != b"Z"
 
 
-def _kill_and_check_nothing_is_left(run: Run, stage: str) -> None:
+def _kill_and_check_nothing_is_left(run: Run, stage: str, sig: int = signal.SIGKILL) -> int:
     left = _descendants(run.proc.pid)
-    run.proc.send_signal(signal.SIGKILL)
-    run.finish()
+    run.proc.send_signal(sig)
+    code = run.finish()
     deadline = time.monotonic() + 20
     while any(_alive(p) for p in left) and time.monotonic() < deadline:
         time.sleep(0.1)
     survivors = {p: _cmdline(p) for p in left if _alive(p)}
     assert not survivors, f"killed during {stage}, these processes ran on: {survivors}"
+    return code
 
 
 def _rows(path: Path, sql: str) -> list[tuple]:
@@ -153,34 +162,36 @@ def _rows(path: Path, sql: str) -> list[tuple]:
         con.close()
 
 
-def _same(a: list[tuple], b: list[tuple]) -> bool:
-    """Equal rows, floats to 1e-9 relative (DuckDB's parallel sums may differ in the last bits)."""
+def _same(a: list[tuple], b: list[tuple], rel: float = 1e-9) -> bool:
+    """Equal rows, floats to `rel` (DuckDB's parallel sums may differ in the last bits)."""
     def close(x, y):
         if isinstance(x, float) and isinstance(y, float):
-            return math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12) or (math.isnan(x) and math.isnan(y))
+            return math.isclose(x, y, rel_tol=rel, abs_tol=1e-12) or (math.isnan(x) and math.isnan(y))
         return x == y
 
     return len(a) == len(b) and all(len(r) == len(s) and all(map(close, r, s)) for r, s in zip(a, b, strict=True))
 
 
 def test_killed_runs_leave_nothing_behind_and_rerun_to_the_clean_result_while_an_analyst_reads_on(
-    inputs, tmp_path
+    inputs, clean, tmp_path
 ):
-    """Three runs of one warehouse killed with SIGKILL at random points (during ingestion, during dbt, during the
-    models job), then a complete run, while an analyst holds the published warehouse open and a second run tries
+    """Three runs of one warehouse stopped at random points (SIGTERM during ingestion; SIGKILL during dbt and
+    during the models job), then a complete run, while an analyst holds the published warehouse open and a second run tries
     to start; the warehouse ends equal to a clean run's."""
     seed = int(os.environ.get("IMPACT_TEST_SEED", time.time()))
     rng = random.Random(seed)
     data = tmp_path / "inputs"
     shutil.copytree(inputs, data)
+    _requests(data, [0, 6, 12])  # the late request comes later
     warehouse = tmp_path / "killed" / "wh.duckdb"
     args = ("--data-dir", str(data), "--warehouse", str(warehouse))
     context = f"(seed {seed}: IMPACT_TEST_SEED={seed} repeats these kill points)"
 
-    run = Run(*args)  # killed while loading the inputs (the day's job has started)
+    run = Run(*args)  # stopped with SIGTERM while loading the inputs (the day's job has started)
     run.wait_for(lambda: any(line.startswith("Materialising") for line in run.out), "the day's job")
     time.sleep(rng.uniform(0, 0.5))
-    _kill_and_check_nothing_is_left(run, f"ingestion {context}")
+    code = _kill_and_check_nothing_is_left(run, f"ingestion {context}", signal.SIGTERM)
+    assert code in (130, 143) and "impact: stopped by SIG" in "".join(run.err), run.text()
 
     run = Run(*args)  # killed while dbt builds the day
     run.wait_for(lambda: any(" build " in _cmdline(p) for p in _descendants(run.proc.pid)), "dbt")
@@ -219,8 +230,8 @@ def test_killed_runs_leave_nothing_behind_and_rerun_to_the_clean_result_while_an
         waiting = Run(*args)
         waiting.wait_for(lambda: "waiting for it to finish" in "".join(waiting.err), "the waiting message")
         assert f"in use by PID {run.proc.pid}" in "".join(waiting.err)
-        waiting.proc.send_signal(signal.SIGTERM)
-        assert waiting.finish() != 0
+        waiting.proc.send_signal(signal.SIGTERM)  # stops waiting
+        assert waiting.finish() == 143 and "stopped by SIGTERM" in "".join(waiting.err)
         # the analyst reads the version it opened, whole, while the run rebuilds and republishes the day
         while run.proc.poll() is None:
             assert ask() == before
@@ -236,9 +247,7 @@ def test_killed_runs_leave_nothing_behind_and_rerun_to_the_clean_result_while_an
     after = json.loads(fresh.communicate("?\n", timeout=60)[0])
     assert after[:2] == [4, 4] and after[3] != before[3]  # a new session sees the new version
 
-    # the same inputs into a new warehouse, in one clean run
-    clean = tmp_path / "clean" / "wh.duckdb"
-    assert main(["run", "--data-dir", str(data), "--warehouse", str(clean), "--quiet"]) == 0
+    # the same inputs in one clean run
     for name, sql in COMPARED.items():
         assert _same(_rows(warehouse, sql), _rows(clean, sql)), f"{name} differs from a clean run's {context}"
     for name in ("marts.fct_request_impact", "marts.agg_impact_daily"):
@@ -293,3 +302,52 @@ def test_a_full_disk_fails_with_the_cause_and_leaves_the_published_warehouse_int
     assert "No space left on device" in err and "The disk is full" in err
     assert f"The analysts' warehouse {published} keeps the last successful publication" in err
     assert (published.stat().st_ino, _rows(published, COMPARED["marts.agg_impact_daily"])) == before
+
+
+LEGACY_REQUEST_DAY_COLUMNS = ["day", "request_key", "request_id", "cluster", "model", "start_time", "duration_s", "input_tokens", "output_tokens", "tenant", "endpoint", "node", "gpu", "days_spanned", "request_seconds", "concurrency_seconds", "telemetry_covered_s", "idle_energy_j", "dynamic_energy_j", "unallocated_idle_energy_j", "it_energy_j", "accelerator_energy_j", "accelerator_dynamic_energy_j", "host_energy_j", "max_pool_requests", "pool_dynamic_energy_j", "uncovered_s", "it_energy_predicted_j", "it_energy_predicted_low_j", "it_energy_predicted_high_j", "prediction_fit", "it_location_g_co2e", "facility_energy_j", "operational_location_g_co2e", "operational_location_low_g_co2e", "operational_location_high_g_co2e", "operational_market_g_co2e", "market_factor_energy_j", "annual_factor_energy_j", "embodied_g_co2e", "embodied_low_g_co2e", "embodied_high_g_co2e", "water_onsite_l", "water_offsite_l", "water_embodied_l", "factor_model", "training_g_co2e", "fine_tuning_g_co2e", "training_water_l", "total_g_co2e", "total_g_co2e_low", "total_g_co2e_high", "total_water_l", "total_water_l_low", "total_water_l_high"]  # the 58 columns of intermediate.int_request_days as earlier versions stored them
+
+
+def test_migrate_converts_an_earlier_versions_tables_to_day_files(clean, tmp_path, capsys):
+    """A warehouse as an earlier version left it (the per-request table with all 58 columns stored, the window mart
+    a table), with two days: impact migrate converts both tables in place, the converted day reads back the same
+    values (the day dbt rebuilds is the newest one), and a run goes on from there."""
+    legacy = tmp_path / "legacy.duckdb"
+    shutil.copy(clean, legacy)
+    old_columns = ", ".join(LEGACY_REQUEST_DAY_COLUMNS)
+    con = duckdb.connect(str(legacy))
+    try:
+        for table, columns in (("intermediate.int_request_days", old_columns), ("marts.fct_window_energy", "*")):
+            con.execute(f"create table {table}_old as select {columns} from {table}")
+            # an earlier day too (the same rows a day before): the converted one
+            shifted = columns.replace("day,", "day - 1 as day,", 1) if columns != "*" else "* replace (day - 1 as day)"
+            con.execute(f"insert into {table}_old select {shifted} from {table}")
+            con.execute(f"drop view {table}")
+            con.execute(f"alter table {table}_old rename to {table.split('.')[1]}")
+        for table in ("int_cluster_day_factors", "int_cluster_hour_intensity"):  # their factors, a day before
+            con.execute(f"insert into intermediate.{table} select * replace (day - 1 as day) from intermediate.{table}")
+        con.execute("update intermediate.int_request_days set start_time = start_time - interval 1 day "
+                    "where day = date '2024-04-30'")
+        con.execute("update intermediate.int_cluster_hour_intensity set hour_start = hour_start - interval 1 day "
+                    "where day = date '2024-04-30'")
+        con.execute("delete from storage.parquet_parts")
+    finally:
+        con.close()
+    exact = ", ".join(c for c in LEGACY_REQUEST_DAY_COLUMNS if not c.endswith(("_low", "_high", "_low_g_co2e",
+                                                                                "_high_g_co2e", "_low_l", "_high_l")))
+    bounds = ", ".join(c for c in LEGACY_REQUEST_DAY_COLUMNS if c not in exact.split(", "))
+    converted = "select request_id, {} from intermediate.int_request_days where day = date '2024-04-30'"
+    before = {cols: _rows(legacy, converted.format(cols)) for cols in (exact, bounds)}
+    assert main(["migrate", "--warehouse", str(legacy)]) == 0
+    out = capsys.readouterr().out
+    assert "intermediate.int_request_days: 8 rows of 2 day(s) converted" in out and "2024-05-01 rebuilt" in out
+    # the converted day reads back its values; bounds to single precision (rounded outward once more)
+    assert _same(_rows(legacy, converted.format(exact)), before[exact])
+    assert _same(_rows(legacy, converted.format(bounds)), before[bounds], rel=3e-7)
+    assert _rows(legacy, "select table_type from information_schema.tables where table_name = 'int_request_days'") \
+        == [("VIEW",)]
+    for name in ("marts.fct_request_impact", "marts.fct_window_energy"):  # the day dbt rebuilt
+        assert _same(_rows(legacy, COMPARED[name] + " where day = date '2024-05-01'"),
+                     _rows(clean, COMPARED[name] + " where day = date '2024-05-01'")), name
+    assert _rows(publish.published_path(legacy), "select count(*) from marts.fct_request_energy") == [(8,)]
+    assert main(["migrate", "--warehouse", str(legacy)]) == 0
+    assert "nothing to convert" in capsys.readouterr().out
