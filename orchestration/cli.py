@@ -25,20 +25,17 @@ import errno
 import logging
 import os
 import re
-import signal
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from orchestration import settings
+from orchestration.lib.operations import commands
 
 
 class CliError(Exception):
     """A problem the user can fix; printed without a traceback."""
-
-
-EXIT_BUSY = 75  # EX_TEMPFAIL: another run holds the warehouse; try again later
 
 
 def _parse_day(text: str) -> dt.date:
@@ -66,45 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="only the final summary")
     run.add_argument(
         "--no-wait", action="store_true",
-        help=f"when another run holds the warehouse, exit at once (code {EXIT_BUSY}) instead of waiting for it",
+        help=f"when another run holds the warehouse, exit at once (code {commands.EXIT_BUSY}) instead of waiting",
     )
-
-    retain = sub.add_parser("retain", help="delete the days each warehouse layer no longer keeps, then republish")
-    retain.add_argument("--warehouse", default=os.environ.get(settings.WAREHOUSE_ENV), help="DuckDB warehouse file")
-    retain.add_argument("--dry-run", action="store_true", help="say what would be deleted; delete nothing")
-    retain.add_argument("--raw-days", type=_parse_days, help="days of raw inputs kept (default $IMPACT_RETAIN_RAW_DAYS, 35)")
-    retain.add_argument("--request-days", type=_parse_days,
-                        help="days of per-request and per-window rows kept (default $IMPACT_RETAIN_REQUEST_DAYS, 400)")
-    retain.add_argument("--aggregate-days", type=_parse_days,
-                        help="days of daily aggregates kept, or keep (default $IMPACT_RETAIN_AGGREGATE_DAYS, keep)")
-    retain.add_argument("--as-of", type=_parse_day, help="count the days back from this day (default: the newest day)")
-    retain.add_argument("--no-wait", action="store_true", help=f"exit at once (code {EXIT_BUSY}) if a run holds it")
-
-    migrate = sub.add_parser("migrate", help="convert a warehouse built by an earlier version to this storage")
-    migrate.add_argument("--warehouse", default=os.environ.get(settings.WAREHOUSE_ENV), help="DuckDB warehouse file")
-    migrate.add_argument("--no-wait", action="store_true", help=f"exit at once (code {EXIT_BUSY}) if a run holds it")
-
-    publish = sub.add_parser("publish", help="publish the warehouse for analysts again (runs do it themselves)")
-    publish.add_argument("--warehouse", default=os.environ.get(settings.WAREHOUSE_ENV), help="DuckDB warehouse file")
-    publish.add_argument("--no-wait", action="store_true", help=f"exit at once (code {EXIT_BUSY}) if a run holds it")
-
+    commands.add_parsers(sub)  # retain, publish, migrate (lib/operations/commands.py)
     sub.add_parser("simulate", help="write a simulated cluster day (inputs + ground truth)", add_help=False)
     sub.add_parser("fit", help="fit e(tau_in, tau_out) and runtime models to profiling runs", add_help=False)
     sub.add_parser("predict", help="predicted duration and energy of a hypothetical request", add_help=False)
     sub.add_parser("advise", help="the day's routing, rightsizing, shifting and settings advice", add_help=False)
     return parser
-
-
-def _parse_days(text: str) -> int | str:
-    if text.strip().lower() == "keep":
-        return "keep"
-    try:
-        days = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of days or 'keep': {text!r}") from None
-    if days < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1 day: {text!r}")
-    return days
 
 
 def days_to_run(
@@ -227,83 +193,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             os.environ[URL_ENV] = before
 
 
-def _resolve_warehouse(flag: str | None) -> Path:
-    warehouse = Path(flag or settings.DEFAULT_WAREHOUSE).expanduser().resolve()
-    warehouse.parent.mkdir(parents=True, exist_ok=True)
-    return warehouse
-
-
-@contextlib.contextmanager
-def _run_lock(warehouse: Path, no_wait: bool):
-    """This command's hold on the warehouse's run lock (lib/operations/lock.py): waits for another run, saying whose,
-    or with --no-wait raises WarehouseBusy at once."""
-    from orchestration.lib.operations import lock
-
-    def waiting(holder: lock.Holder | None) -> None:
-        who = holder.describe() if holder else "another process"
-        print(f"impact: the warehouse {warehouse} is in use by {who}; waiting for it to finish (Ctrl-C stops "
-              f"waiting; --no-wait exits at once)", file=sys.stderr, flush=True)
-
-    def stale(holder: lock.Holder) -> None:
-        print(f"impact: a run on this warehouse ended without releasing it ({holder.describe()}; killed?): "
-              f"taking over", file=sys.stderr, flush=True)
-
-    wait_s = 0.0 if no_wait else lock.wait_from_env()
-    with lock.holding(warehouse, wait_s=wait_s, on_wait=waiting, on_stale=stale):
-        yield
-
-
-class Interrupted(Exception):
-    """SIGINT or SIGTERM: the run stops (its dbt subprocess is stopped too). The signal is unknown when Dagster
-    received it (during a run it turns both into an interrupt of the step)."""
-
-    def __init__(self, signum: int | None):
-        self.signum = signum
-        super().__init__(signal.Signals(signum).name if signum else "SIGINT or SIGTERM")
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + (self.signum or signal.SIGINT)
-
-
-@contextlib.contextmanager
-def _stop_on_signals():
-    """SIGINT and SIGTERM stop the command (Interrupted), whatever it is doing; its child processes (dbt) are
-    stopped on the way out. During a Dagster run, Dagster turns both into an interrupt of the step, which forwards
-    it to dbt; the run then ends failed and the loop below stops."""
-    import threading
-
-    from orchestration.lib.operations import processes
-
-    received: list[int] = []
-
-    def handler(signum, _frame):
-        received.append(signum)
-        raise KeyboardInterrupt
-
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
-    before = set(processes.children())
-    try:
-        yield received
-    except KeyboardInterrupt:
-        processes.stop_children(exclude=before)
-        raise Interrupted(received[-1] if received else None) from None
-    except BaseException:
-        processes.stop_children(exclude=before)  # only what this command started
-        raise
-    finally:
-        for sig, h in previous.items():
-            signal.signal(sig, h)
-
-
 def _cmd_run(args: argparse.Namespace, prometheus_url: str | None) -> int:
     if not args.data_dir:
         raise CliError(f"--data-dir is required (or set {settings.DATA_DIR_ENV})")
     data_dir = Path(args.data_dir).expanduser().resolve()
     if not (data_dir / "clusters.yml").is_file():
         raise CliError(f"{data_dir}: no clusters.yml (see CONTRACT section 1 for the input layout)")
-    warehouse = _resolve_warehouse(args.warehouse)
+    warehouse = commands.resolve_warehouse(args.warehouse)
     os.environ[settings.DATA_DIR_ENV] = str(data_dir)
     os.environ[settings.WAREHOUSE_ENV] = str(warehouse)
 
@@ -315,7 +211,7 @@ def _cmd_run(args: argparse.Namespace, prometheus_url: str | None) -> int:
     except TempDirectoryError as exc:
         raise CliError(str(exc)) from None
     os.environ[PARENT_ENV] = str(os.getpid())
-    with _stop_on_signals() as received, _run_lock(warehouse, args.no_wait):
+    with commands.stop_on_signals() as received, commands.run_lock(warehouse, args.no_wait):
         return _run_days(args, prometheus_url, data_dir, warehouse, received)
 
 
@@ -377,7 +273,7 @@ def _run_days(
         if not result.success:
             failures.append(f"{day}: {_failure_cause(result)}{_dbt_failure_detail(log_path, log_offset)}")
         if _was_interrupted(result, received):
-            raise Interrupted(received[-1] if received else None)
+            raise commands.Interrupted(received[-1] if received else None)
 
     if not failures and MODELS_JOB_NAME in {job.name for job in definitions.resolve_all_job_defs()}:
         # then the unpartitioned assets: model fits, diagnostics and predictions over the trailing window
@@ -394,7 +290,7 @@ def _run_days(
         if not result.success:
             failures.append(f"models: {_failure_cause(result)}")
         if _was_interrupted(result, received):
-            raise Interrupted(received[-1] if received else None)
+            raise commands.Interrupted(received[-1] if received else None)
     if not failures:
         failures += _run_advice(definitions, instance, days, data_dir, log_path, say)
 
@@ -462,91 +358,6 @@ def _was_interrupted(result, received: list[int]) -> bool:
     return False
 
 
-def cmd_retain(args: argparse.Namespace) -> int:
-    """`impact retain`: apply the retention settings (flags over IMPACT_RETAIN_*_DAYS), print what was deleted, and
-    republish the analysts' warehouse."""
-    from orchestration.lib.operations import publish, retention
-    from orchestration.lib.warehouse import connect
-
-    warehouse = _resolve_warehouse(args.warehouse)
-    if not warehouse.exists():
-        raise CliError(f"{warehouse}: no such warehouse")
-    overrides = {
-        layer: value for layer, value in
-        (("raw", args.raw_days), ("requests", args.request_days), ("aggregates", args.aggregate_days))
-        if value is not None
-    }
-    try:
-        policy = retention.Policy.from_env()
-        policy = retention.Policy(**{
-            layer: (None if overrides.get(layer) == "keep" else overrides.get(layer, policy.days(layer)))
-            for layer in retention.DEFAULT_DAYS
-        })
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-    with _run_lock(warehouse, args.no_wait):
-        with connect(warehouse, read_only=args.dry_run) as con:
-            report = retention.apply(con, warehouse, policy, as_of=args.as_of, dry_run=args.dry_run)
-        publication = None if args.dry_run else publish.publish(warehouse)
-    keeps = ", ".join(f"{layer} {policy.days(layer) or 'kept'}" + (" days" if policy.days(layer) else "")
-                      for layer in retention.DEFAULT_DAYS)
-    print(f"Retention ({keeps}), counted back from {report.as_of or 'no day (empty warehouse)'}:")
-    verb = "would delete" if args.dry_run else "deleted"
-    rows = [(d.table, d.layer, str(d.cutoff), len(d.days), d.rows) for d in report.deletions]
-    print(format_table(("table", "layer", "days before", "days", f"rows {verb}"), rows) if rows
-          else "  nothing to delete")
-    if report.prometheus_files:
-        print(f"Prometheus pulls {verb}: {len(report.prometheus_files)}")
-    for table in report.not_covered:
-        print(f"(kept whole: {table} has a day column but no retention layer)")
-    if publication:
-        print(f"Analysts' warehouse republished: {publication.summary()}")
-    return 0
-
-
-def cmd_migrate(args: argparse.Namespace) -> int:
-    """`impact migrate`: convert the per-request and per-window tables of a warehouse built by an earlier version
-    to Parquet day files (lib/operations/migrate.py), then publish it for analysts."""
-    from orchestration.dbt_manifest import claim_target_path, dbt_executable, prepare_manifest
-    from orchestration.lib.operations import migrate, publish
-    from orchestration.lib.warehouse import MEMORY_LIMIT_ENV, memory_limit
-
-    warehouse = _resolve_warehouse(args.warehouse)
-    if not warehouse.exists():
-        raise CliError(f"{warehouse}: no such warehouse")
-    prepare_manifest()
-    project = str(settings.DBT_PROJECT_DIR)
-    command = [dbt_executable(), "run", "--select", "int_request_days", "fct_window_energy", "--project-dir",
-               project, "--profiles-dir", project, "--target-path", str(claim_target_path(warehouse))]
-    env = {settings.WAREHOUSE_ENV: str(warehouse), MEMORY_LIMIT_ENV: memory_limit()}
-    with _run_lock(warehouse, args.no_wait):
-        report = migrate.migrate(warehouse, command, env)
-        if not report.converted:
-            print(f"{warehouse}: already in this version's storage; nothing to convert")
-            return 0
-        publication = publish.publish(warehouse)
-    for relation, rows in report.converted.items():
-        print(f"{relation}: {rows:,} rows of {len(report.days)} day(s) converted to Parquet day files")
-    print(f"{report.rebuilt_day} rebuilt by dbt (creates the views); warehouse and day files: "
-          f"{report.bytes_before / 1e6:,.1f} MB before, {report.bytes_after / 1e6:,.1f} MB after (the file shrinks "
-          f"only when rewritten: space freed inside it is reused by later days)")
-    print(f"Analysts' warehouse: {publication.summary()}")
-    return 0
-
-
-def cmd_publish(args: argparse.Namespace) -> int:
-    """`impact publish`: publish the warehouse for analysts now (each successful run does it by itself)."""
-    from orchestration.lib.operations import publish
-
-    warehouse = _resolve_warehouse(args.warehouse)
-    if not warehouse.exists():
-        raise CliError(f"{warehouse}: no such warehouse")
-    with _run_lock(warehouse, args.no_wait):
-        report = publish.publish(warehouse)
-    print(f"Published: {report.summary()}")
-    for name, why in report.left_out.items():
-        print(f"  left out {name}: {why}")
-    return 0
 def _run_advice(definitions, instance, days, data_dir: Path, log_path: Path, say) -> list[str]:
     """The advice job for each day, when the data dir has an advice.yml (docs/advice.md); its own job, so a
     mistake in advice.yml fails advice assets only: the day's energy and impact are complete either way."""
@@ -696,16 +507,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from orchestration.lib.operations.lock import WarehouseBusy
 
-    commands = {"run": cmd_run, "retain": cmd_retain, "publish": cmd_publish, "migrate": cmd_migrate}
     try:
-        return commands[args.command](args)
+        return {"run": cmd_run, **commands.COMMANDS}[args.command](args)
     except CliError as exc:
         print(f"impact: {exc}", file=sys.stderr)
         return 2
     except WarehouseBusy as exc:
         print(f"impact: {exc}; not waiting (--no-wait): try again once it has finished", file=sys.stderr)
-        return EXIT_BUSY
-    except Interrupted as exc:
+        return commands.EXIT_BUSY
+    except commands.Interrupted as exc:
         print(f"impact: stopped by {exc} (its dbt process too); the analysts' warehouse keeps its last "
               f"publication", file=sys.stderr)
         return exc.exit_code
