@@ -22,7 +22,7 @@ import pytest
 from conftest import write_tiny_dataset
 
 from orchestration.cli import main
-from orchestration.lib.operations import lock, publish
+from orchestration.lib.operations import lock, processes, publish
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("pipeline")]
 
@@ -111,22 +111,6 @@ class Run:
         return "".join(self.out) + "".join(self.err)
 
 
-def _descendants(pid: int) -> list[int]:
-    kids: dict[int, list[int]] = {}
-    for stat_path in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            stat = stat_path.read_bytes()
-        except OSError:
-            continue
-        kids.setdefault(int(stat[stat.rindex(b")") + 2 :].split()[1]), []).append(int(stat_path.parent.name))
-    out, todo = [], list(kids.get(pid, []))
-    while todo:
-        child = todo.pop()
-        out.append(child)
-        todo += kids.get(child, [])
-    return out
-
-
 def _cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
@@ -134,22 +118,14 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return False
-    return stat[stat.rindex(b")") + 2 :].split()[0] != b"Z"
-
-
 def _kill_and_check_nothing_is_left(run: Run, stage: str, sig: int = signal.SIGKILL) -> int:
-    left = _descendants(run.proc.pid)
+    left = processes.descendants(run.proc.pid)
     run.proc.send_signal(sig)
     code = run.finish()
     deadline = time.monotonic() + 20
-    while any(_alive(p) for p in left) and time.monotonic() < deadline:
+    while any(processes.alive(p) for p in left) and time.monotonic() < deadline:
         time.sleep(0.1)
-    survivors = {p: _cmdline(p) for p in left if _alive(p)}
+    survivors = {p: _cmdline(p) for p in left if processes.alive(p)}
     assert not survivors, f"killed during {stage}, these processes ran on: {survivors}"
     return code
 
@@ -194,7 +170,7 @@ def test_killed_runs_leave_nothing_behind_and_rerun_to_the_clean_result_while_an
     assert code in (130, 143) and "impact: stopped by SIG" in "".join(run.err), run.text()
 
     run = Run(*args)  # killed while dbt builds the day
-    run.wait_for(lambda: any(" build " in _cmdline(p) for p in _descendants(run.proc.pid)), "dbt")
+    run.wait_for(lambda: any(" build " in _cmdline(p) for p in processes.descendants(run.proc.pid)), "dbt")
     time.sleep(rng.uniform(0, 1.5))
     _kill_and_check_nothing_is_left(run, f"dbt {context}")
     assert "ended without releasing it" in "".join(run.err)  # the first kill's lock was taken over

@@ -12,19 +12,33 @@ import time
 from pathlib import Path
 
 
-def children(pid: int | None = None) -> list[int]:
-    """The live direct children of `pid` (default: this process), from /proc (Linux; elsewhere none)."""
-    pid = os.getpid() if pid is None else pid
-    out = []
+def _parents() -> dict[int, list[int]]:
+    """parent PID -> the PIDs of its live children, from /proc (Linux; elsewhere none)."""
+    kids: dict[int, list[int]] = {}
     for entry in Path("/proc").glob("[0-9]*/stat") if Path("/proc").is_dir() else []:
         try:
             stat = entry.read_bytes()
         except OSError:
             continue
-        fields = stat[stat.rindex(b")") + 2 :].split()
-        if int(fields[1]) == pid and fields[0] != b"Z":
-            out.append(int(entry.parent.name))
-    return sorted(out)
+        state, ppid = stat[stat.rindex(b")") + 2 :].split()[:2]
+        if state != b"Z":
+            kids.setdefault(int(ppid), []).append(int(entry.parent.name))
+    return kids
+
+
+def children(pid: int | None = None) -> list[int]:
+    """The live direct children of `pid` (default: this process)."""
+    return sorted(_parents().get(os.getpid() if pid is None else pid, []))
+
+
+def descendants(pid: int) -> list[int]:
+    """The live children of `pid`, theirs, and so on."""
+    kids, out, todo = _parents(), [], [pid]
+    while todo:
+        for child in kids.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
 
 
 def alive(pid: int) -> bool:
