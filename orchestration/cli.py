@@ -338,7 +338,7 @@ def _publication(result) -> str | None:
         if materialization.asset_key.path[0] == "operations" and "path" in materialization.metadata:
             md = materialization.metadata
             return (f"{md['path'].value} (version {md['version'].value}: {md['rows_copied'].value:,} rows "
-                    f"copied, {md['parquet_files_shared'].value} Parquet day files shared, "
+                    f"copied, {md['parquet_files_shared'].value} Parquet files shared, "
                     f"{md['seconds'].value:.1f} s)")
     return None
 

@@ -233,6 +233,25 @@ def test_publish_copies_the_small_tables_shares_the_day_files_and_leaves_out_int
     assert "raw.telemetry_points" not in tables and "models.fit_sample_days" not in tables
 
 
+def test_a_large_table_is_shared_as_a_snapshot_written_only_when_it_changed(small_warehouse, monkeypatch):
+    monkeypatch.setattr(publish, "SNAPSHOT_MIN_ROWS", 1)  # every table counts as large here
+    first = publish.publish(small_warehouse)
+    target = publish.published_path(small_warehouse)
+    assert first.tables == {"raw.rejected_rows": 0} and first.parquet_relations["factors.grid"] == 1
+    snapshots = sorted((parts.parts_root(small_warehouse) / publish.SNAPSHOTS).rglob("*.parquet"))
+    assert len(snapshots) == 2  # factors.grid and marts.agg_daily
+    written = {p: p.stat().st_mtime_ns for p in snapshots}
+    publish.publish(small_warehouse)  # unchanged: the same files, not written again
+    assert {p: p.stat().st_mtime_ns for p in (parts.parts_root(small_warehouse) / publish.SNAPSHOTS).rglob(
+        "*.parquet")} == written
+    con = duckdb.connect(str(small_warehouse))
+    con.execute("update factors.grid set g_per_kwh = 250")
+    con.close()
+    publish.publish(small_warehouse)
+    assert _query(target, "select zone, g_per_kwh from factors.grid") == [("GB", 250.0)]
+    assert len(list((parts.parts_root(small_warehouse) / publish.SNAPSHOTS / "factors.grid").glob("*.parquet"))) == 2
+
+
 def test_a_reader_keeps_its_version_while_a_new_one_is_published(small_warehouse):
     publish.publish(small_warehouse, keep_hours=0)
     target = publish.published_path(small_warehouse)

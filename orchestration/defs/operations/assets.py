@@ -61,7 +61,7 @@ def publication_metadata(report: publish.Publication) -> dict[str, dg.MetadataVa
         "mb_deleted": dg.MetadataValue.float(round(report.garbage.bytes / 1e6, 3)),
         "contents": dg.MetadataValue.md(
             "| copied table | rows |\n|---|---:|\n" + rows
-            + "\n\n| shared (Parquet day files, not copied) | files |\n|---|---:|\n" + shared
+            + "\n\n| shared (Parquet files, not copied) | files |\n|---|---:|\n" + shared
         ),
     }
     if report.left_out:

@@ -24,6 +24,7 @@ reads an unpublished table is left out and named in the report.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import re
 import time
@@ -40,6 +41,9 @@ PUBLISHED_ENV = "IMPACT_PUBLISHED_WAREHOUSE"
 KEEP_HOURS_ENV = "IMPACT_PUBLISH_KEEP_HOURS"
 DEFAULT_KEEP_HOURS = 24.0
 PUBLISHED_SUFFIX = ".analysts.duckdb"
+# tables at least this large are published as Parquet snapshots shared between publications (see _snapshot)
+SNAPSHOT_MIN_ROWS = 50_000
+SNAPSHOTS = "published"  # their folder under the parts folder
 
 # schemas published only in part (the relations below and what the published views read)
 INTERNAL_SCHEMAS = ("raw", "staging", "intermediate", "storage", "main")
@@ -96,7 +100,7 @@ class Publication:
     seconds: float
     tables: dict[str, int] = field(default_factory=dict)  # copied: name -> rows
     views: list[str] = field(default_factory=list)
-    parquet_relations: dict[str, int] = field(default_factory=dict)  # shared, not copied: name -> day files
+    parquet_relations: dict[str, int] = field(default_factory=dict)  # shared, not copied: name -> Parquet files
     left_out: dict[str, str] = field(default_factory=dict)  # view -> why it was not published
     catalogue_bytes: int = 0
     garbage: parts.Garbage = field(default_factory=parts.Garbage)
@@ -106,7 +110,7 @@ class Publication:
         files = sum(self.parquet_relations.values())
         return (
             f"{self.path} ({len(self.tables)} tables, {rows:,} rows copied; {len(self.views)} views; "
-            f"{files} Parquet day files shared; {self.catalogue_bytes / 1e6:.1f} MB; {self.seconds:.1f} s)"
+            f"{files} Parquet files shared; {self.catalogue_bytes / 1e6:.1f} MB; {self.seconds:.1f} s)"
         )
 
 
@@ -134,15 +138,14 @@ def _relations(con: duckdb.DuckDBPyConnection, database: str) -> dict[str, _Rela
     return out
 
 
+QUALIFIED_NAME = re.compile(r'(?<![\w."])"?(\w+)"?\s*\.\s*"?(\w+)"?(?![\w"])')
+
+
 def _references(sql: str, names: set[str]) -> set[str]:
     """The relations of `names` a view's SQL reads (schema.table, quoted or not)."""
-    found = set()
-    for name in names:
-        schema, table = name.split(".")
-        pattern = rf'(?<![\w."])"?{re.escape(schema)}"?\s*\.\s*"?{re.escape(table)}"?(?![\w"])'
-        if re.search(pattern, sql, flags=re.IGNORECASE):
-            found.add(name)
-    return found
+    lowered = {name.lower(): name for name in names}
+    found = {f"{schema}.{table}".lower() for schema, table in QUALIFIED_NAME.findall(sql)}
+    return {lowered[name] for name in found if name in lowered}
 
 
 def select_published(relations: dict[str, _Relation]) -> tuple[list[str], list[str], dict[str, str]]:
@@ -210,10 +213,19 @@ def publish(
         con.execute(f"attach {parts.sql_string(str(tmp))} as published")
         for schema in sorted({n.split(".")[0] for n in tables + views}):
             con.execute(f"create schema if not exists published.{quote_ident(schema)}")
+        snapshots = []
         for name in tables:
             schema, table = (quote_ident(x) for x in name.split("."))
-            con.execute(f"create table published.{schema}.{table} as select * from {schema}.{table}")
-            (report.tables[name],) = fetch_one(con, f"select count(*) from published.{schema}.{table}")
+            (rows,) = fetch_one(con, f"select count(*) from {schema}.{table}")
+            if rows >= SNAPSHOT_MIN_ROWS:  # shared as a Parquet file, written only when its content changed
+                path = _snapshot(con, warehouse, name)
+                snapshots.append(path)
+                con.execute(f"create view published.{schema}.{table} as select * from read_parquet("
+                            f"{parts.sql_string(path)})")
+                report.parquet_relations[name] = 1
+            else:
+                con.execute(f"create table published.{schema}.{table} as select * from {schema}.{table}")
+                report.tables[name] = rows
         con.execute("create schema if not exists published.published")
         con.execute(
             "create table published.published.publication as select ? as version, ? as published_at, "
@@ -233,6 +245,7 @@ def publish(
         report.catalogue_bytes = target.stat().st_size
 
         referenced = {path for *_, path, _ in parts.current_parts(con) if _relation_published(path, views)}
+        referenced |= set(snapshots)
         for relation, _, _, _ in parts.current_parts(con):
             if relation in views:
                 report.parquet_relations[relation] = report.parquet_relations.get(relation, 0) + 1
@@ -243,6 +256,23 @@ def publish(
         Path(str(tmp) + ".wal").unlink(missing_ok=True)
     report.seconds = time.monotonic() - began
     return report
+
+
+def _snapshot(con: duckdb.DuckDBPyConnection, warehouse: Path, name: str) -> str:
+    """A large table as a Parquet file named by its content (rows, columns and a hash of every row), written only
+    when no publication has that content yet: a factor table of 100,000 rows is then written once, not copied
+    into every publication."""
+    schema, table = (quote_ident(x) for x in name.split("."))
+    rows, digest = fetch_one(con, f"select count(*), coalesce(sum(hash(t)), 0) from {schema}.{table} as t")
+    columns = con.execute(f"describe {schema}.{table}").fetchall()
+    key = hashlib.sha256(repr((rows, int(digest), [c[:2] for c in columns])).encode()).hexdigest()[:20]
+    path = parts.parts_root(warehouse) / SNAPSHOTS / name / f"{key}.parquet"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        con.execute(f"copy {schema}.{table} to {parts.sql_string(str(tmp))} (format parquet, compression zstd)")
+        os.replace(tmp, path)
+    return str(path)
 
 
 def _relation_published(path: str, views: list[str]) -> bool:
