@@ -78,10 +78,10 @@ REQUEST_DAY_COLUMNS = {
     "request_seconds": "r.request_seconds",
     "concurrency_seconds": _single_precision("r.concurrency_seconds"),
     "overlap_without_telemetry_s": "r.request_seconds - r.telemetry_covered_s",
+    "it_energy_j": "r.it_energy_j",
     "accelerator_idle_energy_j": "greatest(r.accelerator_energy_j - r.accelerator_dynamic_energy_j, 0)",
     "accelerator_dynamic_energy_j": "r.accelerator_dynamic_energy_j",
     "host_idle_energy_j": "greatest(r.idle_energy_j - (r.accelerator_energy_j - r.accelerator_dynamic_energy_j), 0)",
-    "host_dynamic_energy_j": "greatest(r.dynamic_energy_j - r.accelerator_dynamic_energy_j, 0)",
     "unallocated_idle_energy_j_per_s": "r.unallocated_idle_energy_j / nullif(r.request_seconds, 0)",
     "max_pool_requests": "r.max_pool_requests",
     "pool_dynamic_energy_j": "case when r.max_pool_requests = 1 then r.pool_dynamic_energy_j end",
@@ -163,7 +163,7 @@ def _convert(con: duckdb.DuckDBPyConnection, warehouse: Path, relation: str, que
     folder.parent.mkdir(parents=True, exist_ok=True)
     con.execute(
         f"copy ({query}) to {parts.sql_string(str(folder))} "
-        "(format parquet, compression zstd, parquet_version v2, partition_by (day))"
+        "(format parquet, compression lz4_raw, parquet_version v2, partition_by (day))"
     )
     files = sorted(str(p) for p in folder.glob("day=*/*.parquet"))
     for ddl in parts.PARTS_DDL:
