@@ -8,9 +8,10 @@ fresh warehouse (run_benchmark.run_once: wall time, CPU, peak RSS of the process
 measured: the working warehouse file, its Parquet day files by relation, the published analysts' warehouse, and
 each table's bytes (the table copied alone into a new DuckDB file). The run's folder is deleted afterwards.
 
-Queries: the README's analyst queries, each run 5 times on one connection (the first run and the best of the
-others are reported), on a warehouse of each kind (e.g. one built by the previous version, and the published
-warehouse of this one, over the same day).
+Queries: the README's analyst queries (and two full scans of the request marts), each run 7 times on one connection
+per warehouse, the warehouses interleaved; the first run and the median of the others are reported, and the ratio
+of the medians (last warehouse / first), e.g. a warehouse built by the previous version and the published warehouse
+of this one, over the same day.
 
 Results are printed and written to benchmarks/out/storage-<time>.json.
 """
@@ -125,20 +126,24 @@ def measure_sizes(sizes: list[int], args) -> list[dict]:
     return results
 
 
-def measure_queries(paths: list[Path], repeat: int = 5) -> dict:
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    for path in paths:
-        con = duckdb.connect(str(path), read_only=True)
+def measure_queries(paths: list[Path], repeat: int = 7) -> dict:
+    """Each query on each warehouse `repeat` times, the warehouses interleaved (a busy machine slows both alike):
+    the first run (cold) and the median of the others."""
+    cons = [duckdb.connect(str(p), read_only=True) for p in paths]
+    times: dict[str, dict[str, list[float]]] = {name: {str(p): [] for p in paths} for name in QUERIES}
+    for _ in range(repeat):
         for name, sql in QUERIES.items():
-            times = []
-            for _ in range(repeat):
+            for path, con in zip(paths, cons, strict=True):
                 began = time.perf_counter()
                 con.execute(sql).fetchall()
-                times.append(time.perf_counter() - began)
-            out.setdefault(name, {})[str(path)] = {
-                "first_s": times[0], "best_s": min(times[1:]), "median_s": statistics.median(times[1:])}
+                times[name][str(path)].append(time.perf_counter() - began)
+    for con in cons:
         con.close()
-    return out
+    return {
+        name: {path: {"first_s": t[0], "median_s": statistics.median(t[1:]), "best_s": min(t[1:])}
+               for path, t in by_path.items()}
+        for name, by_path in times.items()
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,9 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.queries:
         report["queries"] = measure_queries(args.queries)
         for name, by_path in report["queries"].items():
-            cells = "  ".join(f"{Path(k).name}: first {v['first_s'] * 1e3:.0f} ms, best {v['best_s'] * 1e3:.0f} ms"
+            cells = "  ".join(f"{Path(k).name}: first {v['first_s'] * 1e3:.0f} ms, median {v['median_s'] * 1e3:.0f} ms"
                               for k, v in by_path.items())
-            print(f"{name:<40} {cells}")
+            medians = [v["median_s"] for v in by_path.values()]
+            ratio = f"  ratio {medians[-1] / medians[0]:.2f}" if len(medians) == 2 and medians[0] else ""
+            print(f"{name:<40} {cells}{ratio}")
     rb.OUT.mkdir(parents=True, exist_ok=True)
     out = rb.OUT / f"storage-{dt.datetime.now():%Y%m%dT%H%M%S}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")

@@ -33,9 +33,6 @@
             ~ "Convert the warehouse once with `impact migrate --warehouse FILE` (docs/operations.md, "
             ~ "'Upgrading a warehouse').") }}
     {%- endif %}
-    {%- if existing_relation is not none and not should_full_refresh() %}
-        {%- do check_partition_schema(existing_relation, compiled_code) %}
-    {%- endif %}
     {%- if config.get('contract').enforced %}
         {#- the query's columns and types against the model's YAML (not-null constraints: its data tests) -#}
         {%- set _ = get_assert_columns_equivalent(compiled_code) %}
@@ -52,6 +49,9 @@
         {%- endif -%}
     {%- endfor -%}
     {%- set partition_type = (stored | selectattr('name', 'equalto', column) | first)['type'] -%}
+    {%- if existing_relation is not none and not should_full_refresh() %}
+        {%- do check_parts_schema(name, stored, column, partition_type) %}
+    {%- endif %}
 
     {%- set table_folder = parquet_parts_root() ~ '/' ~ name -%}
     {%- set version_folder = table_folder ~ '/' ~ invocation_id -%}
@@ -145,6 +145,41 @@
         (select {{ columns | join(', ') }}, cast(null as {{ partition_type }}) as {{ adapter.quote(column) }} where false)
     {%- endif -%}
 {%- endmacro %}
+
+{#- Fails when the stored columns (names and types) differ from those of the relation's current day files, like
+    on_schema_change: fail. Derived columns are not stored: adding or changing one only rebuilds the view. -#}
+{% macro check_parts_schema(name, stored, column, partition_type) %}
+    {%- if not adapter.get_relation(database=none, schema='storage', identifier='parquet_parts') -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {%- set current = run_query(
+        'select path from storage.parquet_parts where relation = ' ~ sql_string(name) ~ ' order by day desc limit 1') -%}
+    {%- if current.rows | length == 0 -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {%- set have = {} -%}
+    {%- for row in run_query('describe ' ~ parquet_parts_relation(stored, column, partition_type,
+                                                                  [current.rows[0][0]])).rows -%}
+        {%- do have.update({row[0] | lower: row[1] | upper}) -%}
+    {%- endfor -%}
+    {%- set wanted = {} -%}
+    {%- for c in stored -%}
+        {%- do wanted.update({c.name | lower: c.type | upper}) -%}
+    {%- endfor -%}
+    {%- if wanted != have -%}
+        {%- set differences = [] -%}
+        {%- for c, kind in wanted.items() if have.get(c) != kind -%}
+            {%- do differences.append(c ~ ' ' ~ kind ~ ' (day files: ' ~ have.get(c, 'absent') ~ ')') -%}
+        {%- endfor -%}
+        {%- for c in have if c not in wanted -%}
+            {%- do differences.append(c ~ ' (only in the day files)') -%}
+        {%- endfor -%}
+        {{ exceptions.raise_compiler_error(
+            "The stored columns of " ~ name ~ " differ from those of its day files in " ~ differences | join(', ')
+            ~ ". The warehouse was built by an earlier version: convert it with `impact migrate`, or delete it and "
+            ~ "run again (docs/operations.md, 'Upgrading a warehouse').") }}
+    {%- endif -%}
+{% endmacro %}
 
 {#- The folder of the Parquet parts: beside the warehouse file (the profile's path), '<warehouse>.parts'. -#}
 {% macro parquet_parts_root() -%}
