@@ -118,10 +118,13 @@ def measure_sizes(sizes: list[int], args) -> list[dict]:
             "requests": n, "exit_code": run.exit_code, "wall_s": run.wall_s, "cpu_s": run.cpu_s,
             "peak_rss_gb": run.peak_rss_gb, "steal_s": run.steal_s, "other_cpu_s": run.other_cpu_s,
             "footprint": fp, "total_bytes": total, "bytes_per_request": total / n,
+            "stderr_tail": run.stderr_tail,
         })
+        if run.exit_code != 0:
+            print(f"run failed:\n{run.stderr_tail}", flush=True)
         print(f"{n:,} requests: exit {run.exit_code}, wall {run.wall_s:.1f} s, CPU {run.cpu_s:.1f} s, peak RSS "
               f"{run.peak_rss_gb:.2f} GB, {total / 1e9:.3f} GB = {total / n:.1f} B/request", flush=True)
-        if not args.keep:
+        if not args.keep and run.exit_code == 0:
             shutil.rmtree(warehouse.parent, ignore_errors=True)
     return results
 

@@ -264,12 +264,14 @@ def small_disk(tmp_path):
             subprocess.run(["umount", "-l", str(mount)], capture_output=True, check=False)
 
 
-def test_a_full_disk_fails_with_the_cause_and_leaves_the_published_warehouse_intact(inputs, small_disk, capsys):
-    warehouse = small_disk / "wh.duckdb"
-    assert main(["run", "--data-dir", str(inputs), "--warehouse", str(warehouse), "--quiet"]) == 0
+def test_a_full_disk_fails_with_the_cause_and_leaves_the_published_warehouse_intact(
+    inputs, clean, small_disk, capsys
+):
+    warehouse = small_disk / "wh.duckdb"  # the clean run's warehouse and publication, on a small disk
+    shutil.copy(clean, warehouse)
     published = publish.published_path(warehouse)
+    shutil.copy(publish.published_path(clean), published)
     before = (published.stat().st_ino, _rows(published, COMPARED["marts.agg_impact_daily"]))
-    capsys.readouterr()
     with open(small_disk / "filler", "wb") as filler:  # fill the disk but for 256 kB: the run starts, then fails
         stat = os.statvfs(small_disk)
         filler.write(b"\0" * (stat.f_bavail * stat.f_frsize - (256 << 10)))
