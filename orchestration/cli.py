@@ -1,6 +1,10 @@
 """`impact`: the command line (CONTRACT section 2).
 
     impact run --data-dir DIR --warehouse FILE [--start YYYY-MM-DD --end YYYY-MM-DD] [--prometheus-url URL]
+               [--no-wait]
+    impact retain [--warehouse FILE] [--dry-run] [--raw-days N --request-days N --aggregate-days N|keep]
+    impact publish [--warehouse FILE]
+    impact migrate [--warehouse FILE]
     impact simulate --out DIR ...            (see `impact simulate --help`; `--images`: a diffusion cluster)
     impact fit PROFILING.csv [--json]         (see `impact fit --help`)
     impact predict --model M (--input-tokens N --output-tokens N | --width W --height H --steps S ...)
@@ -9,7 +13,9 @@
     impact advise [--day D] [--zeta Z] [--warehouse FILE]   (see `impact advise --help`)
 
 `impact run` materialises every asset for every day in the inputs through the same Dagster job the schedule runs,
-so the warehouse, the checks and (with DAGSTER_HOME set) the run history are the same as from the UI.
+so the warehouse, the checks and (with DAGSTER_HOME set) the run history are the same as from the UI. One run per
+warehouse at a time: another waits for it (or, with --no-wait, exits with code 75 naming it); analysts read the
+published copy the run refreshes when it succeeds (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import errno
 import logging
 import os
 import re
@@ -27,6 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from orchestration import settings
+from orchestration.lib.operations import commands
 from orchestration.run_progress import StepProgress, check_advice, written_report
 
 
@@ -57,7 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
         "IMPACT_PROMETHEUS_USER and IMPACT_PROMETHEUS_PASSWORD",
     )
     run.add_argument("--quiet", action="store_true", help="only the final summary")
-
+    run.add_argument(
+        "--no-wait", action="store_true",
+        help=f"when another run holds the warehouse, exit at once (code {commands.EXIT_BUSY}) instead of waiting",
+    )
+    commands.add_parsers(sub)  # retain, publish, migrate (lib/operations/commands.py)
     sub.add_parser("simulate", help="write a simulated cluster day (inputs + ground truth)", add_help=False)
     sub.add_parser("fit", help="fit e(tau_in, tau_out) and runtime models to profiling runs", add_help=False)
     sub.add_parser("predict", help="predicted duration and energy of a hypothetical request", add_help=False)
@@ -219,11 +231,25 @@ def _cmd_run(args: argparse.Namespace, prometheus_url: str | None) -> int:
     data_dir = Path(args.data_dir).expanduser().resolve()
     if not (data_dir / "clusters.yml").is_file():
         raise CliError(f"{data_dir}: no clusters.yml (see CONTRACT section 1 for the input layout)")
-    warehouse = Path(args.warehouse or settings.DEFAULT_WAREHOUSE).expanduser().resolve()
-    warehouse.parent.mkdir(parents=True, exist_ok=True)
+    warehouse = commands.resolve_warehouse(args.warehouse)
     os.environ[settings.DATA_DIR_ENV] = str(data_dir)
     os.environ[settings.WAREHOUSE_ENV] = str(warehouse)
 
+    from orchestration.lib.operations.launcher import PARENT_ENV
+    from orchestration.lib.warehouse import TempDirectoryError, check_temp_directory
+
+    try:
+        check_temp_directory(warehouse)
+    except TempDirectoryError as exc:
+        raise CliError(str(exc)) from None
+    os.environ[PARENT_ENV] = str(os.getpid())
+    with commands.stop_on_signals() as received, commands.run_lock(warehouse, args.no_wait):
+        return _run_days(args, prometheus_url, data_dir, warehouse, received)
+
+
+def _run_days(
+    args: argparse.Namespace, prometheus_url: str | None, data_dir: Path, warehouse: Path, received: list[int]
+) -> int:
     from orchestration.dbt_manifest import prepare_manifest, prune_target_folders, start_background_parse
     from orchestration.lib.ingest import days_in_inputs
     from orchestration.lib.warehouse import connect
@@ -260,6 +286,7 @@ def _cmd_run(args: argparse.Namespace, prometheus_url: str | None) -> int:
     job = definitions.resolve_job_def(DAILY_JOB_NAME)
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
     failures: list[str] = []
+    published: str | None = None
     say(f"Materialising {len(days)} day(s) into {warehouse}")
     log_path = warehouse.with_name(warehouse.name + ".run.log")
     say(f"(dbt and Dagster logs: {log_path})")
@@ -281,8 +308,11 @@ def _cmd_run(args: argparse.Namespace, prometheus_url: str | None) -> int:
         say(f"[{i}/{len(days)}] {day}  {status}  {time.monotonic() - began:.1f} s{_failed_checks(result)}")
         for line in check_advice(result):
             say(line)
+        published = _publication(result) or published
         if not result.success:
             failures.append(f"{day}: {_failure_cause(result)}{_dbt_failure_detail(log_path, log_offset)}")
+        if _was_interrupted(result, received):
+            raise commands.Interrupted(received[-1] if received else None)
 
     report_page = None
     if not failures and MODELS_JOB_NAME in {job.name for job in definitions.resolve_all_job_defs()}:
@@ -302,8 +332,11 @@ def _cmd_run(args: argparse.Namespace, prometheus_url: str | None) -> int:
         for line in check_advice(result):
             say(line)
         report_page = written_report(result)
+        published = _publication(result) or published
         if not result.success:
             failures.append(f"models: {_failure_cause(result)}")
+        if _was_interrupted(result, received):
+            raise commands.Interrupted(received[-1] if received else None)
     if not failures:
         failures += _run_advice(definitions, instance, days, data_dir, log_path, say)
 
@@ -329,8 +362,21 @@ def _cmd_run(args: argparse.Namespace, prometheus_url: str | None) -> int:
         print(f"\nWarning: {warning}")
     if report_page and not args.quiet:
         print(f"\nCharts and checks of the latest day: {report_page}")
+    from orchestration.lib.operations.publish import published_path
+
+    if published:
+        print(f"\nAnalysts' warehouse (open it read-only): {published}")
     if failures:
         print("\nFailed:\n  " + "\n  ".join(failures) + f"\n(full log: {log_path})", file=sys.stderr)
+        if any(DISK_FULL.search(f) for f in failures):
+            print("The disk is full: free space, or move the warehouse or DuckDB's temp directory "
+                  "(IMPACT_DUCKDB_TEMP_DIRECTORY).", file=sys.stderr)
+        target = published_path(warehouse)
+        if target.exists():
+            print(f"The analysts' warehouse {target} keeps the last successful publication"
+                  + (" (this run's successful jobs are in it)." if published else "."), file=sys.stderr)
+        else:
+            print(f"Nothing was published for analysts ({target} does not exist yet).", file=sys.stderr)
         return 1
     return 0
 
@@ -355,6 +401,36 @@ def _factor_file_warnings(warehouse: Path) -> list[str]:
         for table, summary in summaries.items()
         for file, reason in (summary.get("files_rejected") or {}).items()
     ]
+DISK_FULL = re.compile(r"No space left on device|disk is full|max_temp_directory_size", re.IGNORECASE)
+
+
+def _publication(result) -> str | None:
+    """'PATH (summary)' when the run published the warehouse for analysts, else None."""
+    for event in result.all_events:
+        if event.event_type_value != "ASSET_MATERIALIZATION":
+            continue
+        materialization = event.step_materialization_data.materialization
+        if materialization.asset_key.path[0] == "operations" and "path" in materialization.metadata:
+            md = materialization.metadata
+            return (f"{md['path'].value} (version {md['version'].value}: {md['rows_copied'].value:,} rows "
+                    f"copied, {md['parquet_files_shared'].value} Parquet files shared, "
+                    f"{md['seconds'].value:.1f} s)")
+    return None
+
+
+def _was_interrupted(result, received: list[int]) -> bool:
+    """Whether the Dagster run ended because of SIGINT or SIGTERM (Dagster turns both into an interrupt of the
+    running step, which it reports as a failure)."""
+    if received:
+        return True
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data.error:
+            err = event.step_failure_data.error
+            while err is not None:
+                if err.cls_name in ("DagsterExecutionInterruptedError", "KeyboardInterrupt"):
+                    return True
+                err = err.cause
+    return False
 
 
 def _run_advice(definitions, instance, days, data_dir: Path, log_path: Path, say) -> list[str]:
@@ -466,8 +542,25 @@ def _failure_cause(result) -> str:
                 not err.message.strip() or err.cls_name == "DagsterExecutionStepExecutionError"
             ):
                 err = err.cause
-            return f"{event.step_key}: {err.message.strip().splitlines()[0]}"
+            cause = f"{event.step_key}: {err.message.strip().splitlines()[0]}"
+            # a full disk often surfaces as another error raised while handling it (a failed rollback): name it
+            full = next((m for m in _error_chain(event.step_failure_data.error) if DISK_FULL.search(m)), None)
+            return cause if full is None or full in cause else f"{cause} (while handling: {full})"
     return "run failed (see the Dagster run log)"
+
+
+def _error_chain(err) -> list[str]:
+    """The first line of every error in a Dagster error's chain (its causes and the errors it was raised while
+    handling)."""
+    out, todo = [], [err]
+    while todo:
+        e = todo.pop()
+        if e is None:
+            continue
+        if e.message.strip():
+            out.append(e.message.strip().splitlines()[0])
+        todo += [e.cause, getattr(e, "context", None)]
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -497,11 +590,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return report.advise_main(argv[1:])
     args = build_parser().parse_args(argv)
+    from orchestration.lib.operations.lock import WarehouseBusy
+
     try:
-        return cmd_run(args)
+        return {"run": cmd_run, **commands.COMMANDS}[args.command](args)
     except CliError as exc:
         print(f"impact: {exc}", file=sys.stderr)
         return 2
+    except WarehouseBusy as exc:
+        print(f"impact: {exc}; not waiting (--no-wait): try again once it has finished", file=sys.stderr)
+        return commands.EXIT_BUSY
+    except commands.Interrupted as exc:
+        print(f"impact: stopped by {exc} (its dbt process too); the analysts' warehouse keeps its last "
+              f"publication", file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        print(f"impact: {exc}\nThe disk is full: free space, or move the warehouse or DuckDB's temp directory "
+              f"(IMPACT_DUCKDB_TEMP_DIRECTORY). The analysts' warehouse keeps the last successful publication.",
+              file=sys.stderr)
+        return 1
 
 
 def console_main() -> int:

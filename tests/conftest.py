@@ -121,9 +121,13 @@ def tiny_dataset(tmp_path: Path) -> Path:
     """One node, two GPUs, DCGM names, 15 s scrapes over 2024-05-01, energy known in closed form:
     GPUs idle at 50 W except GPU 0 at 150 W for samples 100-109 (00:25:00-00:27:30), CPU at 10 %.
     Metered IT energy = 2 x 50 x 86400 + 100 x 150 + (100 + 0.1 x 200) x 86400 = 19,023,000 J."""
+    return write_tiny_dataset(tmp_path / "inputs")
+
+
+def write_tiny_dataset(data: Path) -> Path:
+    """The inputs of the tiny_dataset fixture, in `data` (for module-scoped fixtures)."""
     import pandas as pd
 
-    data = tmp_path / "inputs"
     (data / "telemetry" / "c1").mkdir(parents=True)
     (data / "requests").mkdir()
     write_clusters(data / "clusters.yml", [TINY_CLUSTER])

@@ -16,6 +16,9 @@
 -- midnight): what it is, the energy attributed to it that day (METHODOLOGY section 3) and that energy's impact
 -- (section 5). marts.fct_request_energy and marts.fct_request_impact are views over this table that add up the
 -- days of a request; re-materialising a day replaces only that day's rows.
+-- Stored as one Parquet file per day (materialization parquet_partition) holding the columns of `stored` below;
+-- the sums, totals and factor x energy products of `final` are derived from them when read
+-- (request_day_derived_columns() in macros/request_days.sql), in this query and in the table's view alike.
 --
 -- Energy, per pool-window w the request ran in (its GPU pool and its host pool), from its overlap o_i,w:
 --   idle share    = o x idle_w / RS_w
@@ -365,11 +368,10 @@ pooled_spans as not materialized (
     'request_seconds': '@overlap_s',
     'concurrency_seconds': '@concurrency_seconds',
     'telemetry_covered_s': '@telemetry_covered_s',
-    'idle_energy_j': '@gpu_idle_j + @host_idle_j',
-    'dynamic_energy_j': '@gpu_dynamic_j + @host_dynamic_j',
-    'accelerator_energy_j': '@gpu_idle_j + @gpu_dynamic_j',
+    'accelerator_idle_energy_j': '@gpu_idle_j',
     'accelerator_dynamic_energy_j': '@gpu_dynamic_j',
-    'host_energy_j': '@host_idle_j + @host_dynamic_j',
+    'host_idle_energy_j': '@host_idle_j',
+    'host_dynamic_energy_j': '@host_dynamic_j',
     'location_g': '@energy_j * @ci / 3.6e6',
     'location_low_g': '@energy_j * @ci_low / 3.6e6',
     'location_high_g': '@energy_j * @ci_high / 3.6e6',
@@ -568,12 +570,12 @@ measured as (
         coalesce(a.request_seconds, 0) as request_seconds,
         coalesce(a.concurrency_seconds, 0) as concurrency_seconds,
         coalesce(a.telemetry_covered_s, 0) as telemetry_covered_s,
-        coalesce(a.idle_energy_j, 0) as idle_energy_j,
-        coalesce(a.dynamic_energy_j, 0) as dynamic_energy_j,
-        coalesce(u.energy_j * a.request_seconds / nullif(cs.request_seconds, 0), 0) as unallocated_idle_energy_j,
-        coalesce(a.accelerator_energy_j, 0) as accelerator_energy_j,
+        coalesce(a.accelerator_idle_energy_j, 0) as accelerator_idle_energy_j,
         coalesce(a.accelerator_dynamic_energy_j, 0) as accelerator_dynamic_energy_j,
-        coalesce(a.host_energy_j, 0) as host_energy_j,
+        coalesce(a.host_idle_energy_j, 0) as host_idle_energy_j,
+        coalesce(a.host_dynamic_energy_j, 0) as host_dynamic_energy_j,
+        -- the cluster-day's unallocated energy per request-second (a request's share: its request-seconds times it)
+        u.energy_j / nullif(cs.request_seconds, 0) as unallocated_idle_energy_j_per_s,
         {%- for col in [
             'location_g', 'location_low_g', 'location_high_g', 'market_g', 'market_factor_j', 'annual_factor_j',
             'embodied_g', 'embodied_low_g', 'embodied_high_g', 'water_l', 'water_low_l', 'water_high_l'] %}
@@ -592,7 +594,8 @@ priced as (
     select
         m.*,
         {{ 'i.image_fields' if image_day else 'cast(null as varchar) as image_fields' }},
-        m.idle_energy_j + m.dynamic_energy_j + m.unallocated_idle_energy_j as it_energy_j,
+        cast({{ "case when i.modality = 'image' then i.images end" if image_day else 'null' }} as integer)
+            as images_generated,
         n.factor_model_key,
         f.pue,
         f.pue_low,
@@ -631,13 +634,6 @@ priced as (
         h.location_high_g_co2e_per_kwh as start_ci_high,
         h.market_g_co2e_per_kwh as start_ci_market,
         h.resolution = 'annual' as start_annual,
-        -- training is charged once, on the day the request started, per inference: output tokens + 1 (text),
-        -- images generated (image)
-        case
-            when cast(m.start_time as date) <> {{ partition_day() }} then 0
-            when {{ image }} then {{ 'i.images' if image_day else 'null' }}
-            else coalesce(m.output_tokens, 0) + 1
-        end as inferences_charged,
         t.factor_model,
         t.training_g_co2e_per_inference,
         t.fine_tuning_g_co2e_per_inference,
@@ -671,38 +667,28 @@ predicted as (
 ),
 
 impact as (
+    -- the predicted energy's carbon, at the grid intensity of the hour the request started (null when that hour has
+    -- no grid factor: impact_factor_coverage warns)
     select
         *,
-        pue * (it_energy_j + predicted_it_j) as facility_energy_j,
-        -- (predicted energy with no grid factor for its hour leaves the carbon null: impact_factor_coverage warns)
-        pue * location_g + case when predicted_it_j > 0 then pue * predicted_it_j * start_ci / 3.6e6 else 0 end
-            as operational_location_g_co2e,
-        pue_low * location_low_g
-        + case when predicted_it_low_j > 0 then pue_low * predicted_it_low_j * start_ci_low / 3.6e6 else 0 end
-            as operational_location_low_g_co2e,
-        pue_high * location_high_g
-        + case when predicted_it_high_j > 0 then pue_high * predicted_it_high_j * start_ci_high / 3.6e6 else 0 end
-            as operational_location_high_g_co2e,
+        case when predicted_it_j > 0 then predicted_it_j * start_ci / 3.6e6 else 0 end as predicted_location_g_co2e,
+        case when predicted_it_low_j > 0 then predicted_it_low_j * start_ci_low / 3.6e6 else 0 end
+            as predicted_location_low_g_co2e,
+        case when predicted_it_high_j > 0 then predicted_it_high_j * start_ci_high / 3.6e6 else 0 end
+            as predicted_location_high_g_co2e,
         case
-            when market_factor_j > 0 or (predicted_it_j > 0 and start_ci_market is not null)
-                then pue * market_g + pue * predicted_it_j * coalesce(start_ci_market, start_ci) / 3.6e6
-        end as operational_market_g_co2e,
-        annual_factor_j + case when start_annual then predicted_it_j else 0 end as annual_factor_energy_j,
-        (it_energy_j + predicted_it_j) * wue_onsite_l_per_kwh / 3.6e6 as water_onsite_l,
-        (it_energy_j + predicted_it_low_j) * wue_low_l_per_kwh / 3.6e6 as water_onsite_low_l,
-        (it_energy_j + predicted_it_high_j) * wue_high_l_per_kwh / 3.6e6 as water_onsite_high_l,
-        pue * (it_energy_j + predicted_it_j) * ewif_l_per_kwh / 3.6e6 as water_offsite_l,
-        pue_low * (it_energy_j + predicted_it_low_j) * ewif_low_l_per_kwh / 3.6e6 as water_offsite_low_l,
-        pue_high * (it_energy_j + predicted_it_high_j) * ewif_high_l_per_kwh / 3.6e6 as water_offsite_high_l,
-        coalesce(training_g_co2e_per_inference * inferences_charged, 0) as training_g_co2e,
-        coalesce(fine_tuning_g_co2e_per_inference * inferences_charged, 0)
-        + coalesce(adapter_g_co2e_per_inference * inferences_charged, 0) as fine_tuning_g_co2e,
-        coalesce(training_water_l_per_inference * inferences_charged, 0)
-        + coalesce(adapter_water_l_per_inference * inferences_charged, 0) as training_water_l
+            when predicted_it_j > 0 and start_ci_market is not null then predicted_it_j * start_ci_market / 3.6e6
+        end as predicted_market_g_co2e,
+        annual_factor_j + case when start_annual then predicted_it_j else 0 end as annual_factor_energy_j
     from predicted
 ),
 
-final as (
+stored as (
+    -- What the table stores of each request-day: its attributes, the parts of its energy and impact, and the
+    -- factors they are multiplied by (constant over a cluster-day or a model-month: next to nothing stored). Sums,
+    -- totals and factor x energy products are derived from these when read (request_day_derived_columns() in
+    -- macros/request_days.sql), here and in the table's view alike, so they always add up. The ends of the bounds
+    -- and the concurrency are kept in single precision (bounds rounded outward, so they stay bounds).
     select
         {{ partition_day() }} as day,
         request_key,
@@ -717,57 +703,75 @@ final as (
         endpoint,
         node,
         gpu,
-        -- image requests and LoRA adapters (JSON; null for a text request without adapters)
+        -- image requests and LoRA adapters (JSON; null for a text request without adapters) and the images an
+        -- image request generated (its inferences; null for text)
         image_fields,
+        images_generated,
         cast(greatest(
             date_diff('day', cast(start_time as date), cast(end_time - interval 1 microsecond as date)) + 1, 1
         ) as integer) as days_spanned,
-        -- energy (METHODOLOGY section 3)
+        -- energy (METHODOLOGY section 3): the IT energy (the column analysts read most) and three of its attributed
+        -- parts (the host's dynamic part is what remains); the unallocated part is the request-seconds times the
+        -- cluster-day's rate
         request_seconds,
-        concurrency_seconds,
-        telemetry_covered_s,
-        idle_energy_j,
-        dynamic_energy_j,
-        unallocated_idle_energy_j,
-        it_energy_j,
-        accelerator_energy_j,
+        {{ single_precision('concurrency_seconds') }} as concurrency_seconds,
+        request_seconds - telemetry_covered_s as overlap_without_telemetry_s,
+        (accelerator_idle_energy_j + host_idle_energy_j)
+        + (accelerator_dynamic_energy_j + host_dynamic_energy_j)
+        + coalesce(request_seconds * unallocated_idle_energy_j_per_s, 0) as it_energy_j,
+        accelerator_idle_energy_j,
         accelerator_dynamic_energy_j,
-        host_energy_j,
+        host_idle_energy_j,
+        unallocated_idle_energy_j_per_s,
         max_pool_requests,
-        pool_dynamic_energy_j,
+        -- (the single-request rule is checked on the requests alone in their pool-windows)
+        case when max_pool_requests = 1 then pool_dynamic_energy_j end as pool_dynamic_energy_j,
         -- the energy model's estimate for the uncovered time
         uncovered_s,
         predicted_it_j as it_energy_predicted_j,
         predicted_it_low_j as it_energy_predicted_low_j,
         predicted_it_high_j as it_energy_predicted_high_j,
         case when uncovered_s > 0 then fit_label end as prediction_fit,
-        -- impact (METHODOLOGY section 5)
+        -- impact (METHODOLOGY section 5) before PUE: the carbon of the IT energy at each window's hour; market-based
+        -- where a market factor covered part of it (elsewhere it equals the location-based value, not stored again)
         location_g as it_location_g_co2e,
-        facility_energy_j,
-        operational_location_g_co2e,
-        operational_location_low_g_co2e,
-        operational_location_high_g_co2e,
-        operational_market_g_co2e,
+        {{ single_precision('location_low_g', 'down') }} as it_location_low_g_co2e,
+        {{ single_precision('location_high_g', 'up') }} as it_location_high_g_co2e,
+        case when market_factor_j > 0 then market_g end as it_market_g_co2e,
+        predicted_location_g_co2e,
+        predicted_location_low_g_co2e,
+        predicted_location_high_g_co2e,
+        predicted_market_g_co2e,
         market_factor_j as market_factor_energy_j,
         annual_factor_energy_j,
         embodied_g as embodied_g_co2e,
-        embodied_low_g as embodied_low_g_co2e,
-        embodied_high_g as embodied_high_g_co2e,
-        water_onsite_l,
-        water_offsite_l,
+        {{ single_precision('embodied_low_g', 'down') }} as embodied_low_g_co2e,
+        {{ single_precision('embodied_high_g', 'up') }} as embodied_high_g_co2e,
         water_l as water_embodied_l,
+        {{ single_precision('water_low_l', 'down') }} as water_embodied_low_l,
+        {{ single_precision('water_high_l', 'up') }} as water_embodied_high_l,
+        -- the factors
+        pue,
+        pue_low,
+        pue_high,
+        wue_onsite_l_per_kwh,
+        wue_low_l_per_kwh,
+        wue_high_l_per_kwh,
+        ewif_l_per_kwh,
+        ewif_low_l_per_kwh,
+        ewif_high_l_per_kwh,
         factor_model,
-        training_g_co2e,
-        fine_tuning_g_co2e,
-        training_water_l,
-        operational_location_g_co2e + embodied_g + training_g_co2e + fine_tuning_g_co2e as total_g_co2e,
-        operational_location_low_g_co2e + embodied_low_g + training_g_co2e + fine_tuning_g_co2e as total_g_co2e_low,
-        operational_location_high_g_co2e + embodied_high_g + training_g_co2e + fine_tuning_g_co2e
-            as total_g_co2e_high,
-        water_onsite_l + water_offsite_l + water_l + training_water_l as total_water_l,
-        water_onsite_low_l + water_offsite_low_l + water_low_l + training_water_l as total_water_l_low,
-        water_onsite_high_l + water_offsite_high_l + water_high_l + training_water_l as total_water_l_high
+        training_g_co2e_per_inference,
+        fine_tuning_g_co2e_per_inference,
+        training_water_l_per_inference,
+        -- the LoRA adapters' summed fine-tuning rates (null without adapters)
+        adapter_g_co2e_per_inference,
+        adapter_water_l_per_inference
     from impact
+),
+
+final as (
+    {{ select_with_derived('stored', request_day_derived_columns()) | indent(4) }}
 )
 
 select * from final

@@ -4,6 +4,7 @@ import dagster as dg
 
 from orchestration.defs.comparisons.assets import DAY_PARTS_KEYS
 from orchestration.defs.models.assets import FIT_SAMPLE_DAYS_KEY
+from orchestration.defs.operations.assets import PUBLISHED_ADVICE_KEY, PUBLISHED_DAY_KEY, PUBLISHED_MODELS_KEY
 
 DAILY_JOB_NAME = "impact_daily"
 MODELS_JOB_NAME = "impact_models"
@@ -17,6 +18,10 @@ MODELS_SELECTION = dg.AssetSelection.groups("models", "comparisons", "reports") 
 # Advice (docs/advice.md) in its own job, after the models job: routing prices candidates with the latest fits, and a
 # mistake in advice.yml fails advice assets only, never the day's energy and impact run.
 ADVICE_SELECTION = dg.AssetSelection.groups("advice")
+# each job ends by publishing the warehouse for analysts (defs/operations: skipped when the job failed)
+DAILY_SELECTION = DAILY_SELECTION | dg.AssetSelection.assets(PUBLISHED_DAY_KEY)
+MODELS_SELECTION = MODELS_SELECTION | dg.AssetSelection.assets(PUBLISHED_MODELS_KEY)
+ADVICE_SELECTION = ADVICE_SELECTION | dg.AssetSelection.assets(PUBLISHED_ADVICE_KEY)
 
 impact_daily_job = dg.define_asset_job(
     name=DAILY_JOB_NAME,
