@@ -284,6 +284,8 @@ def _run_days(
     logging.getLogger("dagster").setLevel(logging.WARNING)
     definitions = defs()
     job = definitions.resolve_job_def(DAILY_JOB_NAME)
+    if os.environ.get("DAGSTER_HOME"):
+        Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)  # run history kept there
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
     failures: list[str] = []
     published: str | None = None
