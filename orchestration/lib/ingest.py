@@ -25,6 +25,7 @@ import duckdb
 import yaml
 
 from orchestration.lib import identity
+from orchestration.lib.images import requests as image_fields
 from orchestration.lib.metrics import METRICS, METRICS_BY_NAME
 from orchestration.lib.textlines import iter_line_batches
 from orchestration.lib.warehouse import fetch_one
@@ -41,17 +42,11 @@ REQUEST_FIELDS: tuple[str, ...] = (
     "endpoint",
     "node",
     "gpu",
-    "input_pixels",
-    "output_pixels",
-    "quality_steps",
-    "lora",
+    *image_fields.IMAGE_FIELDS,
 )
 INTEGER_REQUEST_FIELDS: tuple[str, ...] = (
     "input_tokens",
     "output_tokens",
-    "input_pixels",
-    "output_pixels",
-    "quality_steps",
 )
 TELEMETRY_FIELDS: tuple[str, ...] = (
     "timestamp", "cluster", "metric", "value", "node", "gpu", "cpu", "mode", "gpu_uuid", "pci_bus_id",
@@ -62,7 +57,8 @@ TELEMETRY_FIELDS: tuple[str, ...] = (
 REQUEST_TYPED: dict[str, str] = {
     "start_time": "timestamp",
     "duration_s": "double",
-    **{f: "double" for f in ("input_tokens", "output_tokens", "input_pixels", "output_pixels", "quality_steps")},
+    **{f: "double" for f in ("input_tokens", "output_tokens")},
+    **image_fields.IMAGE_TYPED,
 }
 TELEMETRY_TYPED: dict[str, str] = {"timestamp": "timestamp", "value": "double"}
 NUMERIC_TYPES: tuple[str, ...] = (
@@ -290,6 +286,10 @@ def _parquet_select(types: dict[str, str], fields: tuple[str, ...], typed: dict[
             else:
                 columns.append(f'"{name}__v"')
                 values.append(x)
+        elif kind is not None and kind.endswith("[]"):
+            # a list column (e.g. LoRA adapter names): read as its JSON text, which the field's parser reads
+            columns.append(f'"{name}"')
+            values.append(f'cast(to_json("{name}") as varchar)')
         elif kind is not None:
             columns.append(f'"{name}"')
             values.append(f'cast("{name}" as varchar)')
@@ -722,8 +722,13 @@ def _otlp_candidates(
     for batch in _line_batches(con, path, "_otlp_line_batch"):
         spans = parse_otlp_lines(con.table(batch))
         _materialise(spans, "_otlp_spans")
-        text_fields = tuple(f for f in fields if f not in REQUEST_TYPED)
-        typed_fields = tuple(f for f in fields if f in REQUEST_TYPED and f in spans.columns)
+        spans = con.table("_otlp_spans")
+        # the span reader types some fields (times, token counts); the others it gives as text, parsed like CSV
+        text_typed = {c for c, t in zip(spans.columns, spans.types) if str(t) == "VARCHAR"}
+        text_fields = tuple(f for f in fields if f not in REQUEST_TYPED or f in text_typed)
+        typed_fields = tuple(
+            f for f in fields if f in REQUEST_TYPED and f in spans.columns and f not in text_typed
+        )
         con.execute(
             f"""
             insert into {table} (source_file, source_row, source_index, raw_record, parse_error,
@@ -792,13 +797,23 @@ def ingest_requests(
     summary.ignored_by_reason = {k: v for k, v in ignored.items() if v}
 
     start_ts, dur = _typed_value("start_time", REQUEST_TYPED), _typed_value("duration_s", REQUEST_TYPED)
+    # image requests (lib/images/requests.py): their fields' checks, and the quality labels' steps and size
+    from orchestration.lib.factors import MODEL_KEY_SQL
+
+    image_fields.install_macros(con)
+    image_sql = image_fields.FieldSql(
+        value=lambda f: _typed_value(f, REQUEST_TYPED), shown=_shown, present=_present
+    )
+    labels = image_fields.resolve_quality_labels(con, "_req_candidates", MODEL_KEY_SQL)
+    quality_join = image_fields.QUALITY_JOIN if labels else ""
+    image_reason = image_fields.checks_sql(image_sql, INTEGER_REQUEST_FIELDS, with_quality=bool(labels))
     # 1. rows with something wrong (few): the reason is only rendered for them
     con.execute(
         f"""
         create or replace temp table _req_bad as
         select row_id, reason from (
             select row_id,
-                case
+                coalesce(case
                     when parse_error is not null then parse_error
                     when impact_blank(request_id) then 'missing request_id'
                     when not {_present("start_time")} then 'missing start_time'
@@ -824,9 +839,10 @@ def ingest_requests(
                     when impact_blank(cluster) then 'missing cluster'
                     when impact_trim(cluster) not in (select cluster from raw.clusters)
                         then 'unknown cluster ' || impact_quote(cluster) || ' (not in clusters.yml)'
-                end as reason
+                end, {image_reason}) as reason
             -- (the typed values once per row: parsing text timestamps is the costly part)
-            from (select *, rowid as row_id, {start_ts} as start_ts_v, {dur} as dur_v from _req_candidates)
+            from (select *, rowid as row_id, {start_ts} as start_ts_v, {dur} as dur_v from _req_candidates) as c
+                {quality_join}
         )
         where reason is not null
         """,
@@ -872,15 +888,18 @@ def ingest_requests(
     counts = {f: f"cast({_typed_value(f, REQUEST_TYPED)} as bigint)" for f in INTEGER_REQUEST_FIELDS}
     # the node as telemetry names it (identity.py): lower case, no :port, the cluster's aliases and pattern
     node_sql, node_params = identity.node_name_sql("node", "impact_trim(cluster)", identity.node_rules(con))
+    images = image_fields.values_sql(image_sql, with_quality=bool(labels))
+    # (columns named: a warehouse from before the image fields has them in another order)
     loaded_sql = f"""
+        (partition_day, request_id, cluster, model, start_time, duration_s, input_tokens, output_tokens, tenant,
+         endpoint, node, gpu, {", ".join(images)}, source_file, source_row, loaded_at, request_key)
         select date '{day.isoformat()}', impact_trim(request_id), impact_trim(cluster), impact_trim(model), {start_ts}, {dur},
                {counts['input_tokens']}, {counts['output_tokens']},
                nullif(impact_trim(tenant), ''), nullif(impact_trim(endpoint), ''), {node_sql},
                nullif(impact_trim(gpu), ''),
-               {counts['input_pixels']}, {counts['output_pixels']}, {counts['quality_steps']},
-               nullif(impact_trim(lora), ''), source_file, source_row, $loaded_at, rowid
-        from _req_candidates
-        where rowid not in (select row_id from _req_rejects) and {in_scope}
+               {", ".join(images.values())}, source_file, source_row, $loaded_at, c.rowid
+        from _req_candidates as c {quality_join}
+        where c.rowid not in (select row_id from _req_rejects) and {in_scope}
     """
     rejected_sql = f"""
         select reject_day, 'requests', source_file, source_row, reason, raw_record, now()::timestamp
@@ -894,7 +913,7 @@ def ingest_requests(
     summary.rejected = sum(summary.rejected_by_reason.values())
     summary.lines_in_scope = summary.loaded + summary.rejected
     con.execute("drop view if exists _req_rows")
-    for table in ("_req_candidates", "_req_bad", "_req_dups", "_req_rejects"):
+    for table in ("_req_candidates", "_req_bad", "_req_dups", "_req_rejects", "_req_quality"):
         con.execute(f"drop table if exists {table}")
     return summary
 

@@ -26,7 +26,7 @@ __all__ = ["parse_otlp_lines", "read_otlp_spans"]
 # writes intValue as a string, other encoders as a number. arrayValue, kvlistValue and bytesValue give NULL.
 _ATTRIBUTES_SCHEMA = (
     '[{"key": "VARCHAR", "value": {"stringValue": "VARCHAR", "intValue": "VARCHAR", '
-    '"doubleValue": "VARCHAR", "boolValue": "VARCHAR"}}]'
+    '"doubleValue": "VARCHAR", "boolValue": "VARCHAR", "arrayValue": {"values": [{"stringValue": "VARCHAR"}]}}}]'
 )
 _SPAN_SCHEMA = (
     '{"traceId": "VARCHAR", "spanId": "VARCHAR", "startTimeUnixNano": "VARCHAR", "endTimeUnixNano": "VARCHAR", '
@@ -46,7 +46,8 @@ def _attribute_map(attributes: str) -> str:
     """
     entries = (
         f"list_transform({attributes}, lambda a: {{'key': a.key, 'value': "
-        "coalesce(a.value.stringValue, a.value.intValue, a.value.doubleValue, a.value.boolValue)})"
+        "coalesce(a.value.stringValue, a.value.intValue, a.value.doubleValue, a.value.boolValue, "
+        "CAST(to_json(list_transform(a.value.arrayValue['values'], lambda v: v.stringValue)) AS VARCHAR))})"
     )
     keys = f"list_transform({attributes}, lambda a: a.key)"
     return (
@@ -65,6 +66,29 @@ def _whole_number(text: str) -> str:
     )
 
 
+# Image requests (docs/images.md): the GenAI output type (gen_ai.output.type = image; also gen_ai.operation.name =
+# image_generation) makes a span an image request; the image fields are span attributes under
+# gen_ai.request.image.* (the size also as OpenAI's "WxH" in gen_ai.request.image.size; the image count also as
+# gen_ai.request.choice.count) and the adapters as gen_ai.request.lora (an array of strings, or a string). All as
+# text: ingestion validates them like CSV fields.
+_IMAGE = "a['gen_ai.request.image.{}']"
+_IMAGE_ATTRIBUTES = ", ".join(
+    [
+        (
+            "coalesce(CASE lower(a['gen_ai.output.type']) WHEN 'json' THEN 'text' ELSE a['gen_ai.output.type'] END, "
+            "CASE WHEN a['gen_ai.operation.name'] = 'image_generation' THEN 'image' END) AS modality"
+        ),
+        f"coalesce({_IMAGE.format('width')}, nullif(split_part({_IMAGE.format('size')}, 'x', 1), '')) AS width",
+        f"coalesce({_IMAGE.format('height')}, nullif(split_part({_IMAGE.format('size')}, 'x', 2), '')) AS height",
+        f"{_IMAGE.format('count')} AS image_count",
+        "a['gen_ai.request.choice.count'] AS choice_count",
+        *(f"{_IMAGE.format(f)} AS {f}" for f in ("steps", "strength", "input_width", "input_height", "guidance",
+                                                 "quality")),
+        "a['gen_ai.request.lora'] AS lora",
+    ]
+)
+
+
 def read_otlp_spans(con: duckdb.DuckDBPyConnection, path: str) -> duckdb.DuckDBPyRelation:
     """Parse an OTLP JSON trace file: one row per span, plus one row per line that holds no span.
 
@@ -78,7 +102,8 @@ def read_otlp_spans(con: duckdb.DuckDBPyConnection, path: str) -> duckdb.DuckDBP
       nanosecond difference / 1e9), input_tokens BIGINT, output_tokens BIGINT (NULL when absent or not a whole
       number), tenant VARCHAR (tenant, else enduser.id; span then resource), endpoint VARCHAR (http.route, else
       server.address; span then resource), is_genai BOOLEAN (the span has a gen_ai.* attribute; NULL for a
-      line-level error row), parse_error VARCHAR.
+      line-level error row), parse_error VARCHAR; the image fields modality, width, height, images, steps, strength,
+      input_width, input_height, guidance, quality, lora as VARCHAR (see _IMAGE_ATTRIBUTES; NULL when absent).
 
     parse_error is NULL or one structural reason: "malformed JSON" (span_index 0, raw_record the line), "line has
     no spans", "span is not a JSON object", "span has no startTimeUnixNano", "invalid startTimeUnixNano '...'",
@@ -160,6 +185,7 @@ def parse_otlp_lines(lines: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
             f"{tokens['gen_ai.usage.prompt_tokens']} AS input_tokens_old, "
             f"{tokens['gen_ai.usage.output_tokens']} AS output_tokens_new, "
             f"{tokens['gen_ai.usage.completion_tokens']} AS output_tokens_old, "
+            f"{_IMAGE_ATTRIBUTES}, "
             "coalesce(a['tenant'], a['enduser.id'], r['tenant'], r['enduser.id']) AS tenant, "
             "coalesce(a['http.route'], a['server.address'], r['http.route'], r['server.address']) AS endpoint, "
             "CASE WHEN line_error IS NULL THEN "
@@ -183,6 +209,10 @@ def parse_otlp_lines(lines: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
             "source_row, span_index, raw_record, request_id, cluster, node, gpu, model, start_time, duration_s, "
             "coalesce(input_tokens_new, input_tokens_old) AS input_tokens, "
             "coalesce(output_tokens_new, output_tokens_old) AS output_tokens, "
-            "tenant, endpoint, is_genai, parse_error"
+            "tenant, endpoint, is_genai, parse_error, modality, width, height, "
+            # the request's choice count is its image count on an image span only (n completions on a text span)
+            "CASE WHEN lower(modality) = 'image' THEN coalesce(image_count, choice_count) ELSE image_count END "
+            "AS images, "
+            "steps, strength, input_width, input_height, guidance, quality, lora"
         )
     )

@@ -1068,8 +1068,10 @@ def write_dataset(
             )
             rows = in_req & (req_time >= offset) & (req_time < offset + DAY_S)
             _clear_day(req_dir, day)
+            # (a cluster's file leaves out the columns only other clusters fill: a text cluster's the image fields)
             _write_frame(
-                result.requests[rows], req_dir / f"{day}.{request_format}", request_format, "start_time"
+                result.requests[rows].dropna(axis=1, how="all"), req_dir / f"{day}.{request_format}", request_format,
+                "start_time",
             )
             if cluster in result.faults and request_format != "parquet":
                 encode_non_utf8(req_dir / f"{day}.{request_format}", result.faults[cluster].non_utf8_requests)
@@ -1091,7 +1093,7 @@ def dataset_inventory(out_dir: Path) -> pd.DataFrame:
             opener = gzip.open if name.endswith(".gz") else open
             with opener(path, "rb") as handle:
                 count = sum(1 for _ in handle) - (0 if name.endswith(".jsonl") else 1)
-        elif name.endswith(".yml"):
+        elif name == "clusters.yml":
             count = len(yaml.safe_load(path.read_text())["clusters"])
         else:
             count = 0

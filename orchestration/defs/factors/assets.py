@@ -22,6 +22,7 @@ FACTOR_TABLES: dict[str, str] = {
     "gpu_power": "Maximum power per GPU model prefix: the ceiling every telemetry sample is checked against.",
     "models": "Training and fine-tuning footprints, parameter counts, projected lifetime inferences per model.",
     "model_aliases": "The names requests may use for each factor model (normalised keys).",
+    "image_quality": "Image quality labels (standard, hd, ...): the denoising steps and default size they stand for.",
 }
 
 

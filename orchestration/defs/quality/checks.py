@@ -7,6 +7,7 @@ import dagster as dg
 
 from orchestration.defs.resources import ImpactSettings
 from orchestration.lib import fault_report, invariants
+from orchestration.lib.check_messages import coverage_advice, factor_gaps_advice, invariant_advice
 from orchestration.lib.warehouse import connect, fetch_one
 
 CLUSTER_DAILY_KEY = dg.AssetKey(["marts", "fct_cluster_energy_daily"])
@@ -28,8 +29,10 @@ def _violations_result(
     settings: ImpactSettings,
     query,
     header: tuple[str, ...],
+    what: str,
 ) -> dg.AssetCheckResult:
-    """Run an invariants query (returns the offending rows) on the partition's day, read-only; pass when empty."""
+    """Run an invariants query (returns the offending rows) on the partition's day, read-only; pass when empty.
+    ``what`` names the offending rows in the one-line advice (e.g. 'request-day(s) whose totals ...')."""
     con = connect(settings.warehouse_path, read_only=True)
     try:
         bad = query(con, _partition_day(context))
@@ -37,6 +40,7 @@ def _violations_result(
         con.close()
     return dg.AssetCheckResult(
         passed=not bad,
+        description=invariant_advice(what, bad),
         metadata={"violations": len(bad), "details": dg.MetadataValue.md(_rows_md(header, bad) if bad else "none")},
     )
 
@@ -68,6 +72,9 @@ def energy_conservation(context: dg.AssetCheckExecutionContext, settings: Impact
         con.close()
     return dg.AssetCheckResult(
         passed=not bad,
+        description=invariant_advice(
+            "cluster-day(s) where attributed + unattributed energy is not the metered energy", bad
+        ),
         metadata={
             "violations": len(bad),
             "partition": str(day or "all"),
@@ -87,7 +94,8 @@ def energy_conservation(context: dg.AssetCheckExecutionContext, settings: Impact
 def no_negative_energy(context: dg.AssetCheckExecutionContext, settings: ImpactSettings) -> dg.AssetCheckResult:
     """No window or request carries negative energy (counter resets are handled, never subtracted)."""
     return _violations_result(
-        context, settings, invariants.negative_energy_rows, ("table", "cluster", "at", "it_energy_j")
+        context, settings, invariants.negative_energy_rows, ("table", "cluster", "at", "it_energy_j"),
+        "window(s) or request(s) with negative energy",
     )
 
 
@@ -103,6 +111,9 @@ def single_request_rule(context: dg.AssetCheckExecutionContext, settings: Impact
         con.close()
     return dg.AssetCheckResult(
         passed=not bad,
+        description=invariant_advice(
+            "request(s) alone in their pool that did not get the metered dynamic energy of their windows", bad
+        ),
         metadata={"violations": len(bad), "requests_alone_tested": tested, "details": dg.MetadataValue.md(
             _rows_md(("request_id", "day", "window_dynamic_j", "attributed_dynamic_j"), bad) if bad else "none")},
     )
@@ -127,6 +138,7 @@ def telemetry_coverage(context: dg.AssetCheckExecutionContext, settings: ImpactS
     return dg.AssetCheckResult(
         passed=not low,
         severity=dg.AssetCheckSeverity.WARN,
+        description=coverage_advice(low, settings.coverage_warn_below),
         metadata={
             "threshold": settings.coverage_warn_below,
             "lowest_coverage": float(lowest) if lowest is not None else 1.0,
@@ -148,7 +160,8 @@ def impact_totals_add_up(context: dg.AssetCheckExecutionContext, settings: Impac
     """Every request's totals equal the sum of their parts (carbon, SCI score, water), facility energy is PUE x IT
     energy, nothing is negative, and the low/high bounds bracket the central values."""
     return _violations_result(
-        context, settings, invariants.impact_sum_violations, ("request_id", "cluster", "day", "problem")
+        context, settings, invariants.impact_sum_violations, ("request_id", "cluster", "day", "problem"),
+        "request-day(s) whose totals, facility energy or bounds do not add up",
     )
 
 
@@ -159,6 +172,7 @@ def impact_conservation(context: dg.AssetCheckExecutionContext, settings: Impact
     return _violations_result(
         context, settings, invariants.impact_conservation_violations,
         ("cluster", "day", "quantity", "total", "attributed", "unattributed"),
+        "cluster-day quantity(ies) (operational or embodied carbon, embodied water) that do not conserve",
     )
 
 
@@ -176,6 +190,7 @@ def impact_factor_coverage(context: dg.AssetCheckExecutionContext, settings: Imp
     return dg.AssetCheckResult(
         passed=gaps["no_grid_factor"] == 0 and gaps["no_energy_for_uncovered_time"] == 0,
         severity=dg.AssetCheckSeverity.WARN,
+        description=factor_gaps_advice(gaps),
         metadata={k: dg.MetadataValue.int(v) for k, v in gaps.items()},
     )
 

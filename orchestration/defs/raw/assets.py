@@ -17,6 +17,7 @@ CLUSTERS_KEY = dg.AssetKey(["raw", "clusters"])
 REQUESTS_KEY = dg.AssetKey(["raw", "requests"])
 TELEMETRY_KEY = dg.AssetKey(["raw", "telemetry_samples"])
 TELEMETRY_SERIES_KEY = dg.AssetKey(["raw", "telemetry_series"])
+IMAGE_QUALITY_KEY = dg.AssetKey(["factors", "image_quality"])  # quality labels of image requests
 
 
 def summary_markdown(summary: ingest.IngestSummary) -> str:
@@ -73,12 +74,14 @@ def raw_clusters(context: dg.AssetExecutionContext, settings: ImpactSettings) ->
     owners=OWNERS,
     partitions_def=DAILY_PARTITIONS,
     backfill_policy=DAILY_BACKFILL_POLICY,
-    deps=[CLUSTERS_KEY],
+    deps=[CLUSTERS_KEY, IMAGE_QUALITY_KEY],
 )
 def raw_requests(context: dg.AssetExecutionContext, settings: ImpactSettings) -> dg.MaterializeResult:
     """Request log rows (JSON lines, CSV, Parquet or OTLP GenAI spans) of every request that overlaps the day.
-    Malformed rows, bad timestamps, missing/negative/NaN durations, bad token counts, missing model, unknown
-    cluster and duplicate request ids go to raw.rejected_rows. Re-materialising a day replaces it."""
+    Image requests (modality image) carry their size, images, steps, strength, guidance, quality label (its steps
+    and size from factors.image_quality) and LoRA adapters. Malformed rows, bad timestamps, missing/negative/NaN
+    durations, bad token counts, bad image fields, missing model, unknown cluster and duplicate request ids go to
+    raw.rejected_rows. Re-materialising a day replaces it."""
     day = dt.date.fromisoformat(context.partition_key)
     with warehouse(settings.warehouse_path) as con:
         summary = ingest.ingest_requests(con, settings.data_path, day, settings.max_request_duration_s)
