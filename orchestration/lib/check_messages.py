@@ -148,3 +148,58 @@ def adapter_advice(problems: list[tuple[str, str, int]]) -> str | None:
         "fine_tuning_g_co2e: add it to factors/models.yml with base_model, fine_tuning_kg_co2e and "
         "projected_lifetime_inferences (docs/images.md#3-inferences-training-and-lora-adapters)"
     )
+
+
+def power_ceiling_advice(bad: list[tuple]) -> str | None:
+    """One line: stored pool-windows holding more energy than their hardware can draw (blocking)."""
+    if not bad:
+        return None
+    cluster, day, component, pool = bad[0][:4]
+    return (
+        f"{len(bad)}{'+' if len(bad) >= 20 else ''} pool-window(s) hold more energy than the hardware can draw "
+        f"(first: {cluster} {day} {component} {pool}): telemetry above the ceiling is quarantined before this, so "
+        "either gpu_max_w / host_max_w in clusters.yml (or factors/gpu_power.csv) is too low for this hardware, or "
+        "it is a bug: check the hardware's rated power, fix the factor and re-run the day "
+        "(docs/telemetry-faults.md#physical-plausibility)"
+    )
+
+
+def telemetry_faults_advice(flagged: list[tuple]) -> str | None:
+    """One line: the cluster-days whose telemetry had samples rejected, energy quarantined or intervals bridged
+    (rows: day, cluster, rejected samples, quarantined GPU-s, quarantined kWh, bridged, duplicates)."""
+    if not flagged:
+        return None
+    day, cluster, rejected, quarantined_s, quarantined_kwh, bridged = flagged[0][:6]
+    more = f" (and {len(flagged) - 1} more cluster-day(s))" if len(flagged) > 1 else ""
+    return (
+        f"{cluster} on {day}: {rejected} telemetry sample(s) rejected, {quarantined_kwh:.3f} kWh quarantined over "
+        f"{quarantined_s:.0f} GPU-s, {bridged} interval(s) bridged{more}. The faulty samples are not counted as "
+        "energy; look at the exporter of the series listed in intermediate.int_telemetry_quarantine "
+        "(docs/telemetry-faults.md#where-to-look)"
+    )
+
+
+def unmatched_requests_advice(rows: list[tuple]) -> str | None:
+    """One line: requests naming a node or GPU that sent no telemetry (rows: day, cluster, node, gpu, level,
+    requests)."""
+    if not rows:
+        return None
+    day, cluster, node, gpu, level, n = rows[0][:6]
+    more = f" (and {len(rows) - 1} more name(s))" if len(rows) > 1 else ""
+    return (
+        f"{n} request(s) of {cluster} on {day} name node {node!r} GPU {gpu!r}, which sent no telemetry: attributed "
+        f"at {level} level{more}. Their energy is kept, but shared with their neighbours: map the names in "
+        "clusters.yml (node_aliases, node_pattern) if the log and the exporter spell them differently "
+        "(docs/telemetry-faults.md#requests-that-match-no-telemetry)"
+    )
+
+
+def durations_advice(findings: list[str]) -> str | None:
+    """One line: request durations that look like the wrong unit."""
+    if not findings:
+        return None
+    more = f" (and {len(findings) - 1} more finding(s))" if len(findings) > 1 else ""
+    return (
+        f"{findings[0]}{more}: check the unit of duration_s in the request log (seconds expected) "
+        "(docs/telemetry-faults.md#logs-that-are-not-what-they-claim)"
+    )

@@ -7,7 +7,15 @@ import dagster as dg
 
 from orchestration.defs.resources import ImpactSettings
 from orchestration.lib import fault_report, invariants
-from orchestration.lib.check_messages import coverage_advice, factor_gaps_advice, invariant_advice
+from orchestration.lib.check_messages import (
+    coverage_advice,
+    durations_advice,
+    factor_gaps_advice,
+    invariant_advice,
+    power_ceiling_advice,
+    telemetry_faults_advice,
+    unmatched_requests_advice,
+)
 from orchestration.lib.warehouse import connect, fetch_one
 
 CLUSTER_DAILY_KEY = dg.AssetKey(["marts", "fct_cluster_energy_daily"])
@@ -218,9 +226,16 @@ def power_ceiling(context: dg.AssetCheckExecutionContext, settings: ImpactSettin
     (clusters.yml gpu_max_w, else factors.gpu_power) x the margin, hosts at most host_max_w x the margin, over the
     seconds they were present. Telemetry above it is quarantined upstream; a window that still exceeds it fails the
     day (docs/telemetry-faults.md)."""
-    return _violations_result(
-        context, settings, fault_report.power_ceiling_violations,
-        ("cluster", "day", "component", "pool", "window", "energy_j", "mean_w", "ceiling_w"),
+    con = connect(settings.warehouse_path, read_only=True)
+    try:
+        bad = fault_report.power_ceiling_violations(con, _partition_day(context))
+    finally:
+        con.close()
+    header = ("cluster", "day", "component", "pool", "window", "energy_j", "mean_w", "ceiling_w")
+    return dg.AssetCheckResult(
+        passed=not bad,
+        description=power_ceiling_advice(bad),
+        metadata={"violations": len(bad), "details": dg.MetadataValue.md(_rows_md(header, bad) if bad else "none")},
     )
 
 
@@ -236,6 +251,7 @@ def telemetry_faults(context: dg.AssetCheckExecutionContext, settings: ImpactSet
     return dg.AssetCheckResult(
         passed=not flagged,
         severity=dg.AssetCheckSeverity.WARN,
+        description=telemetry_faults_advice(flagged),
         metadata={
             "cluster_days_flagged": len(flagged),
             "rejected_samples": int(sum(r[2] for r in rows)),
@@ -257,6 +273,7 @@ def requests_match_telemetry(
     return dg.AssetCheckResult(
         passed=not rows,
         severity=dg.AssetCheckSeverity.WARN,
+        description=unmatched_requests_advice(rows),
         metadata={
             "names_unmatched": len(rows),
             "requests_attributed_higher": int(sum(r[5] for r in rows)),
@@ -278,5 +295,6 @@ def request_durations_plausible(
     return dg.AssetCheckResult(
         passed=not findings,
         severity=dg.AssetCheckSeverity.WARN,
+        description=durations_advice(findings),
         metadata={"findings": dg.MetadataValue.md("\n".join(f"- {f}" for f in findings) or "none")},
     )
