@@ -55,6 +55,11 @@ for _ in sys.stdin:
 """
 
 
+def _day_done(line: str) -> bool:
+    """The summary line of the day's job ("[1/1] DAY  ok|FAILED  N s"), not its "running ..." progress line."""
+    return line.startswith("[1/1]") and not line.rstrip().endswith("running ...")
+
+
 def _requests(data: Path, hours: list[int]) -> None:
     rows = [dict(REQUEST, request_id=f"r{h}", start_time=f"2024-05-01T{h:02d}:25:00Z") for h in hours]
     (data / "requests" / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -175,9 +180,9 @@ def test_killed_runs_leave_nothing_behind_and_rerun_to_the_clean_result_while_an
     _kill_and_check_nothing_is_left(run, f"dbt {context}")
 
     run = Run(*args)  # killed during the models job: the day was built and published
-    run.wait_for(lambda: any(line.startswith("[1/1]") for line in run.out), "the models job")
+    run.wait_for(lambda: any(_day_done(line) for line in run.out), "the models job")
     assert "ended without releasing it" in "".join(run.err)  # the killed run's lock was taken over
-    assert "ok" in next(line for line in run.out if line.startswith("[1/1]")), run.text()
+    assert "ok" in next(line for line in run.out if _day_done(line)), run.text()
     time.sleep(rng.uniform(0, 1.0))
     _kill_and_check_nothing_is_left(run, f"the models job {context}")
 

@@ -52,7 +52,8 @@ ALLOWED_UPSTREAM_GROUPS = {
     "reports": {"marts", "models"},
     "advice": {"raw", "staging", "intermediate", "marts", "models", "advice"},
     # the publications wait for every asset of their job (defs/operations)
-    "operations": {"raw", "factors", "staging", "intermediate", "marts", "models", "comparisons", "advice"},
+    "operations": {"raw", "factors", "staging", "intermediate", "marts", "models", "comparisons", "reports",
+                   "advice"},
 }
 
 ASSET_NODES_QUERY = """
