@@ -57,8 +57,8 @@ def test_docs_the_product_prints_resolve():
     for source in sorted((REPO / "orchestration").rglob("*.py")):
         for page, anchor in DOCS_MENTION.findall(source.read_text()):
             path = DOCS / page
-            if page in ("operations.md", "advice.md", "images.md", "spark.md") and not path.exists():
-                continue  # written on other branches
+            if page == "spark.md" and not path.exists():
+                continue  # written on another branch
             if not path.exists() or (anchor and anchor not in anchors(path)):
                 broken.append(f"{source.relative_to(REPO)}: docs/{page}#{anchor}")
     assert broken == []
@@ -110,7 +110,20 @@ def test_other_one_liners():
                            "ours_accelerator_j_per_output_token": 17.4, "mlenergy_band_low_j_per_token": 0.07,
                            "mlenergy_band_high_j_per_token": 11.1}])  # fmt: skip
     assert "17.4 J per output token is above" in cm.mlenergy_advice(above) and "under-used" in cm.mlenergy_advice(above)
-    for line in (cm.drift_advice(drift, 3), coverage, bug, cm.factor_gaps_advice(gaps), cm.mlenergy_advice(above)):
+    ceiling = cm.power_ceiling_advice([("c1", "2024-05-01", "gpu", "n1/0", 3, 9e5, 1e3, 875.0)])
+    assert ceiling.startswith("1 pool-window(s) hold more energy") and "c1 2024-05-01 gpu n1/0" in ceiling
+    faults = cm.telemetry_faults_advice([("2024-05-01", "c1", 2, 15.0, 0.25, 1, 0), ("2024-05-01", "c2", 1, 0, 0, 0, 0)])
+    assert "c1 on 2024-05-01: 2 telemetry sample(s) rejected, 0.250 kWh quarantined over 15 GPU-s" in faults
+    assert "and 1 more cluster-day(s)" in faults
+    unmatched = cm.unmatched_requests_advice([("2024-05-01", "c1", "gpu-node-99", "0", "cluster", 20)])
+    assert "20 request(s) of c1 on 2024-05-01 name node 'gpu-node-99' GPU '0'" in unmatched
+    assert "cluster level" in unmatched and "node_aliases" in unmatched
+    durations = cm.durations_advice(["median 3.1 s per output token on c1"])
+    assert durations.startswith("median 3.1 s per output token on c1: check the unit of duration_s")
+    assert cm.power_ceiling_advice([]) is cm.telemetry_faults_advice([]) is cm.unmatched_requests_advice([]) is None
+    lines = (cm.drift_advice(drift, 3), coverage, bug, cm.factor_gaps_advice(gaps), cm.mlenergy_advice(above),
+             ceiling, faults, unmatched, durations)
+    for line in lines:
         assert re.search(r"\(docs/[a-z-]+\.md#[a-z-]+\)", line), line
 
 
