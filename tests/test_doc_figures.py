@@ -286,3 +286,26 @@ def test_demo_summary_shows_the_image_cluster(wh, demo_build):
     assert (row[0], row[1], round(row[2], 3), round(row[3], 3), round(row[4], 3)) == (3000, 4942, 5.233, 3.044, 2.63)
     line = next(x for x in demo_build.output.splitlines() if x.startswith("2023-11-16  sim-sdxl-central  stable"))
     assert "3,000   4,942" in line and "5.233" in line and "3.044" in line and "2.630" in line
+
+
+def test_the_readmes_demo_output_and_queries(demo_build):
+    """The README's front door holds: the table rows it shows are what `make demo` prints, and its five analyst
+    queries run on the published warehouse a new analyst opens, each returning rows."""
+    readme = (REPO / "README.md").read_text()
+    shown = readme[readme.index("day         cluster           requests"):]
+    shown = shown[: shown.index("```")]
+    printed = {" ".join(line.split()) for line in demo_build.output.splitlines()}
+    for line in shown.splitlines():
+        if line.startswith("2023-11-16"):
+            # the README leaves the last column (grid) out of the impact table
+            assert any(p.startswith(" ".join(line.split())) for p in printed), line
+    sql = readme[readme.index("```sql") + len("```sql"):]
+    queries = [q.strip() for q in sql[: sql.index("```")].split(";") if q.strip()]
+    assert len(queries) == 5
+    published = demo_build.warehouse.with_name(demo_build.warehouse.stem + ".analysts.duckdb")
+    con = duckdb.connect(str(published), read_only=True)
+    try:
+        for query in queries:
+            assert con.execute(query).fetchall(), query
+    finally:
+        con.close()
