@@ -361,3 +361,28 @@ def test_retention_settings_from_the_environment(monkeypatch):
     monkeypatch.setenv("IMPACT_RETAIN_RAW_DAYS", "a month")
     with pytest.raises(ValueError, match="IMPACT_RETAIN_RAW_DAYS"):
         retention.Policy.from_env()
+
+
+def test_dbt_settings_can_be_set_again_after_duckdb_has_spilled(tmp_path):
+    """dbt-duckdb SETs the profile's `settings` on every cursor it opens; once DuckDB has spilled to its temp
+    directory it refuses to switch it (even to the same folder), which failed the 50 M-request day midway. So
+    temp_directory is a connect-time `config_options` entry, and every `settings` entry can be SET again after a
+    spill."""
+    import yaml
+
+    from conftest import REPO
+
+    profile = yaml.safe_load((REPO / "dbt_project" / "profiles.yml").read_text())
+    duck = profile["inference_impact"]["outputs"]["duckdb"]
+    assert "temp_directory" in duck["config_options"]
+    path = tmp_path / "w.duckdb"
+    con = duckdb.connect(str(path), config={"memory_limit": "64MB", "temp_directory": str(path) + ".tmp",
+                                             "preserve_insertion_order": False})  # fmt: skip
+    con.execute("create table t as select range as i, md5(range::varchar) as s from range(2000000)")
+    con.execute("select count(distinct s), max(s) from (select s from t order by s)").fetchone()
+    with pytest.raises(duckdb.NotImplementedException, match="switch temporary directory"):
+        con.cursor().execute(f"set temp_directory = '{path}.tmp'")  # it did spill
+    for key in duck["settings"]:
+        (value,) = con.execute(f"select current_setting('{key}')").fetchone()
+        con.cursor().execute(f"set {key} = '{value}'")
+    con.close()
