@@ -369,7 +369,6 @@ def test_dbt_settings_can_be_set_again_after_duckdb_has_spilled(tmp_path):
     temp_directory is a connect-time `config_options` entry, and every `settings` entry can be SET again after a
     spill."""
     import yaml
-
     from conftest import REPO
 
     profile = yaml.safe_load((REPO / "dbt_project" / "profiles.yml").read_text())
