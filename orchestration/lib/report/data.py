@@ -109,11 +109,12 @@ where d.day = $day
 order by d.cluster
 """
 
-# IT energy per request (metered + predicted), in log-spaced bins: the distribution without reading the requests
+# IT energy per request (metered + predicted), in log-spaced bins: the distribution without reading the requests.
+# (marts.fct_request_energy: the lighter of the two request views, IT energy is a stored column there)
 ENERGY_HIST_SQL = """
 with requests as (
     select model, cluster, it_energy_j / 3600 as wh
-    from marts.fct_request_impact
+    from marts.fct_request_energy
     where day = $day and it_energy_j > 0
 )
 select model, cluster, power(10, bin / $per_decade) as bin_low_wh, power(10, (bin + 1) / $per_decade) as bin_high_wh,
@@ -125,15 +126,19 @@ from (
 order by model, cluster, bin
 """
 
-# quantiles of IT energy per request (Wh) per model x cluster, and per model over all clusters (cluster null)
+# quantiles of IT energy per request (Wh) per model x cluster, and per model over all clusters (cluster null). One
+# list-valued quantile per group: each quantile_cont keeps its own copy of the group's values, and six of them over a
+# 50 M-request day did not fit in DuckDB's memory limit.
 ENERGY_QUANTILES_SQL = """
-select model, cluster, count(*) as requests,
-       quantile_cont(it_energy_j, 0.05) / 3600 as p05_wh, quantile_cont(it_energy_j, 0.25) / 3600 as p25_wh,
-       median(it_energy_j) / 3600 as p50_wh, quantile_cont(it_energy_j, 0.75) / 3600 as p75_wh,
-       quantile_cont(it_energy_j, 0.95) / 3600 as p95_wh, avg(it_energy_j) / 3600 as mean_wh
-from marts.fct_request_impact
-where day = $day and it_energy_j > 0
-group by grouping sets ((model, cluster), (model))
+select model, cluster, requests, q[1] / 3600 as p05_wh, q[2] / 3600 as p25_wh, q[3] / 3600 as p50_wh,
+       q[4] / 3600 as p75_wh, q[5] / 3600 as p95_wh, mean_j / 3600 as mean_wh
+from (
+    select model, cluster, count(*) as requests, quantile_cont(it_energy_j, [0.05, 0.25, 0.5, 0.75, 0.95]) as q,
+           avg(it_energy_j) as mean_j
+    from marts.fct_request_energy
+    where day = $day and it_energy_j > 0
+    group by grouping sets ((model, cluster), (model))
+)
 order by cluster is null, requests desc, model, cluster
 """
 
@@ -212,13 +217,25 @@ with fits as (
     where target = 'energy' and coalesce(form, 'paper') = 'paper'
     qualify row_number() over (partition by model, hardware
                                order by fitted_at desc, source = 'telemetry' desc) = 1
+),
+
+sizes as (
+    select model, hardware, count(*) as requests
+    from marts.fct_request_impact
+    where day = $day and energy_source = 'telemetry'
+    group by all
 )
+
 select r.model, r.hardware, r.it_energy_measured_j as observed_j,
        f.alpha_in * r.input_tokens + f.alpha_out * r.output_tokens
        + f.alpha_in_out * r.input_tokens * r.output_tokens as fitted_j
 from marts.fct_request_impact as r
 join fits as f on f.model = r.model and f.hardware = r.hardware
+join sizes as z on z.model = r.model and z.hardware = r.hardware
 where r.day = $day and r.energy_source = 'telemetry'
+    -- the rows whose hash is below what about 2n rows of the group pass: the n lowest hashes are among them (the same
+    -- sample as ranking every row, without sorting 50 M of them)
+    and hash(r.request_id) / 18446744073709551615.0 <= least(1.0, 2.0 * $n / z.requests)
 qualify row_number() over (partition by r.model, r.hardware order by hash(r.request_id)) <= $n
 """
 
