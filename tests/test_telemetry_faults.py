@@ -194,7 +194,14 @@ def test_non_utf8_request_lines_are_rejected_rows_the_rest_loads(corpus):
 def test_stale_tails_are_rejected_without_losing_energy(corpus):
     _, con, _, _ = corpus
     got = _daily(con).loc["f-stale"]
-    assert got["rejected_samples"] > 0 and got["telemetry_coverage"] == pytest.approx(1.0)
+    # the tails cost no coverage; the only seconds uncovered are those of the requests naming a node that sent no
+    # telemetry (attributed at cluster level, so partly on GPUs that autoscaling had removed at the time)
+    (unknown_node_share,) = con.execute(
+        "select sum(request_seconds) filter (where node = 'gpu-node-99') / sum(request_seconds) "
+        "from marts.fct_request_energy where cluster = 'f-stale'"
+    ).fetchone()
+    assert got["rejected_samples"] > 0 and 0 < unknown_node_share < 0.05
+    assert 1 - unknown_node_share - 1e-9 <= got["telemetry_coverage"] < 1
     tail = con.execute(
         "select count(*) from intermediate.int_telemetry_quarantine where cluster = 'f-stale' "
         "and kind = 'rejected sample' and reason like 'stale counter%'"
