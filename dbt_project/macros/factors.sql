@@ -4,7 +4,7 @@
     Same rule as orchestration.lib.factors.model_key.
 -#}
 {% macro model_key(column) -%}
-    lower(regexp_replace(regexp_replace({{ column }}, '^[^/]*/', ''), '[^A-Za-z0-9]', '', 'g'))
+    lower({{ regexp_replace_all("regexp_replace(" ~ column ~ ", '^[^/]*/', '')", "'[^A-Za-z0-9]'", "''") }})
 {%- endmacro %}
 
 {#-
@@ -14,7 +14,7 @@
 {% macro zone_match_rank(factor_zone, zone) -%}
     case
         when {{ factor_zone }} = {{ zone }} then 0
-        when starts_with({{ zone }}, {{ factor_zone }} || '-') then 1000 - length({{ factor_zone }})
+        when {{ starts_with(zone, factor_zone ~ " || '-'") }} then 1000 - length({{ factor_zone }})
         when upper({{ factor_zone }}) = 'WORLD' then 10000
     end
 {%- endmacro %}

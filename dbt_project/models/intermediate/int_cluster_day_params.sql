@@ -45,14 +45,14 @@ steps as (
 ),
 
 scrape as (
-    select cluster, median(step_s) as scrape_interval_s
+    select cluster, {{ median('step_s') }} as scrape_interval_s
     from steps
     where step_s > 0
     group by cluster
 ),
 
 power_at_zero_util as (
-    select p.cluster, quantile_cont(p.value, 0.05) as p05_w
+    select p.cluster, {{ quantile_cont('p.value', 0.05) }} as p05_w
     from samples as p
     inner join samples as u
         on
@@ -65,7 +65,7 @@ power_at_zero_util as (
 ),
 
 power_any as (
-    select cluster, quantile_cont(value, 0.05) as p05_w
+    select cluster, {{ quantile_cont('value', 0.05) }} as p05_w
     from samples
     where quantity = 'gpu_power_w' and cluster in (select n.cluster from needs_idle_estimate as n)
     group by cluster

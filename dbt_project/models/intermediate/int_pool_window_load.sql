@@ -48,7 +48,7 @@ telemetered as (
         k.token_seconds,
         k.requests
     from by_key as k
-    inner join pools as p on p.pool_index = k.pool_window_key // 86400
+    inner join pools as p on p.pool_index = {{ int_div('k.pool_window_key', 86400) }}
 ),
 
 untelemetered as (

@@ -35,7 +35,7 @@ with params as (
     where day = {{ partition_day() }}
 ),
 
-requests as not materialized (
+requests as {{ not_materialized() }} (
     select * from {{ ref('stg_raw__requests') }}
     where partition_day = {{ partition_day() }}
 ),
@@ -73,25 +73,23 @@ start_hours as (
 
 fits as (
     {%- if fits is not none %}
+        {% call first_row_per(model_key('model') ~ ', lower(hardware)', "(source = 'telemetry') desc, fitted_at desc") %}
         select
             {{ model_key('model') }} as model_key,
             lower(hardware) as hardware_key,
-            source || ' fit of ' || strftime(fitted_at, '%Y-%m-%dT%H:%M:%SZ') || ' (n=' || nobs || ')' as fit_label,
+            source || ' fit of ' || {{ format_utc_timestamp('fitted_at') }} || ' (n=' || nobs || ')' as fit_label,
             alpha_in, alpha_out, alpha_in_out,
             cov_in_in, cov_in_out, cov_in_in_out, cov_out_out, cov_out_in_out, cov_in_out_in_out,
             resid_variance, t_975
         from {{ fits }}
         where
             target = 'energy' and form = 'paper' and t_975 is not null and alpha_in is not null
-        qualify row_number() over (
-            partition by {{ model_key('model') }}, lower(hardware)
-            order by (source = 'telemetry') desc, fitted_at desc
-        ) = 1
+        {% endcall %}
     {%- else %}
         select
-            cast(null as varchar) as model_key,
-            cast(null as varchar) as hardware_key,
-            cast(null as varchar) as fit_label,
+            cast(null as {{ type_string() }}) as model_key,
+            cast(null as {{ type_string() }}) as hardware_key,
+            cast(null as {{ type_string() }}) as fit_label,
             cast(null as double) as alpha_in, cast(null as double) as alpha_out, cast(null as double) as alpha_in_out,
             cast(null as double) as cov_in_in,
             cast(null as double) as cov_in_out,
@@ -139,7 +137,7 @@ training as (
     inner join model_aliases as a on t.factor_model = a.factor_model
 ),
 
-pool_rates as materialized (
+pool_rates as {{ materialized() }} (
     -- per pool-window with telemetry that requests ran in: energy, embodied carbon and water per request-second
     -- (dynamic energy per token-second too), the window's grid intensity, its load and its dynamic energy
     select
@@ -181,7 +179,7 @@ host_rates as (
     where component = 'host'
 ),
 
-spans as not materialized (
+spans as {{ not_materialized() }} (
     -- every request of the day with its time in the day and the windows it touches. Not materialised: each use
     -- below reads the columns it needs, and a materialised copy of 5 M requests would copy them all.
     -- A request inside one window (most of them) needs no expansion and no aggregation; one with no time in the
@@ -215,7 +213,7 @@ spans as not materialized (
     left join params as p on r.cluster = p.cluster
 ),
 
-windowed_spans as not materialized (
+windowed_spans as {{ not_materialized() }} (
     select
         *,
         in_day and first_window < last_window as multi_window,
@@ -223,7 +221,7 @@ windowed_spans as not materialized (
     from spans
 ),
 
-pooled_spans as not materialized (
+pooled_spans as {{ not_materialized() }} (
     -- the request's GPU pool and host pool (null: no telemetry from them that day)
     select
         s.*,
@@ -348,7 +346,7 @@ long_span_overlaps as (
     from (
         select
             request_key, t0_s, t1_s, window_s, tokens, duration_s, gpu_pool_index, host_pool_index,
-            unnest(generate_series(first_window, last_window)) as window_index
+            {{ explode_range('first_window', 'last_window') }} as window_index
         from pooled_spans
         where long_span
     ) as by_window
@@ -573,7 +571,7 @@ final as (
         node,
         gpu,
         cast(greatest(
-            date_diff('day', cast(start_time as date), cast(end_time - interval 1 microsecond as date)) + 1, 1
+            {{ days_between('cast(start_time as date)', 'cast(end_time - interval 1 microsecond as date)') }} + 1, 1
         ) as integer) as days_spanned,
         -- energy (METHODOLOGY section 3)
         request_seconds,
