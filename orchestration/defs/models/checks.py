@@ -4,13 +4,12 @@
 import math
 
 import dagster as dg
-import duckdb
 import pandas as pd
 
 from orchestration.defs.models.assets import FITS_KEY, FITS_TABLE
 from orchestration.defs.resources import ImpactSettings
 from orchestration.lib.energy_models import coefficient_drift, quality_offenders
-from orchestration.lib.warehouse import connect, fetch_one
+from orchestration.lib import engines
 
 FIT_QUALITY_CHECK = "fit_quality"
 COEFFICIENT_DRIFT_CHECK = "coefficient_drift"
@@ -18,13 +17,13 @@ COEFFICIENT_DRIFT_CHECK = "coefficient_drift"
 MAX_ROWS_SHOWN = 20
 
 
-def _fits_at(con: duckdb.DuckDBPyConnection, rank: int) -> pd.DataFrame:
+def _fits_at(con, rank: int) -> pd.DataFrame:
     """The fits of the `rank`-th most recent fitted_at (1 = latest); empty when there is none."""
     return con.execute(
         f"""
         with runs as (
             select fitted_at, row_number() over (order by fitted_at desc) as k
-            from (select distinct fitted_at from {FITS_TABLE})
+            from (select distinct fitted_at from {FITS_TABLE}) as fit_times
         )
         select f.* from {FITS_TABLE} as f join runs using (fitted_at) where runs.k = $rank
         """,
@@ -34,13 +33,9 @@ def _fits_at(con: duckdb.DuckDBPyConnection, rank: int) -> pd.DataFrame:
 
 def _read(settings: ImpactSettings, ranks: tuple[int, ...]) -> list[pd.DataFrame] | None:
     """The fits of each rank, or None when the table does not exist yet."""
-    con = connect(settings.warehouse_path, read_only=True)
+    con = settings.open_engine()
     try:
-        (exists,) = fetch_one(
-            con,
-            "select count(*) from information_schema.tables "
-            "where table_schema = 'models' and table_name = 'energy_model_fits'"
-        )
+        exists = engines.has_table(con, FITS_TABLE)
         return [_fits_at(con, k) for k in ranks] if exists else None
     finally:
         con.close()

@@ -50,3 +50,23 @@ def bind(sql: str, params: Mapping[str, object] | None) -> dict[str, object]:
         return {}
     used = set(re.findall(r"\$(\w+)", sql))
     return {k: v for k, v in params.items() if k in used}
+
+
+def open_engine(name: str, duckdb_path, read_only: bool = True):
+    """An Engine on the warehouse: Spark through SPARK_REMOTE, or the DuckDB file at ``duckdb_path``."""
+    if engine_name(name) == "spark":
+        from orchestration.lib.engines.spark_engine import SparkEngine
+
+        return SparkEngine()
+    from orchestration.lib.engines.duckdb_engine import DuckDBEngine
+
+    return DuckDBEngine(duckdb_path, read_only=read_only)
+
+
+def has_table(con, table: str) -> bool:
+    """Whether ``schema.table`` exists, on a DuckDB connection or an Engine."""
+    if hasattr(con, "has_table"):
+        return con.has_table(table)
+    from orchestration.lib.warehouse import has_table as duckdb_has_table
+
+    return duckdb_has_table(con, table)
