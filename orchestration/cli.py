@@ -1,6 +1,8 @@
 """`impact`: the command line (CONTRACT section 2).
 
     impact run --data-dir DIR --warehouse FILE [--start YYYY-MM-DD --end YYYY-MM-DD] [--prometheus-url URL]
+               [--engine duckdb|spark]   (spark: --warehouse is a directory; docs/spark.md)
+    impact sql "select ..." [--engine duckdb|spark] [--warehouse W] [--json]
     impact simulate --out DIR ...            (see `impact simulate --help`)
     impact fit PROFILING.csv [--json]         (see `impact fit --help`)
     impact predict --model M --input-tokens N --output-tokens N [--cluster C] [--at T] [--warehouse FILE]
@@ -52,10 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
         "IMPACT_PROMETHEUS_USER and IMPACT_PROMETHEUS_PASSWORD",
     )
     run.add_argument("--quiet", action="store_true", help="only the final summary")
+    run.add_argument(
+        "--engine",
+        help="where the models run: duckdb (default; --warehouse is a file) or spark (--warehouse is a directory; a "
+        "local Spark Connect server is started for it unless SPARK_REMOTE is set); default: $IMPACT_ENGINE",
+    )
 
     sub.add_parser("simulate", help="write a simulated cluster day (inputs + ground truth)", add_help=False)
     sub.add_parser("fit", help="fit e(tau_in, tau_out) and runtime models to profiling runs", add_help=False)
     sub.add_parser("predict", help="predicted duration and energy of a hypothetical request", add_help=False)
+    sub.add_parser("sql", help="run one SQL statement on the warehouse (either engine)", add_help=False)
     return parser
 
 
@@ -71,27 +79,50 @@ def days_to_run(
     return [d for d in found if (start is None or d >= start) and (end is None or d <= end)]
 
 
+def _open_marts(warehouse: Path):
+    """The warehouse the marts are in, read-only: the DuckDB file, or the Spark engine (IMPACT_ENGINE)."""
+    from orchestration.lib import engines
+
+    return engines.open_engine(os.environ.get(settings.ENGINE_ENV), warehouse, read_only=True)
+
+
+def _days_in(column: str, days: Sequence[dt.date]) -> tuple[str, dict[str, dt.date]]:
+    """`column in ($day0, ...)` and its parameters (SQL both engines read)."""
+    params = {f"day{i}": d for i, d in enumerate(days)}
+    return f"{column} in ({', '.join('$' + p for p in params)})" if params else "false", params
+
+
 def _summary_rows(warehouse: Path, days: Sequence[dt.date]) -> list[tuple]:
     from orchestration.lib.warehouse import connect
 
-    con = connect(warehouse, read_only=True)
+    in_days, params = _days_in("d.day", days)
+    con = _open_marts(warehouse)
     try:
-        return con.execute(
-            """
-            with rejected as (
-                select partition_day as day, count(*) as n from raw.rejected_rows group by all
-            )
+        energy = con.execute(
+            f"""
             select d.day, d.cluster, d.requests, d.metered_it_energy_j / 3.6e6, d.attributed_energy_j / 3.6e6,
-                   d.unattributed_energy_j / 3.6e6, d.telemetry_coverage, d.counter_resets,
-                   coalesce(r.n, 0)
-            from marts.fct_cluster_energy_daily d left join rejected r using (day)
-            where list_contains($days, d.day)
+                   d.unattributed_energy_j / 3.6e6, d.telemetry_coverage, d.counter_resets
+            from marts.fct_cluster_energy_daily d
+            where {in_days}
             order by d.day, d.cluster
             """,
-            {"days": list(days)},
+            params,
         ).fetchall()
     finally:
         con.close()
+    # raw.rejected_rows is ingestion's: in the DuckDB warehouse (or store) whatever the engine
+    con = connect(warehouse, read_only=True)
+    try:
+        rejected = dict(
+            con.execute("select partition_day, count(*) from raw.rejected_rows group by partition_day").fetchall()
+        )
+    finally:
+        con.close()
+    return [(*row, rejected.get(_as_date(row[0]), 0)) for row in energy]
+
+
+def _as_date(value) -> dt.date:
+    return value.date() if isinstance(value, dt.datetime) else value
 
 
 IMPACT_HEADER = ("day", "cluster", "facility_kwh", "operational_kg", "embodied_kg", "training_kg", "total_kg",
@@ -101,23 +132,25 @@ IMPACT_HEADER = ("day", "cluster", "facility_kwh", "operational_kg", "embodied_k
 def _impact_rows(warehouse: Path, days: Sequence[dt.date]) -> list[tuple]:
     """Per day and cluster: facility energy, carbon by kind with the total's bounds, water, the median request's
     total carbon, and whether hourly grid factors covered every request."""
-    from orchestration.lib.warehouse import connect
+    from orchestration.lib.engines import dialect
 
-    con = connect(warehouse, read_only=True)
+    in_days, params = _days_in("day", days)
+    con = _open_marts(warehouse)
     try:
+        median = dialect(con, "median(total_g_co2e)", "percentile(total_g_co2e, 0.5)")
         rows = con.execute(
-            """
+            f"""
             select day, cluster, sum(facility_energy_j) / 3.6e6, sum(operational_location_g_co2e) / 1e3,
                    sum(embodied_g_co2e) / 1e3, sum(training_g_co2e + fine_tuning_g_co2e) / 1e3,
                    sum(total_g_co2e) / 1e3, sum(total_g_co2e_low) / 1e3, sum(total_g_co2e_high) / 1e3,
-                   sum(total_water_l), median(total_g_co2e),
+                   sum(total_water_l), {median},
                    case when count(*) filter (where grid_resolution <> 'hourly') = 0 then 'hourly'
                         else count(*) filter (where grid_resolution <> 'hourly') || ' on annual' end
             from marts.fct_request_impact
-            where list_contains($days, day)
+            where {in_days}
             group by day, cluster order by day, cluster
             """,
-            {"days": list(days)},
+            params,
         ).fetchall()
     finally:
         con.close()
@@ -169,14 +202,59 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str
 def cmd_run(args: argparse.Namespace) -> int:
     from orchestration.lib.prometheus import URL_ENV
 
-    before = os.environ.get(URL_ENV)
+    kept = (URL_ENV, settings.ENGINE_ENV, settings.SPARK_WAREHOUSE_ENV)
+    before = {name: os.environ.get(name) for name in kept}
     try:
-        return _cmd_run(args, _prometheus_url(args.prometheus_url))
-    finally:  # the flag lasts for this command only (main() may be called in-process, e.g. by tests)
-        if before is None:
-            os.environ.pop(URL_ENV, None)
-        else:
-            os.environ[URL_ENV] = before
+        with _engine(args):
+            return _cmd_run(args, _prometheus_url(args.prometheus_url))
+    finally:  # the flags last for this command only (main() may be called in-process, e.g. by tests)
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
+def _engine(args: argparse.Namespace):
+    """The engine of the run (--engine, $IMPACT_ENGINE): for spark, --warehouse names the warehouse directory;
+    ingestion's DuckDB store is in it, and a local Spark Connect server runs for it during the run (unless
+    SPARK_REMOTE names one)."""
+    from orchestration.lib import engines
+
+    try:
+        engine = engines.engine_name(getattr(args, "engine", None))
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    os.environ[settings.ENGINE_ENV] = engine
+    if engine != "spark":
+        yield
+        return
+    from orchestration.lib.engines.spark_server import REMOTE_ENV, LocalSparkServer, SparkServerError
+
+    directory = Path(args.warehouse or settings.DEFAULT_SPARK_WAREHOUSE).expanduser().resolve()
+    if directory.suffix == ".duckdb" or directory.is_file():
+        raise CliError(f"--engine spark: --warehouse is a directory, not the file {directory}")
+    os.environ[settings.SPARK_WAREHOUSE_ENV] = str(directory)
+    args.warehouse = str(directory / SPARK_INGEST_STORE)
+    if os.environ.get(REMOTE_ENV):
+        yield
+        return
+    server = LocalSparkServer(directory)
+    try:
+        if not args.quiet:
+            print(f"Starting a local Spark server for {directory} ...", flush=True)
+        server.start()
+    except SparkServerError as exc:
+        raise CliError(str(exc)) from None
+    try:
+        yield
+    finally:
+        server.stop()
+
+
+# ingestion's DuckDB store (raw layer validation, raw.rejected_rows) in a Spark warehouse directory
+SPARK_INGEST_STORE = "ingest.duckdb"
 
 
 def _cmd_run(args: argparse.Namespace, prometheus_url: str | None) -> int:
@@ -277,6 +355,12 @@ def _cmd_run(args: argparse.Namespace, prometheus_url: str | None) -> int:
 
 
 def _has_table(warehouse: Path, schema: str, table: str) -> bool:
+    if os.environ.get(settings.ENGINE_ENV) == "spark" and schema != "raw":
+        con = _open_marts(warehouse)
+        try:
+            return con.has_table(f"{schema}.{table}")
+        finally:
+            con.close()
     if not warehouse.exists():
         return False
     from orchestration.lib.warehouse import connect, fetch_one
@@ -372,6 +456,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from orchestration.lib import predictions
 
         return predictions.predict_main(argv[1:])
+    if argv[:1] == ["sql"]:
+        from orchestration.lib.engines import sql_cli
+
+        return sql_cli.sql_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return cmd_run(args)

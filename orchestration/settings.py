@@ -13,6 +13,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
 DEFAULT_DATA_DIR = REPO_ROOT / "data" / "sample" / "inputs"
 DEFAULT_WAREHOUSE = REPO_ROOT / "data" / "warehouse.duckdb"
+# the Spark engine's warehouse directory (docs/spark.md)
+DEFAULT_SPARK_WAREHOUSE = REPO_ROOT / "data" / "spark-warehouse"
 # factor tables shipped with the product (grid intensity, water, PUE/WUE, embodied, training), used where the data
 # directory's factors/ gives none: see data/factors/NOTICE.md for their sources and licences
 SHIPPED_FACTORS_DIR = REPO_ROOT / "data" / "factors"

@@ -73,6 +73,11 @@ class ImpactSettings(dg.ConfigurableResource):
         """Where the raw layer's Parquet is written for the Spark engine."""
         return Path(self.spark_warehouse or self.warehouse_path.parent).expanduser().resolve() / "lake"
 
+    def marts(self, con):
+        """Where a Python step reads marts and writes its tables: the DuckDB warehouse connection ``con``, or the
+        Spark engine (``con`` is then ingestion's DuckDB store, for raw.rejected_rows)."""
+        return self.open_engine() if self.is_spark else con
+
     def open_engine(self, read_only: bool = True):
         """The warehouse the models wrote, for reading marts and writing the Python steps' small tables."""
         return engines.open_engine(self.engine, self.warehouse_path, read_only=read_only)

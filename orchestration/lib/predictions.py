@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from orchestration.lib import day_parts
+from orchestration.lib import day_parts, engines
 from orchestration.lib.energy_models import SingularDesignError, fit_energy_model
-from orchestration.lib.warehouse import fetch_one, has_table, replace_table
+from orchestration.lib.warehouse import fetch_one, replace_table
 
 WINDOW_DAYS = 28
 ALPHA = 0.05
@@ -410,6 +410,10 @@ def replace_fit_sample_days(con, first: dt.date, last: dt.date, span_first: dt.d
 
 def reduce_fit_sample_day(con, day: dt.date, max_request_duration_s: float) -> tuple[int, int]:
     """The daily reduction of ``day`` for the fit sample (and the requests of the days before that ran into it)."""
+    if engines.is_spark(con):
+        from orchestration.lib.engines import spark_steps
+
+        return spark_steps.replace_fit_sample_days(con, day, day, day_parts.look_back(day, max_request_duration_s))
     return replace_fit_sample_days(con, day, day, day_parts.look_back(day, max_request_duration_s))
 
 
@@ -426,12 +430,20 @@ def window_sample(
     if end_day is None:
         return con.execute(_TRAINING_SQL + " where false").df()
     start = end_day - dt.timedelta(days=days - 1)
+    if engines.is_spark(con):
+        from orchestration.lib.engines import spark_steps
+
+        reduce, sample = spark_steps.replace_fit_sample_days, spark_steps.window_sample
+    else:
+        reduce, sample = replace_fit_sample_days, None
     day_parts.reduce_missing(
         con, start, end_day, "marts.fct_request_energy", FIT_COUNTS_TABLE,
-        lambda first, last: replace_fit_sample_days(con, first, last),
+        lambda first, last: reduce(con, first, last),
     )
-    if not has_table(con, FIT_COUNTS_TABLE):  # no request in the window at all
+    if not engines.has_table(con, FIT_COUNTS_TABLE):  # no request in the window at all
         return con.execute(_TRAINING_SQL + " where false").df()
+    if sample is not None:
+        return sample(con, start, end_day, cap)
     return _group_sample(
         con,
         f"select * from {FIT_SAMPLE_TABLE} where day between $start and $end",
@@ -824,9 +836,12 @@ def create_predictions_view(con) -> None:
     inferences (output tokens + 1) and energy (e_K), each with its 95 % prediction interval (clipped at 0), from
     the latest paper-form fit of its model and hardware in models.energy_model_fits (telemetry fit preferred).
     A view: set-based in DuckDB, it always predicts with the current fits and costs nothing to refresh."""
-    e_mean, e_half = _interval_sql("e")
-    r_mean, r_half = _interval_sql("r")
     con.execute("create schema if not exists models")
+    if engines.is_spark(con):
+        from orchestration.lib.engines import spark_steps
+
+        con.execute(spark_steps.predictions_view_sql(_predictions_view_sql()))
+        return
     (kind,) = fetch_one(
         con,
         "select coalesce(max(table_type), '') from information_schema.tables "
@@ -834,8 +849,13 @@ def create_predictions_view(con) -> None:
     )
     if kind == "BASE TABLE":  # a warehouse from before the view
         con.execute(f"drop table {REQUEST_PREDICTIONS_VIEW}")
-    con.execute(
-        f"""
+    con.execute(_predictions_view_sql())
+
+
+def _predictions_view_sql() -> str:
+    e_mean, e_half = _interval_sql("e")
+    r_mean, r_half = _interval_sql("r")
+    return f"""
         create or replace view {REQUEST_PREDICTIONS_VIEW} as
         with fits as (
             select * from models.energy_model_fits
@@ -884,7 +904,6 @@ def create_predictions_view(con) -> None:
             fitted_at as predicted_at
         from predicted
         """
-    )
 
 
 def replace_prediction_errors(
@@ -898,6 +917,15 @@ def replace_prediction_errors(
     second at 5 M requests a day)."""
     end_day = latest_day(con)
     params = {"start": (end_day or dt.date(1970, 1, 1)) - dt.timedelta(days=days - 1), "end": end_day}
+    if engines.is_spark(con):
+        from orchestration.lib.engines import spark_steps
+
+        groups, statuses = spark_steps.prediction_errors(con, REQUEST_PREDICTIONS_VIEW, params["start"], end_day)
+        replace_table(con, PREDICTION_ERRORS_TABLE, PREDICTION_ERRORS_SCHEMA, groups)
+        errors = con.execute(f"select * from {PREDICTION_ERRORS_TABLE} order by model, hardware").df()
+        span = (groups["first_day"].min(), groups["last_day"].max()) if len(groups) else (None, None)
+        span = tuple(None if pd.isna(d) else pd.Timestamp(d).date() for d in span)
+        return errors, statuses, int(groups["n_requests"].sum()) if len(groups) else 0, span
     groups = con.execute(
         f"""
         with w as (

@@ -182,10 +182,13 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, df: pd.DataFrame, types:
     con.execute(f"insert into {table} ({cols}) select {casts} from frame")
 
 
-def append_fits(con: duckdb.DuckDBPyConnection, fits: pd.DataFrame) -> None:
+def append_fits(con, fits: pd.DataFrame) -> None:
     """Append this run's fitted rows to models.energy_model_fits (history is kept; fitted_at tells runs apart).
     Columns the library added since the table was created are added to it."""
     types = fit_table_types()
+    if hasattr(con, "write_table") and con.name == "spark":
+        con.write_table(FITS_TABLE, fits, types, mode="append")
+        return
     con.execute("create schema if not exists models")
     con.execute(_ddl(FITS_TABLE, types))
     have = {r[0] for r in con.execute(
@@ -289,7 +292,7 @@ def fit_sample_days(context: dg.AssetExecutionContext, settings: ImpactSettings)
     midnight into this day are reduced again. Re-materialising a day replaces its rows."""
     day = dt.date.fromisoformat(context.partition_key)
     with warehouse(settings.warehouse_path) as con:
-        counts, sample = predictions.reduce_fit_sample_day(con, day, settings.max_request_duration_s)
+        counts, sample = predictions.reduce_fit_sample_day(settings.marts(con), day, settings.max_request_duration_s)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": dg.MetadataValue.int(sample),
@@ -345,7 +348,8 @@ def energy_models(
 ):
     fitted_at = pd.Timestamp.now(tz="UTC").tz_localize(None).floor("us")
     with warehouse(settings.warehouse_path) as con:
-        telemetry = read_telemetry_requests(con, config.trailing_days)
+        marts = settings.marts(con)  # (the Spark engine's, or this DuckDB warehouse)
+        telemetry = read_telemetry_requests(marts, config.trailing_days)
         profiling, rejects = read_profiling_dir(settings.data_path)
         replace_profiling_rejects(con, rejects, fitted_at)
         inputs = {"telemetry": telemetry, "profiling": profiling}
@@ -371,10 +375,10 @@ def energy_models(
         }
         comparison = comparison_rows(groups, fitted_at, paper_energy)
 
-        append_fits(con, fits)
-        replace_table(con, ANOVA_TABLE, ANOVA_COLUMNS, anova)
-        replace_table(con, COMPARISON_TABLE, COMPARISON_COLUMNS, comparison)
-        (history,) = fetch_one(con, f"select count(distinct fitted_at) from {FITS_TABLE}")
+        append_fits(marts, fits)
+        replace_table(marts, ANOVA_TABLE, ANOVA_COLUMNS, anova)
+        replace_table(marts, COMPARISON_TABLE, COMPARISON_COLUMNS, comparison)
+        (history,) = fetch_one(marts, f"select count(distinct fitted_at) from {FITS_TABLE}")
 
     if len(rejects):
         context.log.warning(f"{len(rejects)} profiling row(s) rejected (see raw.rejected_rows)")

@@ -8,8 +8,8 @@ import pandas as pd
 
 from orchestration.defs.models.assets import FITS_KEY, FITS_TABLE
 from orchestration.defs.resources import ImpactSettings
-from orchestration.lib.energy_models import coefficient_drift, quality_offenders
 from orchestration.lib import engines
+from orchestration.lib.energy_models import coefficient_drift, quality_offenders
 
 FIT_QUALITY_CHECK = "fit_quality"
 COEFFICIENT_DRIFT_CHECK = "coefficient_drift"

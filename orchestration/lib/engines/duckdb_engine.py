@@ -32,6 +32,13 @@ class DuckDBEngine:
         if mode == "replace":
             warehouse.replace_table(self.con, table, types, df)
             return
+        if mode == "append" and len(df):
+            frame = df.reindex(columns=list(types))  # noqa: F841 - read by DuckDB's replacement scan below
+            casts = ", ".join(f"cast({warehouse.quote_ident(c)} as {t})" for c, t in types.items())
+            self.con.execute(f"insert into {table} select {casts} from frame")
+            return
+        if mode == "append":
+            return
         raise ValueError(f"mode must be replace, not {mode!r}")
 
     def close(self) -> None:
