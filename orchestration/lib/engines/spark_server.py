@@ -22,6 +22,8 @@ REMOTE_ENV = "SPARK_REMOTE"
 DRIVER_MEMORY_ENV = "IMPACT_SPARK_DRIVER_MEMORY"
 CORES_ENV = "IMPACT_SPARK_CORES"
 SHUFFLE_PARTITIONS_ENV = "IMPACT_SPARK_SHUFFLE_PARTITIONS"
+# more settings for the local server, "key=value,key=value" (e.g. spark.sql.codegen.wholeStage=false)
+EXTRA_CONF_ENV = "IMPACT_SPARK_CONF"
 START_TIMEOUT_S = 180.0
 
 # settings every session of the server gets (dbt's session and ours set the session-level ones again)
@@ -75,7 +77,20 @@ def server_conf(directory: Path, port: int) -> dict[str, str]:
         "spark.driver.extraJavaOptions": f"-Dderby.system.home={directory}",
         "spark.connect.grpc.binding.address": "127.0.0.1",
         "spark.connect.grpc.binding.port": str(port),
+        **extra_conf(),
     }
+
+
+def extra_conf() -> dict[str, str]:
+    """IMPACT_SPARK_CONF as a dict."""
+    out = {}
+    for item in (os.environ.get(EXTRA_CONF_ENV) or "").split(","):
+        if item.strip():
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise SparkServerError(f"{EXTRA_CONF_ENV}: expected key=value, not {item!r}")
+            out[key.strip()] = value.strip()
+    return out
 
 
 class LocalSparkServer:
