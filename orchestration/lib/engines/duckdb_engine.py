@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Self
 from pathlib import Path
 
 import duckdb
@@ -44,7 +45,7 @@ class DuckDBEngine:
     def close(self) -> None:
         self.con.close()
 
-    def __enter__(self) -> DuckDBEngine:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -48,8 +48,8 @@ def _float_columns(a: pd.DataFrame, b: pd.DataFrame) -> list[str]:
 def differences(a: pd.DataFrame, b: pd.DataFrame, rel_tol: float = REL_TOL, limit: int = 10) -> list[str]:
     """What differs between two versions of a table (empty: equal), at most ``limit`` lines."""
     if set(a.columns) != set(b.columns):
-        return [f"columns differ: only in the first {sorted(set(a.columns) - set(b.columns))}, "
-                f"only in the second {sorted(set(b.columns) - set(a.columns))}"]
+        only_a, only_b = sorted(set(a.columns) - set(b.columns)), sorted(set(b.columns) - set(a.columns))
+        return [f"columns differ: only in the first {only_a}, only in the second {only_b}"]
     if len(a) != len(b):
         return [f"row counts differ: {len(a)} vs {len(b)}"]
     cols = sorted(a.columns)

@@ -4,9 +4,11 @@ as Databricks' Spark Connect) with the Engine interface (orchestration.lib.engin
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import re
 from collections.abc import Mapping
+from typing import Self
 
 import pandas as pd
 
@@ -46,7 +48,7 @@ def session(remote: str | None = None):
         for key, value in SESSION_CONF.items():
             try:
                 spark.conf.set(key, value)
-            except Exception:  # noqa: BLE001 - a static conf of a production cluster is what it is
+            except Exception:  # noqa: BLE001, S110 - a static conf of a production cluster is what it is
                 pass
         _SESSIONS[remote] = spark
     return _SESSIONS[remote]
@@ -57,7 +59,7 @@ def close_sessions() -> None:
     for spark in list(_SESSIONS.values()):
         try:
             spark.stop()
-        except Exception:  # noqa: BLE001 - the server may be gone already
+        except Exception:  # noqa: BLE001, S110 - the server may be gone already
             pass
     _SESSIONS.clear()
 
@@ -147,7 +149,7 @@ class SparkEngine:
     def close(self) -> None:
         """Sessions are shared by the process (close_sessions() ends them)."""
 
-    def __enter__(self) -> SparkEngine:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -161,5 +163,5 @@ def _arrow_safe(frame: pd.DataFrame) -> pd.DataFrame:
         if out[c].dtype == object:
             values = out[c].dropna()
             if values.empty or not all(isinstance(v, (str, dt.date, dt.datetime)) for v in values):
-                out[c] = out[c].map(lambda v: None if v is None or (isinstance(v, float) and v != v) else str(v))
+                out[c] = out[c].map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
     return out

@@ -115,7 +115,7 @@ class LocalSparkServer:
                 "JAVA_HOME"
             )
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.directory / "spark-server.lock", "w")
+        self._lock = open(self.directory / "spark-server.lock", "w")  # noqa: SIM115 - held while the server runs
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -131,12 +131,11 @@ class LocalSparkServer:
         command += ["--class", "org.apache.spark.sql.connect.service.SparkConnectServer", "spark-internal"]
         env = {**os.environ, "SPARK_HOME": str(spark_home())}
         env.pop(REMOTE_ENV, None)
-        log = open(self.log_path, "a")
-        self.process = subprocess.Popen(
-            command, cwd=self.directory, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
+        with open(self.log_path, "a") as log:
+            self.process = subprocess.Popen(
+                command, cwd=self.directory, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
