@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Self
 from pathlib import Path
+from typing import Self
 
 import duckdb
 import pandas as pd
