@@ -65,6 +65,8 @@ def close_sessions() -> None:
 
 
 _PARAM = re.compile(r"\$(\w+)")
+# a string literal, or a $name outside one
+_LITERAL_OR_PARAM = re.compile(r"'(?:[^']|'')*'|\$(\w+)")
 
 
 def spark_sql_params(sql: str, params: Mapping[str, object] | list | tuple | None) -> tuple[str, object]:
@@ -72,8 +74,9 @@ def spark_sql_params(sql: str, params: Mapping[str, object] | list | tuple | Non
     if params is None:
         return sql, None
     if isinstance(params, Mapping):
-        used = set(_PARAM.findall(sql))
-        return _PARAM.sub(r":\1", sql), {k: _value(v) for k, v in params.items() if k in used}
+        used = set(_PARAM.findall(_LITERAL_OR_PARAM.sub(lambda m: m.group(0) if m.group(1) else "", sql)))
+        text = _LITERAL_OR_PARAM.sub(lambda m: ":" + m.group(1) if m.group(1) else m.group(0), sql)
+        return text, {k: _value(v) for k, v in params.items() if k in used}
     return sql, [_value(v) for v in params]
 
 
