@@ -148,11 +148,14 @@ chosen as (
         w.ewif_high_l_per_kwh,
         'factors.water_intensity ' || w.zone || ': ' || w.source as water_source,
         w.version as water_version,
+        -- (sqlfluff mis-tracks the indent of this branch after the call blocks above)
+        -- noqa: disable=LT02
         {%- if var('grid_location_basis') == 'lifecycle' %}
             coalesce(a.lifecycle_g_co2e_per_kwh, a.location_g_co2e_per_kwh) as annual_location_g_co2e_per_kwh,
         {%- else %}
-            a.location_g_co2e_per_kwh as annual_location_g_co2e_per_kwh,  -- noqa: LT02 (sqlfluff mis-tracks the call blocks above)
+            a.location_g_co2e_per_kwh as annual_location_g_co2e_per_kwh,
         {%- endif %}
+        -- noqa: enable=LT02
         a.market_g_co2e_per_kwh as annual_market_g_co2e_per_kwh,
         a.low_g_co2e_per_kwh as annual_low_g_co2e_per_kwh,
         a.high_g_co2e_per_kwh as annual_high_g_co2e_per_kwh,
