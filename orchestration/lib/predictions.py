@@ -917,15 +917,10 @@ def replace_prediction_errors(
     second at 5 M requests a day)."""
     end_day = latest_day(con)
     params = {"start": (end_day or dt.date(1970, 1, 1)) - dt.timedelta(days=days - 1), "end": end_day}
-    if engines.is_spark(con):
-        from orchestration.lib.engines import spark_steps
-
-        groups, statuses = spark_steps.prediction_errors(con, REQUEST_PREDICTIONS_VIEW, params["start"], end_day)
-        replace_table(con, PREDICTION_ERRORS_TABLE, PREDICTION_ERRORS_SCHEMA, groups)
-        errors = con.execute(f"select * from {PREDICTION_ERRORS_TABLE} order by model, hardware").df()
-        span = (groups["first_day"].min(), groups["last_day"].max()) if len(groups) else (None, None)
-        span = tuple(None if pd.isna(d) else pd.Timestamp(d).date() for d in span)
-        return errors, statuses, int(groups["n_requests"].sum()) if len(groups) else 0, span
+    # (Spark: an exact percentile for the median, and the statuses counted by a second small aggregate)
+    spark = engines.is_spark(con)
+    median = engines.dialect(con, "median(ratio)", "percentile(ratio, 0.5)")
+    histogram = "" if spark else "histogram(prediction_status) as statuses,"
     groups = con.execute(
         f"""
         with w as (
@@ -939,11 +934,11 @@ def replace_prediction_errors(
             count(*) as n_requests,
             count(*) filter (where usable) as n,
             avg(abs(ratio - 1)) filter (where usable) as mape,
-            median(ratio) filter (where usable) as median_ratio,
+            {median} filter (where usable) as median_ratio,
             avg(case when attributed_it_energy_j between predicted_energy_low_j and predicted_energy_high_j
                 then 1.0 else 0.0 end) filter (where usable) as interval_coverage,
             cast(now() as timestamp) as computed_at,
-            histogram(prediction_status) as statuses,
+            {histogram}
             min(day) as first_day,
             max(day) as last_day
         from w
@@ -955,8 +950,12 @@ def replace_prediction_errors(
     replace_table(con, PREDICTION_ERRORS_TABLE, PREDICTION_ERRORS_SCHEMA, groups)
     errors = con.execute(f"select * from {PREDICTION_ERRORS_TABLE} order by model, hardware").df()
     statuses: dict[str, int] = {}
-    for histogram in groups["statuses"]:  # a loop over model x hardware groups
-        for status, count in dict(histogram).items():
+    if spark:
+        statuses = {str(s): int(n) for s, n in con.execute(
+            f"select prediction_status, count(*) from {REQUEST_PREDICTIONS_VIEW} where day between $start and $end "
+            "group by prediction_status", params).fetchall()}
+    for counts in groups["statuses"] if not spark else []:  # a loop over model x hardware groups
+        for status, count in dict(counts).items():
             statuses[str(status)] = statuses.get(str(status), 0) + int(count)
     span = (groups["first_day"].min(), groups["last_day"].max()) if len(groups) else (None, None)
     span = tuple(None if pd.isna(d) else pd.Timestamp(d).date() for d in span)

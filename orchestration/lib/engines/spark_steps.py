@@ -155,45 +155,6 @@ def predictions_view_sql(duckdb_sql: str) -> str:
     return duckdb_sql.replace(old, new)
 
 
-def prediction_errors(engine, view: str, start: dt.date, end: dt.date) -> tuple[pd.DataFrame, dict[str, int]]:
-    """The aggregates of predictions.replace_prediction_errors on Spark (its `histogram` of statuses is a second
-    small aggregate here): (groups, requests per prediction_status)."""
-    params = {"start": start, "end": end}
-    groups = engine.query(
-        f"""
-        with w as (
-            select *,
-                attributed_it_energy_j > 0 and predicted_energy_j is not null as usable,
-                predicted_energy_j / attributed_it_energy_j as ratio
-            from {view} where day between $start and $end
-        )
-        select
-            model, hardware,
-            count(*) as n_requests,
-            count(*) filter (where usable) as n,
-            avg(abs(ratio - 1)) filter (where usable) as mape,
-            percentile(ratio, 0.5) filter (where usable) as median_ratio,
-            avg(case when attributed_it_energy_j between predicted_energy_low_j and predicted_energy_high_j
-                then 1.0 else 0.0 end) filter (where usable) as interval_coverage,
-            cast(current_timestamp() as timestamp) as computed_at,
-            min(day) as first_day,
-            max(day) as last_day
-        from w
-        group by model, hardware
-        order by model, hardware
-        """,
-        params,
-    )
-    statuses = dict(
-        engine.execute(
-            f"select prediction_status, count(*) from {view} where day between $start and $end "
-            "group by prediction_status",
-            params,
-        ).fetchall()
-    )
-    return groups, {str(k): int(v) for k, v in statuses.items()}
-
-
 # ------------------------------------------------------------------------- the EcoLogits comparison's day parts
 
 
