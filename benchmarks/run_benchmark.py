@@ -502,9 +502,11 @@ def run_once(data: Path, meta: dict, keep_warehouse: bool, timeout_s: float, ech
     if log_path.exists():
         _parse_run_log(log_path.read_text(errors="replace"), result)
         result.run_log = str(log_path)
-    if not keep_warehouse:
-        for p in work.glob("warehouse.duckdb*"):
-            if not p.name.endswith(".run.log"):
+    if not keep_warehouse:  # the warehouse, its Parquet day files and the analysts' copy
+        for p in work.glob("warehouse.*"):
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif not p.name.endswith(".run.log"):
                 p.unlink()
     return result
 

@@ -22,9 +22,14 @@ MANIFEST = settings.DBT_PROJECT_DIR / "target" / "manifest.json"
 
 
 def dbt_executable() -> str:
-    """The dbt next to this Python (the project's venv), so nothing depends on PATH; else `dbt` from PATH."""
-    beside = Path(sys.executable).parent / "dbt"
-    return str(beside) if beside.exists() else "dbt"
+    """The dbt next to this Python (the project's venv), so nothing depends on PATH; else `dbt` from PATH. Through
+    the venv's `impact-dbt` launcher when installed: it makes dbt die with the process that started it (a `kill -9`
+    of `impact run` leaves no dbt behind; orchestration/lib/operations/launcher.py)."""
+    for name in ("impact-dbt", "dbt"):
+        beside = Path(sys.executable).parent / name
+        if beside.exists():
+            return str(beside)
+    return "dbt"
 
 
 def manifest_is_current() -> bool:

@@ -28,6 +28,8 @@ def test_run_prints_progress_and_summary_and_survives_bad_rows(tiny_dataset, tmp
     good = {"request_id": "a", "cluster": "c1", "model": "m", "start_time": "2024-05-01T00:25:00Z",
             "duration_s": 150, "input_tokens": 10, "output_tokens": 20}
     (tiny_dataset / "requests" / "r.jsonl").write_text(json.dumps(good) + "\n{broken\n")
+    (tiny_dataset / "factors").mkdir()
+    (tiny_dataset / "factors" / "water.csv").write_text("zone,water_per_kwh\nUS,2.0\n")  # rejected whole
     warehouse = tmp_path / "new" / "dir" / "wh.duckdb"
     assert main(["run", "--data-dir", str(tiny_dataset), "--warehouse", str(warehouse)]) == 0
     out = capsys.readouterr().out
@@ -43,6 +45,13 @@ def test_run_prints_progress_and_summary_and_survives_bad_rows(tiny_dataset, tmp
     assert float(impact[0].split()[2]) == pytest.approx(1.2 * float(summary[3]), abs=2e-3)
     # and why: the rejection, with its file and line
     assert "requests/r.jsonl:2  malformed JSON" in out
+    # a factor file none of whose rows loaded is a warning, not only a row of raw.rejected_rows
+    assert "Warning: factor file factors/water.csv was rejected whole (missing required column ewif_l_per_kwh" in out
+    # progress: the day's line before its steps, the slow dbt step as it finished, then the status line
+    lines = out.splitlines()
+    assert lines.index("[1/1] 2024-05-01  running ...") < next(
+        i for i, line in enumerate(lines) if line.startswith("[1/1] 2024-05-01  ok"))  # fmt: skip
+    assert any(line.strip().startswith("dbt models (and their tests)") for line in lines)
     # the new warehouse's dbt folder was parsed in the background, so its first build parsed partially
     assert "Unable to do partial parsing" not in (tmp_path / "new" / "dir" / "wh.duckdb.run.log").read_text()
 

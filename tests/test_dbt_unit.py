@@ -31,4 +31,4 @@ def test_dbt_unit_tests_pass(tmp_path):
     assert built.returncode == 0, built.stdout[-3000:]
     tested = _dbt(["test", "--select", "test_type:unit"], path)
     assert tested.returncode == 0, tested.stdout[-5000:]
-    assert "PASS=7" in tested.stdout, tested.stdout[-2000:]
+    assert "PASS=12" in tested.stdout, tested.stdout[-2000:]

@@ -4,25 +4,29 @@ from orchestration.definitions import defs
 from orchestration.lib import preload
 
 EXPECTED_KEYS = {
-    "raw": {"raw/clusters", "raw/requests", "raw/telemetry_samples"},
+    "raw": {"raw/clusters", "raw/requests", "raw/telemetry_samples", "raw/telemetry_series"},
     "factors": {
         "factors/grid_intensity_hourly",
         "factors/grid_intensity_annual",
         "factors/water_intensity",
         "factors/datacenter",
         "factors/hardware",
+        "factors/gpu_power",
         "factors/models",
         "factors/model_aliases",
+        "factors/image_quality",
     },
     "staging": {
         "staging/stg_raw__clusters",
         "staging/stg_raw__requests",
         "staging/stg_raw__telemetry_samples",
+        "staging/stg_raw__telemetry_series",
         "staging/stg_factors__grid_intensity_hourly",
         "staging/stg_factors__grid_intensity_annual",
         "staging/stg_factors__water_intensity",
         "staging/stg_factors__datacenter",
         "staging/stg_factors__hardware",
+        "staging/stg_factors__gpu_power",
         "staging/stg_factors__models",
     },
     "intermediate": {
@@ -39,6 +43,8 @@ EXPECTED_KEYS = {
         "intermediate/int_cluster_day_factors",
         "intermediate/int_cluster_hour_intensity",
         "intermediate/int_pool_window_impact",
+        "intermediate/int_request_pools",
+        "intermediate/int_telemetry_quarantine",
     },
     "marts": {
         "marts/fct_window_energy",
@@ -55,8 +61,22 @@ EXPECTED_KEYS = {
         "models/model_comparison",
         "models/request_predictions",
         "models/fit_sample_days",
+        "models/image_model_fits",
     },
     "comparisons": {"marts/cmp_ecologits", "marts/cmp_ecologits_day_combos", "marts/cmp_ecologits_day_bins"},
+    "reports": {"reports/daily_report"},
+    "operations": {"operations/published_day", "operations/published_models", "operations/published_advice",
+                   "operations/retention"},
+    "advice": {
+        "advice/routing_frontier",
+        "advice/routing_plan",
+        "advice/routing_candidates",
+        "advice/rightsizing_hourly",
+        "advice/rightsizing_daily",
+        "advice/shifting_daily",
+        "advice/settings",
+        "advice/summary",
+    },
 }
 
 
@@ -103,9 +123,17 @@ def test_jobs_schedules_sensors_checks():
     schedule = d.resolve_schedule_def("impact_daily_schedule")
     assert schedule.cron_schedule == "0 2 * * *"
     assert d.resolve_schedule_def("impact_models_schedule").cron_schedule == "0 3 * * *"
+    # advice in its own job after the models job (routing reads the latest fits; a bad advice.yml fails advice only)
+    assert d.resolve_job_def("impact_advice").partitions_def is not None
+    assert d.resolve_schedule_def("impact_advice_schedule").cron_schedule == "0 4 * * *"
+    advice = {k.to_user_string() for k in d.resolve_job_def("impact_advice").asset_layer.executable_asset_keys}
+    assert advice == EXPECTED_KEYS["advice"] | {"operations/published_advice"}  # and its publication
+    assert not advice & {k.to_user_string() for k in d.resolve_job_def("impact_daily").asset_layer.executable_asset_keys}
     assert d.resolve_sensor_def("impact_new_input_files").job_name == "impact_daily"
     check_names = {key.name for key in d.resolve_asset_graph().asset_check_keys}
     assert {"energy_conservation", "no_negative_energy", "telemetry_coverage", "single_request_rule"} <= check_names
+    assert {"image_fit_quality", "image_coefficient_drift", "lora_factor_coverage"} <= check_names
+    assert {"routing_frontier_consistent", "avoidable_within_idle", "shifting_never_negative"} <= check_names
 
 
 def test_definitions_load_under_dagster_dev_without_the_venv_on_path():
@@ -175,3 +203,22 @@ def test_daily_assets_backfill_one_day_per_run_and_load_quietly():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
     assert "Warning" not in result.stderr, result.stderr[-3000:]
+
+
+def test_each_job_ends_by_publishing_for_analysts_and_retention_is_scheduled():
+    """The publication of a job waits for every other asset of the job (an asset added to a job must be added to
+    the deps in defs/operations/assets.py, or analysts could get a version without it)."""
+    d, _ = _specs()
+    graph = d.resolve_asset_graph()
+    for job_name, published in (("impact_daily", "operations/published_day"),
+                                ("impact_models", "operations/published_models"),
+                                ("impact_advice", "operations/published_advice")):
+        job = d.resolve_job_def(job_name)
+        selected = {key.to_user_string() for key in job.asset_layer.selected_asset_keys}
+        assert published in selected, job_name
+        upstream = {key.to_user_string() for key in graph.upstream_key_iterator(
+            next(k for k in graph.materializable_asset_keys if k.to_user_string() == published))}
+        missing = selected - upstream - {published}
+        assert not missing, f"{job_name}: {published} does not wait for {sorted(missing)}"
+    assert d.resolve_job_def("impact_retention") is not None
+    assert d.resolve_schedule_def("impact_retention_schedule").cron_schedule == "30 3 * * *"

@@ -13,7 +13,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, require_shared_data
 
 from orchestration.lib import ecologits_cmp as ec
 
@@ -81,6 +81,7 @@ def make_warehouse(con: duckdb.DuckDBPyConnection) -> None:
         "('llama270bchathf', 'Llama-2-70B'), ('mixtral8x7binstructv01', 'Mixtral-8x7B')"
     )
     con.execute("alter table marts.fct_request_impact add column days_spanned integer default 1")
+    con.execute("alter table marts.fct_request_impact add column modality varchar default 'text'")
     # the energy mart: the same requests and days (build takes its window's last day from there)
     con.execute("create view marts.fct_request_energy as select * from marts.fct_request_impact")
 
@@ -251,9 +252,9 @@ def test_ecologits_hand_computation():
 
 
 @pytest.mark.shared_data
-@pytest.mark.skipif(not ECOLOGITS_REFERENCE.exists(), reason="../shared ecologits reference rows absent")
 def test_ecologits_reference_rows():
     """Our call reproduces the reference computation made with EcoLogits' own DAG (36 rows)."""
+    require_shared_data(ECOLOGITS_REFERENCE)
     with ECOLOGITS_REFERENCE.open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 36
@@ -337,11 +338,11 @@ def test_mlenergy_in_mart(built):
 
 
 @pytest.mark.shared_data
-@pytest.mark.skipif(not MLENERGY_V3.exists(), reason="../shared ML.ENERGY v3 absent")
 def test_batch1_bound_holds_on_v3():
     """The band's upper end rests on J/token(b1) <= (b2 / b1) x J/token(b2) for b1 < b2. ML.ENERGY v3 (read here
     only, not shipped: no licence) measured batches down to 8: the inequality holds for nearly every pair of
     neighbouring batch sizes."""
+    require_shared_data(MLENERGY_V3)
     v3 = pd.read_csv(MLENERGY_V3)
     v3 = v3[v3["task"] == "lm-arena-chat"].sort_values("max_num_seqs")
     ok = total = 0
@@ -441,7 +442,8 @@ def _random_mart(con: duckdb.DuckDBPyConnection, n: int = 6000, seed: float = 0.
             case when i % 17 = 0 then 'none: no telemetry' when i % 5 = 0 then 'predicted' else 'telemetry' end
                 as energy_source,
             case when i % 17 = 0 then null else round(random() * 4000, 1) end as it_energy_j,
-            case when i % 101 = 0 then 2 else 1 end as days_spanned
+            case when i % 101 = 0 then 2 else 1 end as days_spanned,
+            'text' as modality
         from range({n}) as t(i)
         """
     )

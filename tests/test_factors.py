@@ -8,13 +8,14 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from conftest import SHARED_DATA, require_shared_data
 
 from orchestration.lib.factors import MODEL_KEY_SQL, SPECS, load_factors, model_key
 from orchestration.lib.warehouse import connect
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "data" / "factors"
-SHARED_EM = Path("/work/shared/data/electricitymaps-hourly-carbon-intensity")
+SHARED_EM = SHARED_DATA / "electricitymaps-hourly-carbon-intensity"
 TABLES = [s.table for s in SPECS] + ["model_aliases"]
 
 
@@ -160,10 +161,9 @@ def test_annual_means_match_the_shipped_hourly_files(shipped_con: duckdb.DuckDBP
         assert all(abs(d) < 1e-3 for d in diffs), (zone, year, diffs)
 
 
-@pytest.mark.skipif(
-    not SHARED_EM.is_dir(), reason="the shared Electricity Maps files are not on this machine"
-)
+@pytest.mark.shared_data
 def test_annual_means_match_the_shared_source_files(shipped_con: duckdb.DuckDBPyConnection) -> None:
+    require_shared_data(SHARED_EM)
     source = duckdb.sql(
         f"""
         select trim("Zone Id") as zone, year(cast("Datetime (UTC)" as timestamp)) as year,
@@ -471,10 +471,79 @@ def test_malformed_models_yaml_entries(tmp_path: Path, small_shipped: Path) -> N
 def test_unparseable_yaml_is_one_rejected_row(tmp_path: Path, small_shipped: Path) -> None:
     con = _con(tmp_path)
     inputs = _user(tmp_path, "models.yml", "models: [unclosed\n")
-    load_factors(con, inputs, small_shipped)
+    summary = load_factors(con, inputs, small_shipped)["models"]
     ((_row, reason),) = _rejects(con, "models")
     assert reason.startswith("malformed YAML")
+    # a file none of whose rows could be read is named in the summary (the run summary warns about it)
+    assert summary.files_rejected == {"factors/models.yml": reason}
     assert _count(con, "select count(*) from factors.models where origin = 'shipped'") >= 3
+
+
+MODELS_LIST_FORM = """\
+models:
+  - model: my-model
+    aliases: [org/My_Model-v1]
+    training_kg_co2e: 1000
+    fine_tuning_kg_co2e: 10
+    projected_lifetime_inferences: 1.0e+6
+    service_start: 2024-01-01
+    service_months: 12
+  - model: llama2-70b
+    training_kg_co2e: 5
+"""
+MODELS_MAPPING_FORM = """\
+models:
+  my-model:
+    aliases: [org/My_Model-v1]
+    training_kg_co2e: 1000
+    fine_tuning_kg_co2e: 10
+    projected_lifetime_inferences: 1.0e+6
+    service_start: 2024-01-01
+    service_months: 12
+  Llama-2-70B:
+    model: llama2-70b  # the same model (key llama270b): allowed
+    training_kg_co2e: 5
+  other:
+    model: something-else  # which one? refused
+    training_kg_co2e: 1
+"""
+
+
+def test_models_yaml_mapping_form_loads_like_the_list_form(tmp_path: Path, small_shipped: Path) -> None:
+    """`models: {name: {...}}` (a mapping keyed by model name) gives the same factor rows, aliases and so the same
+    training carbon as the list form; an entry whose `model` names another model than its key is refused."""
+    tables = {}
+    for form, text in (("list", MODELS_LIST_FORM), ("mapping", MODELS_MAPPING_FORM)):
+        con = _con(tmp_path, f"{form}.duckdb")
+        inputs = _user(tmp_path / form, "models.yml", text)
+        summary = load_factors(con, inputs, small_shipped)["models"]
+        assert summary.files_rejected == {}
+        tables[form] = (
+            con.execute(
+                "select * exclude (source_file, source_row, model) , lower(model) from factors.models "
+                "order by all"
+            ).fetchall(),
+            con.execute("select alias_key, lower(model), origin from factors.model_aliases order by all").fetchall(),
+            summary.loaded_user,
+            _rejects(con, "models"),
+        )
+        con.close()
+    listed, mapped = tables["list"], tables["mapping"]
+    assert listed[2] == mapped[2] == 2
+    assert mapped[0] == listed[0] and mapped[1] == listed[1]
+    assert listed[3] == []
+    assert mapped[3] == [(12, "malformed models.yml entry: listed under 'other' but names model 'something-else'")]
+    training = [r for r in mapped[0] if r[-1] == "my-model"]
+    assert len(training) == 1 and 1000.0 in training[0]
+
+
+def test_models_yaml_without_models_is_rejected_whole(tmp_path: Path, small_shipped: Path) -> None:
+    con = _con(tmp_path)
+    inputs = _user(tmp_path, "models.yml", "model: my-model\ntraining_kg_co2e: 10\n")
+    summary = load_factors(con, inputs, small_shipped)["models"]
+    ((row, reason),) = _rejects(con, "models")
+    assert row is None and reason.startswith("models.yml has no top-level 'models:' list or mapping")
+    assert summary.files_rejected == {"factors/models.yml": reason} and summary.loaded_user == 0
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -29,8 +29,10 @@ COLUMNS = [
     ("endpoint", "VARCHAR"),
     ("is_genai", "BOOLEAN"),
     ("parse_error", "VARCHAR"),
+    *((name, "VARCHAR") for name in ("modality", "width", "height", "images", "steps", "strength", "input_width",
+                                     "input_height", "guidance", "quality", "lora")),
 ]
-FIELDS = [name for name, _ in COLUMNS if name not in ("raw_record",)]
+FIELDS = [name for name, _ in COLUMNS[:16] if name not in ("raw_record",)]
 
 
 

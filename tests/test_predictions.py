@@ -125,7 +125,8 @@ def _small_warehouse(path: Path) -> None:
     con.execute("create schema raw")
     con.execute(
         "create table marts.fct_request_energy as select request_id, cluster, model, start_time, duration_s, "
-        "input_tokens, output_tokens, it_energy_j, cast(day as date) as day, 1.0 as mean_concurrency from frame"
+        "input_tokens, output_tokens, it_energy_j, cast(day as date) as day, 1.0 as mean_concurrency, "
+        "'text' as modality from frame"
     )
     con.execute("create table raw.clusters (cluster varchar, gpu_model varchar)")
     con.execute("insert into raw.clusters values ('c1', 'A100'), ('c2', 'A100'), ('c3', 'H100')")
@@ -304,7 +305,7 @@ def _days_mart(con, n: int = 60_000) -> None:
             timestamp '2024-05-10 00:00:00' - to_days(cast(i % 6 as integer)) + to_seconds(i % 80000) as start_time,
             1.0 + i % 7 as duration_s, i % 500 as input_tokens, i % 300 as output_tokens,
             10.0 * (i % 97) as it_energy_j, date '2024-05-10' - cast(i % 6 as integer) as day,
-            1.0 as mean_concurrency, case when i % 53 = 0 then 2 else 1 end as days_spanned
+            1.0 as mean_concurrency, case when i % 53 = 0 then 2 else 1 end as days_spanned, 'text' as modality
         from range({n}) as t(i)
         """
     )
@@ -353,3 +354,28 @@ def test_fit_sample_daily_reduction_follows_the_requests_that_ran_into_the_day(m
         f"select min(it_energy_j) from {predictions.FIT_SAMPLE_TABLE} where day = date '2024-05-09' and spanning"
     ).fetchone()
     assert spanning_energy >= 1000
+
+
+def test_cli_predict_text_from_the_stored_profiling_fit(tmp_path, capsys):
+    """`impact predict --source profiling` uses the latest stored profiling fit (models.energy_model_fits) of the
+    model on the hardware asked for (--hardware, case-insensitive): statsmodels' prediction and interval."""
+    from orchestration.defs.models.assets import append_fits
+    from orchestration.lib.energy_models import fit_energy_model, fit_groups
+
+    runs = synthetic(300, seed=5).rename(columns={"it_energy_j": "energy_j", "duration_s": "runtime_s"})
+    fits = fit_groups(runs, source="profiling")
+    wh = tmp_path / "wh.duckdb"
+    con = duckdb.connect(str(wh))
+    con.execute("create schema raw; create table raw.clusters (cluster varchar, gpu_model varchar)")
+    append_fits(con, fits)
+    con.close()
+    args = ["--model", "m7b", "--input-tokens", "800", "--output-tokens", "120", "--warehouse", str(wh), "--json"]
+    assert predictions.predict_main([*args, "--source", "profiling", "--hardware", "a100"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    want = fit_energy_model(runs, "energy_j").results.get_prediction(np.array([[800, 120, 800 * 120]]))
+    frame = want.summary_frame(alpha=0.05).iloc[0]
+    assert out["predicted_energy_j"] == pytest.approx(frame["mean"], rel=1e-9)
+    assert out["predicted_energy_high_j"] == pytest.approx(frame["obs_ci_upper"], rel=1e-9)
+    assert out["source"] == "profiling" and out["hardware"] == "A100" and out["nobs"] == 300
+    assert predictions.predict_main([*args, "--source", "profiling", "--hardware", "H100"]) == 2
+    assert "no profiling fit of model 'm7b' on hardware H100" in capsys.readouterr().err

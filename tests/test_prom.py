@@ -21,7 +21,7 @@ TRITON_GPU = "GPU-951eeeeb-d284-d263-688e-d98a5306389b"
 LINE_COLUMNS = ["source_row", "raw_record", "metric", "labels", "value", "timestamp_s", "parse_error"]
 LONG_COLUMNS = [
     "source_row", "raw_record", "timestamp_s", "cluster", "node", "gpu", "metric", "value", "cpu", "mode",
-    "parse_error",
+    "parse_error", "gpu_uuid", "pci_bus_id",
 ]  # fmt: skip
 
 
@@ -258,7 +258,9 @@ def test_long_lines_and_line_numbers_past_blank_lines(con, tmp_path):
 def test_text_lines_numbering(con, tmp_path):
     path = tmp_path / "t.txt"
     path.write_bytes(b"\xef\xbb\xbfa\r\n\r\nb\n\n")
-    assert read_text_lines(con, str(path)).fetchall() == [(1, "a"), (2, ""), (3, "b"), (4, "")]
+    assert read_text_lines(con, str(path)).fetchall() == [
+        (1, "a", None), (2, "", None), (3, "b", None), (4, "", None),
+    ]
     path.write_bytes(b"")
     assert read_text_lines(con, str(path)).fetchall() == []
     with pytest.raises(FileNotFoundError):

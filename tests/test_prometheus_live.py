@@ -36,7 +36,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("prometheus")]
 SAMPLE = REPO / "data" / "sample" / "inputs"
 DAY = "2023-11-16"
 DAY_START = dt.datetime(2023, 11, 16, tzinfo=dt.UTC).timestamp()
-CLUSTERS = ("sim-a100-west", "sim-h100-east")  # DCGM names / Triton names
+CLUSTERS = ("sim-a100-west", "sim-h100-east", "sim-sdxl-central")  # DCGM names / Triton names / DCGM names
 SECRET = "s3cret-Pa55-value"
 
 

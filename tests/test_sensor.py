@@ -12,10 +12,9 @@ from orchestration.defs.resources import ImpactSettings
 
 
 def _evaluate(settings, cursor=None):
-    context = dg.build_sensor_context(
-        cursor=cursor, resources={"settings": settings}, definitions=defs()
-    )
-    result = impact_new_input_files.evaluate_tick(context)
+    # (a context manager: the settings resource sets up and tears down, e.g. the run lock when in a run)
+    with dg.build_sensor_context(cursor=cursor, resources={"settings": settings}, definitions=defs()) as context:
+        result = impact_new_input_files.evaluate_tick(context)
     return result, result.cursor
 
 

@@ -50,9 +50,11 @@ def test_metered_it_energy_matches_truth(simulated):
     assert len(truth) == 4
     error = (truth["metered_it_energy_j"] / truth["it_energy_j"] - 1).abs()
     counters = truth["cluster"] == "acc-dcgm"
-    assert (error[counters] < 0.005).all(), truth
-    # power-only telemetry: trapezoids of 15 s samples still close within 1 % over a day
-    assert (error[~counters] < 0.01).all(), truth
+    # docs/validation.md: with DCGM energy counters within 0.01 % of the truth on both days (+0.004 %, +0.007 %),
+    # with the exporter restart and the 30-minute outage
+    assert (error[counters] < 1e-4).all(), truth
+    # power-only telemetry (Triton): trapezoids of 15 s samples within 0.25 % over a day (+0.02 %, +0.20 %)
+    assert (error[~counters] < 2.5e-3).all(), truth
 
 
 def test_conservation_is_exact_and_nothing_negative(simulated):
@@ -92,4 +94,18 @@ def test_request_alone_on_gpu_gets_its_true_dynamic_energy(simulated):
     both = truth[truth["alone_on_gpu"]].merge(got, on="request_id")
     assert len(both) > 100
     ratio = both["dynamic_energy_j"] / both["true_dynamic_energy_j"]
-    assert float(np.median((ratio - 1).abs())) < 0.01, ratio.describe()
+    # docs/validation.md: median relative error below 1e-6 (3e-7) over the ~5,600 requests alone on their GPU
+    assert float(np.median((ratio - 1).abs())) < 1e-6, ratio.describe()
+
+
+def test_power_only_telemetry_cannot_see_short_lone_requests(simulated):
+    """docs/validation.md, Limitations: with power samples every 15 s and no energy counter (the Triton cluster),
+    the dynamic energy of a request alone on its GPU is mostly missed (median ratio to the truth 0.03), although
+    the cluster's daily energy is within 0.25 % (test_metered_it_energy_matches_truth)."""
+    result, con = simulated
+    got = con.execute(
+        "select request_id, dynamic_energy_j from marts.fct_request_energy where cluster = 'acc-triton'"
+    ).df()
+    both = result.truth_requests[result.truth_requests["alone_on_gpu"]].merge(got, on="request_id")
+    assert len(both) > 100
+    assert round(float(np.median(both["dynamic_energy_j"] / both["true_dynamic_energy_j"])), 2) == 0.03

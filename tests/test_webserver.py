@@ -1,10 +1,14 @@
-"""The real `dagster-webserver` serves the asset graph a user browses: start it as a subprocess on 127.0.0.1 and a
-free port, load `-m orchestration.definitions`, and check lineage, groups, owners, kinds, descriptions, partitions
-and asset checks through the GraphQL API (field names verified against the Dagster 1.13 server's schema)."""
+"""The UI a user opens with `make ui`: the Makefile's own recipe (`dagster dev` on 127.0.0.1, a free port) serves the
+demo's warehouse and run history (conftest's demo_build). Checked through the GraphQL API (lineage, groups, owners,
+kinds, descriptions, partitions, asset checks; field names verified against the Dagster 1.13 server's schema) and
+in headless Chromium (the lineage page, a group's graph, an asset's checks, read from the DOM), plus the code
+location's name and a start-up without warnings."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -16,13 +20,15 @@ from pathlib import Path
 
 import pytest
 import requests
+from cdp import Browser, cdp_available, chromium_executable
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("webserver")]
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
-STARTUP_TIMEOUT_S = 120.0
-SHUTDOWN_GRACE_S = 15.0
+STARTUP_TIMEOUT_S = 180.0
+SHUTDOWN_GRACE_S = 5.0  # then SIGKILL: the Dagster home is a temporary one, nothing to save
+LOCATION_NAME = "inference_impact"  # pyproject.toml [tool.dg.project] code_location_name
 
 from test_definitions import EXPECTED_KEYS  # the same snapshot the UI must show
 
@@ -32,16 +38,21 @@ ALL_KEYS = set().union(*EXPECTED_KEYS.values())
 DAY_PARTS = {"marts/cmp_ecologits_day_combos", "marts/cmp_ecologits_day_bins", "models/fit_sample_days"}
 UNPARTITIONED = (
     {"raw/clusters"} | EXPECTED_KEYS["factors"] | EXPECTED_KEYS["models"] | EXPECTED_KEYS["comparisons"]
-) - DAY_PARTS
+    | EXPECTED_KEYS["reports"]
+) - DAY_PARTS | {"advice/settings", "advice/summary"} | {"operations/published_models", "operations/retention"}
 # Which layers each layer may read from: lineage flows raw -> staging -> intermediate -> marts, never backwards.
 ALLOWED_UPSTREAM_GROUPS = {
-    "raw": {"raw"},
+    "raw": {"raw", "factors"},  # raw/requests reads the image quality labels (factors/image_quality)
     "factors": set(),
     "staging": {"raw", "factors"},
     "intermediate": {"staging", "intermediate"},
     "marts": {"staging", "intermediate", "marts"},
     "models": {"raw", "marts", "models"},
     "comparisons": {"factors", "marts", "comparisons"},
+    "reports": {"marts", "models"},
+    "advice": {"raw", "staging", "intermediate", "marts", "models", "advice"},
+    # the publications wait for every asset of their job (defs/operations)
+    "operations": {"raw", "factors", "staging", "intermediate", "marts", "models", "comparisons", "advice"},
 }
 
 ASSET_NODES_QUERY = """
@@ -134,12 +145,19 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _webserver_command() -> list[str]:
-    script = Path(sys.executable).parent / "dagster-webserver"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("dagster-webserver")
-    return [found] if found else [sys.executable, "-m", "dagster_webserver"]
+def _make_ui_recipe(home: Path, warehouse: Path, port: int) -> str:
+    """The shell commands `make ui` runs, for this Dagster home, warehouse and port (`make -n`, with the venv and
+    the dbt manifest taken as up to date, so nothing is installed or parsed)."""
+    make = shutil.which("make")
+    if make is None:
+        pytest.fail("make is not installed: the UI is started by `make ui`")
+    result = subprocess.run(
+        [make, "--no-print-directory", "-n", "-o", ".venv/.installed", "-o", "dbt_project/target/manifest.json",
+         "ui", f"DAGSTER_HOME={home}", f"WAREHOUSE={warehouse}", f"UI_PORT={port}",
+         f"BIN={Path(sys.executable).parent}"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return result.stdout
 
 
 def _group_alive(pgid: int) -> bool:
@@ -161,12 +179,30 @@ def _wait_group_gone(pgid: int, timeout: float) -> bool:
     return not _group_alive(pgid)
 
 
+def _group_processes(pgid: int, needle: str) -> list[int]:
+    """Processes of the group whose command line contains ``needle`` (from /proc; empty elsewhere)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and needle in cmdline:  # fields after the name: state, ppid, pgrp, ...
+            found.append(int(stat.parent.name))
+    return found
+
+
 def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the webserver (it shuts its code server down), then SIGKILL whatever is left of the process group
-    it leads (the webserver and the `dagster api grpc` child it spawned; nothing else is in that group)."""
-    pgid = proc.pid  # start_new_session=True: the webserver leads its own group
+    """Ctrl-C for `dagster dev` (SIGINT: it shuts its webserver, daemon and code server down, ~2 s), then SIGKILL
+    whatever is left of the process group the recipe's shell leads (nothing else is in that group)."""
+    pgid = proc.pid  # start_new_session=True: the recipe's shell leads its own group
     if proc.poll() is None:
-        proc.terminate()
+        for pid in _group_processes(pgid, "dagster dev") or [pgid]:
+            try:
+                os.kill(pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
         try:
             proc.wait(timeout=SHUTDOWN_GRACE_S)
         except subprocess.TimeoutExpired:
@@ -212,21 +248,16 @@ def _wait_ready(server: Server, deadline: float) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(dbt_manifest: Path, tmp_path_factory: pytest.TempPathFactory):
-    home = tmp_path_factory.mktemp("dagster_home")
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_WEBSERVER_")}
-    env.update(
-        DAGSTER_HOME=str(home),
-        IMPACT_WAREHOUSE=str(home / "warehouse.duckdb"),
-        IMPACT_DATA_DIR=str(REPO / "data" / "sample" / "inputs"),
-        PYTHONUNBUFFERED="1",
-    )
+def server(demo_build, tmp_path_factory: pytest.TempPathFactory):
+    """`make ui` on the demo's warehouse and Dagster home (its runs and check results are the UI's history)."""
+    logs = tmp_path_factory.mktemp("ui")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "IMPACT_PROMETHEUS"))}
+    env.update(PYTHONUNBUFFERED="1")
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     for attempt in range(3):  # the free port can be taken between probing and binding: retry on a new one
         port = _free_port()
-        args = [*_webserver_command(), "-h", HOST, "-p", str(port), "-m", "orchestration.definitions"]
-        log = home / f"webserver-{attempt}.log"
+        args = ["bash", "-c", _make_ui_recipe(demo_build.dagster_home, demo_build.warehouse, port)]
+        log = logs / f"make-ui-{attempt}.log"
         with open(log, "wb") as out:
             proc = subprocess.Popen(
                 args,
@@ -303,9 +334,9 @@ def _listening_addresses(port: int) -> set[str]:
     return found
 
 
-def test_server_is_the_real_webserver_bound_to_loopback(server: Server):
-    assert server.args[server.args.index("-h") + 1] == HOST
-    assert Path(server.args[0]).name.startswith("dagster-webserver") or "dagster_webserver" in server.args
+def test_make_ui_serves_the_real_webserver_on_loopback_only(server: Server):
+    recipe = server.args[-1]
+    assert "-m dagster dev" in recipe and f"-h {HOST}" in recipe, recipe
     info = requests.get(f"{server.url}/server_info", timeout=5).json()
     assert info["dagster_webserver_version"].startswith("1.13"), info
     assert server.graphql("{ version }")["version"].startswith("1.13")
@@ -363,7 +394,7 @@ def test_lineage_raw_to_marts(nodes: dict[str, dict]):
     group = {key: node["groupName"] for key, node in nodes.items()}
     for key, upstream in deps.items():
         assert upstream <= ALL_KEYS, (key, upstream - ALL_KEYS)  # no dangling edge
-        if group[key] not in ("raw", "factors"):  # the inputs
+        if group[key] not in ("raw", "factors") and key != "operations/retention":  # inputs; maintenance
             assert upstream, f"{key} has no upstream asset"
         assert {group[u] for u in upstream} <= ALLOWED_UPSTREAM_GROUPS[group[key]], (key, upstream)
 
@@ -419,3 +450,118 @@ def test_asset_checks(server: Server, nodes: dict[str, dict]):
 
     assert nodes["marts/fct_cluster_energy_daily"]["hasAssetChecks"] is True
     assert nodes["marts/fct_request_energy"]["hasAssetChecks"] is True
+
+
+# ------------------------------------------------------------------------------------------ location and start-up
+
+
+def test_code_location_is_named_inference_impact(server: Server):
+    entries = server.graphql(WORKSPACE_QUERY)["workspaceOrError"]["locationEntries"]
+    assert [e["name"] for e in entries] == [LOCATION_NAME]
+
+
+def test_make_ui_starts_without_warnings(server: Server):
+    """Nothing a user would read as a problem on start-up: Dagster's warning that the location's name differs
+    from pyproject's (it was printed dozens of times), its advice to use `dg dev`, any Python warning."""
+    log = re.sub(r"\x1b\[[0-9;]*m", "", server.log_tail(200_000))
+    assert "Serving dagster-webserver" in log, log[-3000:]
+    problems = [line for line in log.splitlines() if re.search(r"warning|error|traceback", line, re.IGNORECASE)]
+    assert not problems, "\n".join(problems[:10])
+
+
+# ----------------------------------------------------------------------------------------------- in a browser
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium: skipped when it is not installed, except under CI=true, where that is a failure (.ci/run
+    installs Debian's chromium)."""
+    if not cdp_available():
+        message = "chromium not installed (Debian: apt-get install chromium)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message + ": CI must have it (.ci/run installs it)")
+        pytest.skip(message)
+    with Browser(chromium_executable(), timeout_s=90.0) as b:
+        yield b
+
+
+GRAPH_NODES_JS = "Array.from(document.querySelectorAll('svg foreignObject')).map(e => e.textContent)"
+
+
+def _page_text(browser: Browser, url: str, *needles: str) -> str:
+    """Open a page and return its visible text once every needle shows in it (the UI loads its data after the
+    page)."""
+    browser.open(url)
+    condition = " && ".join(f"document.body.innerText.includes({json.dumps(n)})" for n in needles)
+    return browser.wait_for(f"{condition} && document.body.innerText", what=f"{', '.join(needles)} on {url}")
+
+
+def _graph_nodes(browser: Browser, expected: set[str], known: set[str]) -> set[str]:
+    """The names of the lineage graph's nodes (each node's text starts with its name, then its status), once every
+    expected name is drawn. A node whose name is not in ``known`` is returned as its whole text."""
+    names = ", ".join(f"'{n}'" for n in sorted(expected))
+    browser.wait_for(
+        f"(() => {{ const nodes = {GRAPH_NODES_JS}; "
+        f"return [{names}].every(n => nodes.some(t => t.startsWith(n))); }})()",
+        what=f"graph nodes {sorted(expected)}",
+    )
+    drawn = set()
+    for text in browser.evaluate(GRAPH_NODES_JS):
+        matches = [n for n in known if text.startswith(n)]
+        drawn.add(max(matches, key=len) if matches else text)
+    return drawn
+
+
+def test_lineage_page_draws_every_group(server: Server, browser: Browser):
+    """The global lineage page (what `make ui` opens on) draws one node per group of the snapshot."""
+    browser.open(f"{server.url}/asset-groups")
+    assert _graph_nodes(browser, set(EXPECTED_KEYS), set(EXPECTED_KEYS)) == set(EXPECTED_KEYS)
+    assert browser.console_errors == [], browser.console_errors
+
+
+def test_group_graph_draws_the_marts_with_their_checks(server: Server, browser: Browser):
+    """A group's lineage draws its assets (and their neighbours) as nodes; a mart's node shows its asset checks,
+    all passed on the demo."""
+    browser.open(f"{server.url}/locations/{LOCATION_NAME}/asset-groups/marts/lineage")
+    marts = {key.split("/")[1] for key in EXPECTED_KEYS["marts"]}
+    names = {key.split("/")[1] for key in ALL_KEYS}
+    nodes = _graph_nodes(browser, marts, names)
+    assert nodes <= names, nodes - names  # nothing but assets of the snapshot: the marts and their neighbours
+    daily = browser.wait_for(
+        f"{GRAPH_NODES_JS}.find(t => t.startsWith('fct_cluster_energy_daily') && /Asset checks.*Passed/.test(t))",
+        what="the asset checks on fct_cluster_energy_daily's node",
+    )
+    passed = re.search(r"Asset checks\s*(\d+)\s*/\s*(\d+)\s*Passed", daily)
+    assert passed and passed.group(1) == passed.group(2) and int(passed.group(1)) >= 2, daily
+
+
+def test_asset_page_lists_its_checks_and_their_results(server: Server, browser: Browser):
+    """The checks tab of a mart lists the Python invariants and the dbt tests, each with the demo run's result."""
+    text = _page_text(
+        browser, f"{server.url}/assets/marts/fct_cluster_energy_daily?view=checks&checkDetail=energy_conservation",
+        "energy_conservation", "telemetry_coverage", "fct_cluster_energy_daily_row_invariants", "Succeeded",
+    )
+    assert "This is a blocking asset check." in text  # energy_conservation blocks what is downstream
+
+
+def test_failed_warning_shows_what_it_means(server: Server, browser: Browser):
+    """The demo's fit_quality warning: the UI shows the check's one-line explanation next to its result."""
+    text = _page_text(
+        browser, f"{server.url}/assets/models/energy_model_fits?view=checks&checkDetail=fit_quality",
+        "Evaluation result", "batching",
+    )
+    assert "This is a non-blocking asset check." in text and "Failed" in text
+    assert "docs/models.md#fit-quality" in text
+
+
+def test_location_page_lists_inference_impact(server: Server, browser: Browser):
+    assert "Loaded" in _page_text(browser, f"{server.url}/locations", LOCATION_NAME)
+
+
+def test_report_asset_shows_the_days_charts(server: Server, browser: Browser):
+    """reports/daily_report's materialisation (from the demo's `impact run`) lists each chart of the day as
+    metadata; the charts themselves are PNGs embedded in that markdown."""
+    text = _page_text(browser, f"{server.url}/assets/reports/daily_report", "chart/hourly_carbon")
+    for chart in ("energy_per_request", "hourly_carbon", "facility_split", "top_carbon", "fitted_vs_observed"):
+        assert f"chart/{chart}" in text, chart
+    assert "2023-11-16" in text

@@ -44,3 +44,11 @@
     licence,
     version
 {%- endmacro %}
+
+{#- A GPU model name as the gpu_power factors are matched on: lower case, vendor and brand words dropped, spaces and
+    underscores as dashes ('NVIDIA H100 80GB HBM3' -> 'h100-80gb-hbm3', 'Tesla T4' -> 't4'). -#}
+{% macro gpu_model_key(column) -%}
+    regexp_replace(
+        regexp_replace(lower(trim({{ column }})), '^((nvidia|tesla|amd|instinct)[ _-]*)+', ''), '[ _]+', '-', 'g'
+    )
+{%- endmacro %}

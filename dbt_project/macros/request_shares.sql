@@ -8,7 +8,8 @@
     {{ o_s }} as {{ prefix }}overlap_s,
     -- concurrency the request saw: requests running in its GPU pool during the window, weighted by its time
     {{ o_s }} * coalesce({{ g }}.request_seconds, {{ o_s }}) / {{ length_s }} as {{ prefix }}concurrency_seconds,
-    case when {{ g }}.pool_window_key is not null then {{ o_s }} else 0 end as {{ prefix }}telemetry_covered_s,
+    -- (a fallback pool's rate covers the part of the time its members with telemetry took)
+    {{ o_s }} * coalesce({{ g }}.covered_share, 0) as {{ prefix }}telemetry_covered_s,
     {{ o_s }} * coalesce({{ g }}.idle_per_s, 0) as {{ prefix }}gpu_idle_j,
     {{ o_s }} * coalesce({{ tokens_per_s }} * {{ g }}.dynamic_per_token_s, {{ g }}.dynamic_per_s, 0)
         as {{ prefix }}gpu_dynamic_j,

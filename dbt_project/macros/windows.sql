@@ -56,3 +56,24 @@
 {% macro pool_window_key(pool_index, window_index) -%}
     ({{ pool_index }} * 86400 + {{ window_index }})
 {%- endmacro %}
+
+{#-
+    The pools a request's load goes to (int_cluster_day_pools): a pool itself (weight 1), or the members of a
+    fallback pool, each for an equal part (1 / members). `pools` is a relation or CTE of the day's pools.
+-#}
+{% macro pool_members(pools) -%}
+    select pool_index as target_index, pool_index as member_index, 1.0 as weight
+    from {{ pools }}
+    where not is_fallback
+    union all
+    select
+        f.pool_index as target_index,
+        m.pool_index as member_index,
+        1.0 / count(*) over (partition by f.pool_index) as weight
+    from {{ pools }} as f
+    inner join {{ pools }} as m
+        on
+            f.cluster = m.cluster and f.component = m.component and not m.is_fallback
+            and (m.node_pool_index = f.pool_index or m.cluster_pool_index = f.pool_index)
+    where f.is_fallback
+{%- endmacro %}

@@ -16,6 +16,9 @@ from orchestration.lib import engines
 from orchestration.lib import prometheus as prom_api
 from orchestration.lib.ingest import DEFAULT_MAX_REQUEST_DURATION_S, DEFAULT_TELEMETRY_MARGIN_S
 from orchestration.lib.metrics import GPU_LABELS, NODE_LABELS
+from orchestration.lib.operations import lock, publish
+from orchestration.lib.operations.launcher import PARENT_ENV
+from orchestration.lib.warehouse import MEMORY_LIMIT_ENV, check_temp_directory, memory_limit
 
 DBT_PROJECT = DbtProject(project_dir=settings.DBT_PROJECT_DIR, profiles_dir=settings.DBT_PROJECT_DIR)
 if os.environ.get("DAGSTER_IS_DEV_CLI"):
@@ -44,6 +47,10 @@ class ImpactSettings(dg.ConfigurableResource):
 
     Paths are resolved to absolute paths; the warehouse path is exported as IMPACT_WAREHOUSE so the dbt subprocess
     writes the same DuckDB file (DuckDB has one writer: runs are queued one at a time, see dagster_home/).
+
+    Each run holds the warehouse's run lock while it executes (docs/operations.md): a run started meanwhile, from
+    the schedule, a backfill or `impact run`, waits for it (IMPACT_LOCK_WAIT_S: at most that many seconds) and
+    says in its log whose run it waits for.
     """
 
     data_dir: str
@@ -90,8 +97,22 @@ class ImpactSettings(dg.ConfigurableResource):
     def warehouse_path(self) -> Path:
         return Path(self.warehouse).expanduser().resolve()
 
+    @property
+    def published_path(self) -> Path:
+        """The analysts' warehouse (lib/operations/publish.py)."""
+        return publish.published_path(self.warehouse_path)
+
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         os.environ[settings.WAREHOUSE_ENV] = str(self.warehouse_path)
+        os.environ.setdefault(MEMORY_LIMIT_ENV, memory_limit())  # for dbt's profile too
+        os.environ[PARENT_ENV] = str(os.getpid())  # dbt's launcher checks it still has this parent
+        if context.run is not None:  # a run (not a sensor evaluation): the warehouse is written
+            check_temp_directory(self.warehouse_path)
+            _take_run_lock(context, self.warehouse_path)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if context.run is not None:
+            lock.release(self.warehouse_path)
 
     def dbt_vars(self) -> dict[str, object]:
         return dbt_vars(
@@ -99,6 +120,21 @@ class ImpactSettings(dg.ConfigurableResource):
             dynamic_share=self.dynamic_share,
             attribution_level=self.attribution_level,
         )
+
+
+def _take_run_lock(context: dg.InitResourceContext, warehouse: Path) -> None:
+    run = context.run
+    partition = run.tags.get("dagster/partition")
+    command = f"Dagster run {run.run_id} of {run.job_name}" + (f" for {partition}" if partition else "")
+
+    def waiting(holder: lock.Holder | None) -> None:
+        who = holder.describe() if holder else "another process"
+        context.log.warning(f"waiting for the warehouse {warehouse}: in use by {who}")
+
+    def stale(holder: lock.Holder) -> None:
+        context.log.warning(f"took over the lock of a run that ended without releasing it ({holder.describe()})")
+
+    lock.acquire(warehouse, wait_s=lock.wait_from_env(), command=command, on_wait=waiting, on_stale=stale)
 
 
 def dbt_vars(

@@ -555,7 +555,9 @@ def window(con: duckdb.DuckDBPyConnection, table: str = "marts.fct_request_impac
 
 def _day_parts_sql(table: str) -> tuple[str, str, str, str]:
     """(groups, requests, combos, bins) SQL of a reduction of ``table``."""
-    fmt = {"table": table, "has_energy": HAS_ENERGY_SQL, "metered": METERED_SQL, "days": day_parts.DAYS_SQL}
+    # text requests only: EcoLogits estimates text generation (image requests: docs/images.md)
+    days = f"{day_parts.DAYS_SQL} and r.modality = 'text'"
+    fmt = {"table": table, "has_energy": HAS_ENERGY_SQL, "metered": METERED_SQL, "days": days}
     groups = _DAY_GROUPS_SQL.format(**fmt)
     requests = _DAY_REQUESTS_SQL.format(bucket=latency_bucket_sql(), **fmt)
     keys = ", ".join(f"g.{k}" for k in _GROUP_KEYS)

@@ -173,7 +173,14 @@ def cross_validate(data: pd.DataFrame, form: str = "paper", k: int = 5, seed: in
     NaN when a training fold is too small or singular for the form.
     """
     x, ym, _ = _design(data, form)
-    y = data["y"].to_numpy(float)
+    return cross_validate_design(x, ym, data["y"].to_numpy(float), form == "loglog", k, seed)
+
+
+def cross_validate_design(
+    x: np.ndarray, ym: np.ndarray, y: np.ndarray, log_scale: bool, k: int = 5, seed: int = 0
+) -> dict:
+    """cross_validate for any design: `x` and the target on the model's scale `ym` (log y when `log_scale`, then
+    predictions are back-transformed with exp), scored against `y` on the original scale."""
     n, p = x.shape
     if n < 2:
         return {"cv_mape": math.nan, "cv_rmse": math.nan, "cv_folds": 0}
@@ -193,7 +200,7 @@ def cross_validate(data: pd.DataFrame, form: str = "paper", k: int = 5, seed: in
         if rank < p:
             return {"cv_mape": math.nan, "cv_rmse": math.nan, "cv_folds": len(folds)}
         pred[test] = x[test] @ beta
-    if form == "loglog":
+    if log_scale:
         pred = np.exp(pred)
     err = y - pred
     nz = y != 0
@@ -226,80 +233,105 @@ def fit_energy_model(
     fitted_at: pd.Timestamp | None = None,
 ) -> FitResult:
     """Fit one form to one frame. Raises SingularDesignError on too few rows or a rank-deficient design."""
-    # (statsmodels and scipy load here, not with the module: the definitions load without them; see lib/preload.py)
-    import statsmodels.api as sm
-    from scipy import stats
-    from statsmodels.stats.diagnostic import het_breuschpagan
-
+    # (statsmodels and scipy load in fit_ols, not with the module: the definitions load without them; see
+    # lib/preload.py)
     data, n_dropped = _prepare(df, target, tau_in, tau_out, form, concurrency)
     x, ym, names = _design(data, form)
     _check_design(x)
-    res = sm.OLS(ym, pd.DataFrame(x, columns=names)).fit()
-
-    ssr = float(res.ssr)
-    ss_unc = float(np.sum(ym**2))
-    ss_cen = float(np.sum((ym - ym.mean()) ** 2))
-    r2_unc = 1.0 - ssr / ss_unc if ss_unc > 0 else math.nan
-    r2_cen = 1.0 - ssr / ss_cen if ss_cen > 0 else math.nan
-
-    ci = res.conf_int(alpha=0.05)
-    with np.errstate(all="ignore"):
-        hc3 = np.sqrt(np.diag(res.get_robustcov_results(cov_type="HC3").cov_params()))
-    hc3 = pd.Series(hc3, index=names)
+    res, coefficients, diagnostics = fit_ols(x, ym, names, has_constant="const" in names)
 
     row: dict = {c: math.nan for c in (*FIT_COLUMNS, *EXTRA_COLUMNS)}
     for name in names:
         k = _key(name)
         if k is None:
             continue
-        row[f"alpha_{k}"] = float(res.params[name])
-        row[f"se_{k}"] = float(res.bse[name])
-        row[f"ci_low_{k}"] = float(ci.loc[name, 0])
-        row[f"ci_high_{k}"] = float(ci.loc[name, 1])
-        row[f"p_{k}"] = float(res.pvalues[name])
-        row[f"se_hc3_{k}"] = float(hc3[name])
+        for stat, value in coefficients.loc[name].items():
+            row[f"{stat}_{k}"] = float(value)
     if form == "paper":
         cov = res.cov_params()
         for i, a in enumerate(PARAM_KEYS):
             for b in PARAM_KEYS[i:]:
                 row[f"cov_{a}_{b}"] = float(cov.iloc[i, PARAM_KEYS.index(b)])
-        row["resid_variance"] = float(res.scale)
-        row["df_resid"] = float(res.df_resid)
-        row["t_975"] = float(stats.t.ppf(0.975, res.df_resid))
+        for c in ("resid_variance", "df_resid", "t_975"):
+            row[c] = diagnostics[c]
     if "const" in names:
         row["intercept"] = float(res.params["const"])
     if "concurrency" in names:
         row["alpha_concurrency"] = float(res.params["concurrency"])
 
-    # Breusch-Pagan: the auxiliary regression needs a constant; add one when the form has none.
-    aux = x if "const" in names else np.column_stack([np.ones(len(ym)), x])
-    try:
-        bp_lm, bp_p, _, _ = het_breuschpagan(res.resid, aux)
-    except (ValueError, np.linalg.LinAlgError):  # pragma: no cover - degenerate residuals
-        bp_lm, bp_p = math.nan, math.nan
-
     cv = cross_validate(data, form, cv_folds, seed)
     row.update(
         {
-            "r_squared_uncentered": r2_unc,
-            "r_squared": r2_cen,
-            # statsmodels' F: for the no-constant model, all k coefficients = 0 against the uncentred ESS.
-            "f_statistic": float(res.fvalue),
-            "f_pvalue": float(res.f_pvalue),
-            "nobs": int(res.nobs),
-            "aic": float(res.aic),
-            "bic": float(res.bic),
+            **{c: diagnostics[c] for c in _DIAGNOSTICS},
             "cv_mape": cv["cv_mape"],
             "cv_rmse": cv["cv_rmse"],
             "fitted_at": fitted_at if fitted_at is not None else pd.Timestamp.now(tz="UTC"),
             "form": form,
-            "bp_lm": float(bp_lm),
-            "bp_pvalue": float(bp_p),
-            "condition_number": float(res.condition_number),
             "n_dropped": n_dropped,
         }
     )
     return FitResult(results=res, row=row, form=form, target=target, data=data, exog_names=names)
+
+
+# what fit_ols reports about a whole fit (besides resid_variance, df_resid and t_975)
+_DIAGNOSTICS: tuple[str, ...] = (
+    "r_squared_uncentered", "r_squared", "f_statistic", "f_pvalue", "nobs", "aic", "bic", "bp_lm", "bp_pvalue",
+    "condition_number",
+)  # fmt: skip
+
+
+def fit_ols(x: np.ndarray, ym: np.ndarray, names: Sequence[str], has_constant: bool):
+    """OLS of `ym` on the columns `names` of `x` (statsmodels), with what every fit of this package reports.
+
+    Returns (statsmodels results; a frame indexed by name with columns alpha, se, ci_low, ci_high (95 %), p and
+    se_hc3; a dict of the fit's diagnostics: uncentred and centred R-squared (by hand), F and its p-value (for a
+    design without a constant, statsmodels tests all coefficients = 0 against the uncentred ESS), nobs, AIC, BIC,
+    Breusch-Pagan LM and p-value (Koenker; the auxiliary regression gets a constant when the design has none),
+    condition number, residual variance, residual df and the t quantile of 95 % intervals).
+    """
+    import statsmodels.api as sm
+    from scipy import stats
+    from statsmodels.stats.diagnostic import het_breuschpagan
+
+    res = sm.OLS(ym, pd.DataFrame(x, columns=list(names))).fit()
+    ssr = float(res.ssr)
+    ss_unc = float(np.sum(ym**2))
+    ss_cen = float(np.sum((ym - ym.mean()) ** 2))
+    ci = res.conf_int(alpha=0.05)
+    with np.errstate(all="ignore"):
+        hc3 = np.sqrt(np.diag(res.get_robustcov_results(cov_type="HC3").cov_params()))
+    coefficients = pd.DataFrame(
+        {
+            "alpha": res.params.to_numpy(float),
+            "se": res.bse.to_numpy(float),
+            "ci_low": ci[0].to_numpy(float),
+            "ci_high": ci[1].to_numpy(float),
+            "p": res.pvalues.to_numpy(float),
+            "se_hc3": hc3,
+        },
+        index=list(names),
+    )
+    aux = x if has_constant else np.column_stack([np.ones(len(ym)), x])
+    try:
+        bp_lm, bp_p, _, _ = het_breuschpagan(res.resid, aux)
+    except (ValueError, np.linalg.LinAlgError):  # pragma: no cover - degenerate residuals
+        bp_lm, bp_p = math.nan, math.nan
+    diagnostics = {
+        "r_squared_uncentered": 1.0 - ssr / ss_unc if ss_unc > 0 else math.nan,
+        "r_squared": 1.0 - ssr / ss_cen if ss_cen > 0 else math.nan,
+        "f_statistic": float(res.fvalue),
+        "f_pvalue": float(res.f_pvalue),
+        "nobs": int(res.nobs),
+        "aic": float(res.aic),
+        "bic": float(res.bic),
+        "bp_lm": float(bp_lm),
+        "bp_pvalue": float(bp_p),
+        "condition_number": float(res.condition_number),
+        "resid_variance": float(res.scale),
+        "df_resid": float(res.df_resid),
+        "t_975": float(stats.t.ppf(0.975, res.df_resid)),
+    }
+    return res, coefficients, diagnostics
 
 
 def fit_group_results(
@@ -585,12 +617,18 @@ def fit_main(argv: Sequence[str] | None = None) -> int:
     Prints to stdout the per model x hardware x target report, or with --json a JSON list of row objects with
     the column names of models.energy_model_fits (fitted groups only). Rejected input rows and skipped groups
     are reported on stderr. Exit 0 when at least one group was fitted, 1 when none was, 2 on unreadable input.
+    Image profiling runs (a CSV whose header has width, height and steps) are fitted by the image models
+    (orchestration.lib.images.models): their report follows, and their JSON rows (the selected forms) are named
+    like models.image_model_fits, with "modality": "image".
     """
+    from orchestration.lib.images import models as image_models
+
     parser = argparse.ArgumentParser(
-        prog="impact fit", description="Fit energy and runtime models to profiling runs."
+        prog="impact fit", description="Fit energy and runtime models to profiling runs (text or image)."
     )
     parser.add_argument(
         "profiling", help="profiling CSV (or a directory of them): " + ", ".join(PROFILING_COLUMNS)
+        + "; image runs: " + ", ".join(image_models.PROFILING_REQUIRED)
     )
     parser.add_argument("--json", action="store_true", help="print a JSON list of energy_model_fits rows")
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
@@ -598,10 +636,15 @@ def fit_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(list(argv) if argv is not None else None)
 
     try:
-        rows, rejects = read_profiling_csv(args.profiling)
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        text_files, image_files = image_models.split_profiling_files(args.profiling)
+        parts = [read_profiling_csv(f) for f in text_files]
+        image_parts = [image_models.read_profiling_csv(f) for f in image_files]
+    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         print(f"impact fit: cannot read {args.profiling}: {exc}", file=sys.stderr)
         return 2
+    empty = (pd.DataFrame(columns=list(PROFILING_COLUMNS)), pd.DataFrame(columns=list(REJECT_COLUMNS)))
+    rows = pd.concat([p[0] for p in parts] or [empty[0]], ignore_index=True)
+    rejects = pd.concat([p[1] for p in [*parts, *image_parts]] or [empty[1]], ignore_index=True)
     if len(rejects):
         print(f"impact fit: {len(rejects)} row(s) rejected:", file=sys.stderr)
         for src, n, reason in rejects[["source_file", "source_row", "reason"]].itertuples(index=False):
@@ -611,15 +654,28 @@ def fit_main(argv: Sequence[str] | None = None) -> int:
     for r in skipped.itertuples(index=False):
         print(f"impact fit: skipped {r.model} / {r.hardware} / {r.target}: {r.skip_reason}", file=sys.stderr)
     ok = fits[fits["skip_reason"].isna()]
+    images = pd.concat([p[0] for p in image_parts], ignore_index=True) if image_parts else pd.DataFrame()
+    image_fits = (
+        image_models.fit_groups(images, "profiling", cv_folds=args.folds, seed=args.seed)[0] if len(images) else
+        pd.DataFrame(columns=[*image_models.FITS_SCHEMA, "skip_reason"])
+    )  # fmt: skip
+    for r in image_fits[image_fits["skip_reason"].notna()].itertuples(index=False):
+        print(f"impact fit: skipped {r.model} / {r.hardware} / {r.target}: {r.skip_reason}", file=sys.stderr)
+    image_ok = image_fits[image_fits["selected"].astype(bool)]
     if args.json:
         records = [
             {c: _json_value(v) for c, v in rec.items()}
             for rec in ok[list(CONTRACT_COLUMNS)].to_dict("records")
+        ] + [
+            {"modality": "image", **{c: _json_value(v) for c, v in rec.items()}}
+            for rec in image_ok[list(image_models.FITS_SCHEMA)].to_dict("records")
         ]
         print(json.dumps(records, indent=2))
     else:
-        print(format_fits(fits) if len(fits) else "no profiling rows to fit")
-    return 0 if len(ok) else 1
+        reports = [format_fits(fits)] if len(fits) else []
+        reports += [image_models.format_fits(image_ok)] if len(image_ok) else []
+        print("\n".join(reports) if reports else "no profiling rows to fit")
+    return 0 if len(ok) or len(image_ok) else 1
 
 
 # ------------------------------------------------------------------------------------------- monitoring

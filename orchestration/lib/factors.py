@@ -6,8 +6,8 @@
 - the user's files under ``<data dir>/factors/`` (CONTRACT section 1), in the same columns.
 
 A user row replaces the shipped row with the same key (grid hourly: zone + datetime_utc; annual: zone + year; water:
-zone; datacenter: provider; hardware: component + hardware; models: the model key), so one zone can be overridden and
-the rest kept. Every row carries ``origin`` ('shipped' or 'user'), ``source``, ``licence``, ``version``,
+zone; datacenter: provider; hardware: component + hardware; gpu_power: hardware; models: the model key), so one zone
+can be overridden and the rest kept. Every row carries ``origin`` ('shipped' or 'user'), ``source``, ``licence``, ``version``,
 ``source_file`` and ``source_row``; a user row without a source gets ``'user file <path>'`` (licence and version stay
 empty). Bad rows go to ``raw.rejected_rows`` (input ``'factors/<table>'``) with a reason naming the column and value;
 the rest load. Each load replaces everything it wrote before (tables and its rejected rows): it is idempotent.
@@ -125,6 +125,12 @@ FACTOR_DDL: tuple[str, ...] = (
     )
     """,
     f"""
+    create table if not exists factors.gpu_power (
+        hardware varchar not null,  -- GPU model prefix (case-insensitive, vendor prefix ignored) or 'default'
+        max_power_w double not null,  -- maximum (TDP / board) power: the ceiling telemetry is checked against{PROVENANCE_COLUMNS}
+    )
+    """,
+    f"""
     create table if not exists factors.models (
         model varchar not null,
         total_parameters_b double,
@@ -136,6 +142,17 @@ FACTOR_DDL: tuple[str, ...] = (
         projected_lifetime_inferences double,
         service_start date,
         service_months integer,{PROVENANCE_COLUMNS}
+    )
+    """,
+    # a LoRA adapter is a models.yml entry with base_model (lib/images): added with the image requests
+    "alter table factors.models add column if not exists base_model varchar",
+    f"""
+    create table if not exists factors.image_quality (
+        quality varchar not null,  -- the label requests carry (matched case-insensitively)
+        model varchar,  -- null: every model; else the model's own row (matched on the model key)
+        steps integer not null,
+        width integer,  -- the size an image request without one gets
+        height integer,{PROVENANCE_COLUMNS}
     )
     """,
     """
@@ -312,6 +329,14 @@ SPECS: tuple[_Spec, ...] = (
         ),
     ),
     _Spec(
+        table="gpu_power",
+        columns={"hardware": "text", "max_power_w": "double"},
+        required=("hardware", "max_power_w"),
+        key=("hardware",),
+        user_paths=("gpu_power.csv",),
+        extra_checks=(("v_max_power_w <= 0", "'max_power_w (' || v_max_power_w || ') is not positive'"),),
+    ),
+    _Spec(
         table="models",
         columns={
             "model": "text",
@@ -324,6 +349,7 @@ SPECS: tuple[_Spec, ...] = (
             "projected_lifetime_inferences": "double",
             "service_start": "date",
             "service_months": "integer",
+            "base_model": "text",
         },
         required=("model",),
         key=("model",),
@@ -350,6 +376,29 @@ SPECS: tuple[_Spec, ...] = (
                     " || v_total_parameters_b || ')'"
                 ),
             ),
+            # a LoRA adapter's own training is a fine-tuning of its base model
+            (
+                "v_base_model is not null and v_training_kg_co2e is not null",
+                (
+                    "'training_kg_co2e on adapter ' || impact_quote(v_model) || ' (base_model '"
+                    " || impact_quote(v_base_model) || '): an adapter''s footprint is fine_tuning_kg_co2e'"
+                ),
+            ),
+            (
+                f"v_base_model is not null and {MODEL_KEY_SQL.format(col='v_base_model')} = v_model_key",
+                "'model ' || impact_quote(v_model) || ' is its own base_model'",
+            ),
+        ),
+    ),
+    _Spec(
+        table="image_quality",
+        columns={"quality": "text", "model": "text", "steps": "integer", "width": "integer", "height": "integer"},
+        required=("quality", "steps"),
+        key=("model", "quality"),
+        user_paths=("image_quality.csv",),
+        extra_checks=(
+            *((f"v_{c} < 1", f"'{c} (' || v_{c} || ') is not positive'") for c in ("steps", "width", "height")),
+            ("(v_width is null) <> (v_height is null)", "'width and height go together (one is empty)'"),
         ),
     ),
 )
@@ -368,6 +417,8 @@ class FactorSummary:
     rejected: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     shipped_defaults_only: bool = True  # the user gave no file for this table
+    # files none of whose rows could be read (unreadable, malformed YAML, a required column missing): file -> reason
+    files_rejected: dict[str, str] = field(default_factory=dict)
     loaded_at: str | None = None  # when these rows were stored (UTC, ISO 8601)
     reloaded: bool = True  # False: the inputs had not changed since loaded_at, the stored tables were kept
 
@@ -423,42 +474,44 @@ def _reject_file(
     )
 
 
-def _read_tabular(con: duckdb.DuckDBPyConnection, spec: _Spec, path: Path, display: str, origin: str) -> None:
-    """Append one CSV/CSV.gz/Parquet file's rows to the table's candidates (text, typed shadows for Parquet)."""
+def _read_tabular(
+    con: duckdb.DuckDBPyConnection, spec: _Spec, path: Path, display: str, origin: str
+) -> str | None:
+    """Append one CSV/CSV.gz/Parquet file's rows to the table's candidates (text, typed shadows for Parquet).
+    Returns the reason when the file is rejected whole (none of its rows read), else None."""
     try:
         header = _header(con, path)
     except duckdb.Error as exc:
-        _reject_file(con, spec, display, None, f"unreadable file: {str(exc).splitlines()[0]}", "")
-        return
+        reason = f"unreadable file: {str(exc).splitlines()[0]}"
+        _reject_file(con, spec, display, None, reason, "")
+        return reason
     missing = [c for c in spec.required if c not in header]
     if missing:
-        _reject_file(
-            con,
-            spec,
-            display,
-            1,
-            f"missing required column {', '.join(missing)} (columns: {', '.join(header)})",
-            ",".join(header),
-        )
-        return
+        reason = f"missing required column {', '.join(missing)} (columns: {', '.join(header)})"
+        _reject_file(con, spec, display, 1, reason, ",".join(header))
+        return reason
     if path.name.endswith(".parquet"):
         _parquet_candidates(con, path, display, _fields(spec), _typed_fields(spec), "_fc_cand")
     else:
         _csv_candidates(con, path, display, _fields(spec), "_fc_cand")
     con.execute("update _fc_cand set origin = $origin where origin is null", {"origin": origin})
+    return None
 
 
 def _yaml_line_numbers(text: str) -> list[int]:
-    """1-based line of each item of the models list (the node positions of the composed document)."""
+    """1-based line of each entry of the models list, or of each name of the models mapping (the node positions
+    of the composed document)."""
     try:
         node = yaml.compose(text)
     except yaml.YAMLError:
         return []
     if isinstance(node, yaml.MappingNode):
         node = next((v for k, v in node.value if getattr(k, "value", None) == "models"), None)
-    if not isinstance(node, yaml.SequenceNode):
-        return []
-    return [item.start_mark.line + 1 for item in node.value]
+    if isinstance(node, yaml.SequenceNode):
+        return [item.start_mark.line + 1 for item in node.value]
+    if isinstance(node, yaml.MappingNode):
+        return [name.start_mark.line + 1 for name, _ in node.value]
+    return []
 
 
 def _scalar_text(value: object) -> str | None:
@@ -471,31 +524,60 @@ def _scalar_text(value: object) -> str | None:
     return str(value)
 
 
+def _models_entries(doc: object) -> list[tuple[object, str | None]] | None:
+    """The entries of a models.yml document in file order, each with a problem of its form (or None): a top-level
+    `models:` list (or a bare list) of mappings, or a `models:` mapping keyed by model name
+    (`models: {my-model: {training_kg_co2e: 10}}`), whose names become each entry's `model` (an entry that also
+    names another model is refused: which one was meant?). None when the document has neither form."""
+    items = doc.get("models") if isinstance(doc, dict) else doc
+    if isinstance(items, list):
+        return [(item, None) for item in items]
+    if not isinstance(items, dict):
+        return None
+    entries: list[tuple[object, str | None]] = []
+    for name, entry in items.items():  # a handful of models
+        entry = {} if entry is None else entry
+        if not isinstance(entry, dict):
+            entries.append((entry, None))
+            continue
+        given = entry.get("model")
+        problem = None
+        if given is not None and model_key(given) != model_key(name):
+            problem = (
+                f"malformed models.yml entry: listed under {_scalar_text(name)!r} but names model "
+                f"{_scalar_text(given)!r}"
+            )
+        entries.append(({**entry, "model": name if given is None else given}, problem))
+    return entries
+
+
 def _read_models_yaml(
     con: duckdb.DuckDBPyConnection, spec: _Spec, path: Path, display: str, origin: str
-) -> None:
-    """models.yml: a top-level `models:` list (or a bare list) of mappings. The entries (a handful) are checked
-    for shape here; their values are typed and checked in SQL like every other table's."""
+) -> str | None:
+    """models.yml: a top-level `models:` list (or a bare list) of mappings, or a `models:` mapping keyed by model
+    name. The entries (a handful) are checked for shape here; their values are typed and checked in SQL like every
+    other table's. Returns the reason when the file is rejected whole, else None."""
     text = path.read_text()
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        _reject_file(con, spec, display, None, f"malformed YAML: {str(exc).splitlines()[0]}", text)
-        return
-    items = doc.get("models") if isinstance(doc, dict) else doc
-    if not isinstance(items, list):
-        _reject_file(con, spec, display, None, "models.yml has no top-level 'models:' list", text)
-        return
+        reason = f"malformed YAML: {str(exc).splitlines()[0]}"
+        _reject_file(con, spec, display, None, reason, text)
+        return reason
+    items = _models_entries(doc)
+    if items is None:
+        reason = "models.yml has no top-level 'models:' list or mapping keyed by model name"
+        _reject_file(con, spec, display, None, reason, text)
+        return reason
     lines = _yaml_line_numbers(text)
     allowed = {*spec.columns, *_PROVENANCE_FIELDS, "aliases"}
     rows, aliases = [], []
-    for index, item in enumerate(items):  # a handful of models, not rows of data
+    for index, (item, problem) in enumerate(items):  # a handful of models, not rows of data
         line = lines[index] if index < len(lines) else index + 1
         record = yaml.safe_dump(item, default_flow_style=True, sort_keys=False).strip()
-        problem = None
         if not isinstance(item, dict):
             problem = "malformed models.yml entry: not a mapping"
-        else:
+        elif problem is None:
             unknown = sorted(str(k) for k in item if k not in allowed)
             names = item.get("aliases") or []
             if unknown:
@@ -518,6 +600,7 @@ def _read_models_yaml(
         )
     if aliases:
         con.executemany("insert into _fc_alias_cand values (?, ?, ?, ?, ?)", aliases)
+    return None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -560,8 +643,10 @@ def _key_sql(spec: _Spec) -> str:
         return "v_model_key"
     parts = []
     for k in spec.key:
-        if k in ("hardware", "component", "provider"):
+        if k in ("hardware", "component", "provider", "quality"):
             parts.append(f"lower(v_{k})")
+        elif k == "model":  # a table's per-model rows (image_quality): matched on the model key
+            parts.append(f"coalesce({MODEL_KEY_SQL.format(col='v_model')}, '')")
         else:
             parts.append(f"coalesce(cast(v_{k} as varchar), '')")
     return " || chr(31) || ".join(parts)
@@ -703,10 +788,10 @@ def load_factors(
             for path in files:
                 display = _display(path, root if origin == "shipped" else data_dir, origin)
                 summary.files.append(display)
-                if spec.table == "models":
-                    _read_models_yaml(con, spec, path, display, origin)
-                else:
-                    _read_tabular(con, spec, path, display, origin)
+                read = _read_models_yaml if spec.table == "models" else _read_tabular
+                whole = read(con, spec, path, display, origin)
+                if whole is not None:
+                    summary.files_rejected[display] = whole
         _stage(con, spec)
         con.execute(f"create or replace temp table _fc_final_{spec.table} as {_final_select(spec)}")
         _insert_rejects(con, spec)

@@ -17,19 +17,17 @@ midnight need the neighbouring samples).
 from __future__ import annotations
 
 import datetime as dt
-import gzip
-import shutil
-import tempfile
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 import yaml
 
+from orchestration.lib import identity
+from orchestration.lib.images import requests as image_fields
 from orchestration.lib.metrics import METRICS, METRICS_BY_NAME
-from orchestration.lib.textlines import read_text_lines
+from orchestration.lib.textlines import iter_line_batches
 from orchestration.lib.warehouse import fetch_one
 
 REQUEST_FIELDS: tuple[str, ...] = (
@@ -44,26 +42,23 @@ REQUEST_FIELDS: tuple[str, ...] = (
     "endpoint",
     "node",
     "gpu",
-    "input_pixels",
-    "output_pixels",
-    "quality_steps",
-    "lora",
+    *image_fields.IMAGE_FIELDS,
 )
 INTEGER_REQUEST_FIELDS: tuple[str, ...] = (
     "input_tokens",
     "output_tokens",
-    "input_pixels",
-    "output_pixels",
-    "quality_steps",
 )
-TELEMETRY_FIELDS: tuple[str, ...] = ("timestamp", "cluster", "metric", "value", "node", "gpu", "cpu", "mode")
+TELEMETRY_FIELDS: tuple[str, ...] = (
+    "timestamp", "cluster", "metric", "value", "node", "gpu", "cpu", "mode", "gpu_uuid", "pci_bus_id",
+)
 
 # Fields that typed sources (Parquet, Prometheus, OTLP) deliver typed. Each has a shadow column `<field>__v` in the
 # candidate tables, so typed values are validated as they are and only text sources go through string parsing.
 REQUEST_TYPED: dict[str, str] = {
     "start_time": "timestamp",
     "duration_s": "double",
-    **{f: "double" for f in ("input_tokens", "output_tokens", "input_pixels", "output_pixels", "quality_steps")},
+    **{f: "double" for f in ("input_tokens", "output_tokens")},
+    **image_fields.IMAGE_TYPED,
 }
 TELEMETRY_TYPED: dict[str, str] = {"timestamp": "timestamp", "value": "double"}
 NUMERIC_TYPES: tuple[str, ...] = (
@@ -86,6 +81,7 @@ CLUSTER_NUMERIC_KEYS: tuple[str, ...] = (
     "server_embodied_kg_co2e",
     "lifetime_years",
     "water_embodied_l",
+    "gpu_max_w",
 )
 ATTRIBUTION_LEVELS: tuple[str, ...] = ("auto", "cluster", "node", "gpu")
 
@@ -93,6 +89,9 @@ DEFAULT_MAX_REQUEST_DURATION_S = 6 * 3600.0
 # A rejection reason without its quoted values, parenthesised details and ': ...' tails: the kind to count by.
 REASON_KIND_SQL = r"regexp_replace(reason, ' ''[^'']*''| \([^)]*\)|: .*', '', 'g')"
 DEFAULT_TELEMETRY_MARGIN_S = 600.0
+# Telemetry samples less than this after midnight open no day of their own: the closing sample of the day before,
+# or a duplicate scrape of it (the dbt var duplicate_scrape_within_s, 1 s, deduplicates such samples).
+SPILL_OVER_TIME = "00:00:01"
 
 
 @dataclass
@@ -155,11 +154,28 @@ MACROS: tuple[str, ...] = (
     )
     """,
     "create or replace temp macro impact_quote(s) as ('''' || coalesce(s, '') || '''')",
+    # A number that is a plausible date (2000-2100) in epoch milliseconds, microseconds or nanoseconds rather than
+    # seconds: named in the rejection instead of being read as a date thousands of years away.
+    """
+    create or replace temp macro impact_epoch_unit(s) as (
+        case
+            when regexp_full_match(impact_trim(s), '[+-]?[0-9]+(\\.[0-9]*)?([eE][+-]?[0-9]+)?') then
+                case
+                    when cast(impact_trim(s) as double) between 9.466848e11 and 4.1024448e12
+                        then 'epoch milliseconds'
+                    when cast(impact_trim(s) as double) between 9.466848e14 and 4.1024448e15
+                        then 'epoch microseconds'
+                    when cast(impact_trim(s) as double) between 9.466848e17 and 4.1024448e18
+                        then 'epoch nanoseconds'
+                end
+        end
+    )
+    """,
 )
 
 
 def _install_macros(con: duckdb.DuckDBPyConnection) -> None:
-    for macro in MACROS:
+    for macro in (*MACROS, *identity.NODE_MACROS):
         con.execute(macro)
 
 
@@ -245,7 +261,8 @@ def _parquet_select(types: dict[str, str], fields: tuple[str, ...], typed: dict[
     """(column list, select list) reading `fields` from a Parquet file whose columns have `types`.
 
     Numeric and timestamp columns of typed fields keep their type (epoch seconds become timestamps); a
-    non-finite number is kept as text so its rejection quotes it; everything else is read as text.
+    non-finite number (or a timestamp number too large for epoch seconds) is also kept as text so its rejection
+    quotes it; everything else is read as text.
     """
     columns, values = [], []
     for name in fields:
@@ -258,41 +275,53 @@ def _parquet_select(types: dict[str, str], fields: tuple[str, ...], typed: dict[
                 continue
             x = f'cast("{name}" as double)'
             if typed[name] == "timestamp":
+                # the number itself is kept as text when it cannot be epoch seconds of a plausible date (non-finite,
+                # or 1e11 s = year 5138 and beyond), so the rejection quotes it and can name epoch milliseconds or
+                # nanoseconds
                 columns += [f'"{name}"', f'"{name}__v"']
                 values += [
-                    f"case when not isfinite({x}) then cast({x} as varchar) end",
+                    f"case when not isfinite({x}) or abs({x}) >= 1e11 then cast({x} as varchar) end",
                     _epoch_s_ts_sql(x),
                 ]
             else:
                 columns.append(f'"{name}__v"')
                 values.append(x)
+        elif kind is not None and kind.endswith("[]"):
+            # a list column (e.g. LoRA adapter names): read as its JSON text, which the field's parser reads
+            columns.append(f'"{name}"')
+            values.append(f'cast(to_json("{name}") as varchar)')
         elif kind is not None:
             columns.append(f'"{name}"')
             values.append(f'cast("{name}" as varchar)')
     return ", ".join(columns), ", ".join(values)
 
 
-@contextmanager
-def _plain_text(path: Path) -> Iterator[Path]:
-    """The file itself, or a decompressed temporary copy of a .gz file (streamed, not read into memory)."""
-    if not path.name.endswith(".gz"):
-        yield path
-        return
-    with tempfile.TemporaryDirectory(prefix="impact-") as tmp:
-        plain = Path(tmp) / path.name[: -len(".gz")]
-        with gzip.open(path, "rb") as src, plain.open("wb") as dst:
-            shutil.copyfileobj(src, dst)
-        yield plain
+def _line_batches(con: duckdb.DuckDBPyConnection, path: Path, name: str) -> Iterator[str]:
+    """Register each chunk of the text file's lines (textlines.LINE_SCHEMA) as the view `name` in turn, so one SQL
+    statement per chunk can read it: a file of any size is read in bounded memory."""
+    for batch in iter_line_batches(path):
+        con.register(name, batch)
+        try:
+            yield name
+        finally:
+            con.unregister(name)
 
 
 def _csv_candidates(
-    con: duckdb.DuckDBPyConnection, path: Path, display: str, fields: tuple[str, ...], table: str
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    display: str,
+    fields: tuple[str, ...],
+    table: str,
+    keep_lines: bool = True,
 ) -> None:
     """Append the rows of one CSV file (all text) to `table`, malformed lines included with their reason.
 
     Good rows get their real 1-based line number: DuckDB reports the line of each rejected record, so the k-th good
     row is the k-th data line that is neither blank nor rejected (exact unless a quoted field spans lines, in which
-    case the row's ordinal is used and the reason says so).
+    case the row's ordinal is used and the reason says so). A line that is not UTF-8 is a malformed line whose
+    reason says which byte (textlines). With `keep_lines` False the good rows carry no raw_record (the lines of the
+    rows rejected later are read back by _attach_source_lines): a large file is then read in bounded memory.
     """
     con.execute("drop table if exists _csv_rejects; drop table if exists _csv_scans")
     probe = con.sql(
@@ -308,8 +337,13 @@ def _csv_candidates(
         "create or replace temp table _csv_good as "
         f"select row_number() over () as ordinal, {_varchar_projection(cols, fields)} from _csv_probe"
     )
-    with _plain_text(path) as text_path:
-        _materialise(read_text_lines(con, str(text_path)), "_csv_lines")
+    # the data lines (not blank), with their text only where it is kept
+    con.execute("create or replace temp table _csv_lines (source_row bigint, line varchar, line_error varchar)")
+    kept = "line" if keep_lines else "case when line_error is not null then line end"
+    for batch in _line_batches(con, path, "_csv_line_batch"):
+        con.execute(
+            f"insert into _csv_lines select source_row, {kept}, line_error from {batch} where not impact_blank(line)"
+        )
     con.execute(
         """
         create or replace temp table _csv_line_map as
@@ -317,17 +351,17 @@ def _csv_candidates(
             select l.source_row, l.line
             from _csv_lines l
             where l.source_row > 1
-              and not impact_blank(l.line)
               and l.source_row not in (select distinct line from _csv_rejects)
         )
         select row_number() over (order by source_row) as ordinal, source_row, line from data_lines
         """
     )
     field_list = ", ".join(f'g."{f}"' for f in fields)
+    raw = "coalesce(m.line, '')" if keep_lines else "cast(null as varchar)"
     con.execute(
         f"""
         insert into {table} (source_file, source_row, raw_record, parse_error, {_text_columns(fields)})
-        select $display, coalesce(m.source_row, g.ordinal + 1), coalesce(m.line, ''), null, {field_list}
+        select $display, coalesce(m.source_row, g.ordinal + 1), {raw}, null, {field_list}
         from _csv_good g left join _csv_line_map m using (ordinal)
         """,
         {"display": display},
@@ -336,42 +370,86 @@ def _csv_candidates(
         f"""
         insert into {table} (source_file, source_row, raw_record, parse_error)
         select $display, r.line, coalesce(l.line, trim(r.csv_line, chr(10) || chr(13))),
-               'malformed CSV line: ' || string_agg(distinct r.error_message, '; ')
+               coalesce(l.line_error, 'malformed CSV line: ' || string_agg(distinct r.error_message, '; '))
         from _csv_rejects r left join _csv_lines l on l.source_row = r.line
-        group by r.line, l.line, r.csv_line
+        group by r.line, l.line, l.line_error, r.csv_line
         """,
         {"display": display},
     )
-    con.execute("drop table if exists _csv_rejects; drop table if exists _csv_scans")
+    con.execute("drop table if exists _csv_rejects; drop table if exists _csv_scans; drop table _csv_lines")
 
 
 def _jsonl_candidates(
     con: duckdb.DuckDBPyConnection, path: Path, display: str, fields: tuple[str, ...], table: str
 ) -> int:
-    """Append the lines of one JSON-lines file to `table`; returns the number of blank lines skipped."""
-    _materialise(read_text_lines(con, str(path)), "_json_lines")
+    """Append the lines of one JSON-lines file to `table`, chunk by chunk; returns the number of blank lines
+    skipped. Only the lines that fail to parse keep their text as raw_record (the lines of rows rejected later
+    are read back by _attach_source_lines)."""
     extracts = ", ".join(
         f"case when doc is not null then json_extract_string(doc, '$.\"{f}\"') end as \"{f}\"" for f in fields
     )
-    con.execute(
-        f"""
-        insert into {table} (source_file, source_row, raw_record, parse_error, {_text_columns(fields)})
-        with parsed as (
-            select source_row, line,
-                   case when json_valid(line) and json_type(line) = 'OBJECT' then line::json end as doc,
-                   case
-                       when not json_valid(line) then 'malformed JSON'
-                       when json_type(line) <> 'OBJECT' then 'JSON value is not an object'
-                   end as parse_error
-            from _json_lines
-            where not impact_blank(line)
+    blank = 0
+    for batch in _line_batches(con, path, "_json_line_batch"):
+        (lines,) = fetch_one(con, f"select count(*) from {batch}")
+        (inserted,) = fetch_one(con, 
+            f"""
+            insert into {table} (source_file, source_row, raw_record, parse_error, {_text_columns(fields)})
+            with parsed as (
+                select source_row, line,
+                       case
+                           when line_error is null and json_valid(line) and json_type(line) = 'OBJECT'
+                               then line::json
+                       end as doc,
+                       case
+                           when line_error is not null then line_error
+                           when not json_valid(line) then 'malformed JSON'
+                           when json_type(line) <> 'OBJECT' then 'JSON value is not an object'
+                       end as parse_error
+                from {batch}
+                where not impact_blank(line)
+            )
+            select $display, source_row, case when parse_error is not null then line end, parse_error, {extracts}
+            from parsed
+            """,
+            {"display": display},
         )
-        select $display, source_row, line, parse_error, {extracts} from parsed
-        """,
-        {"display": display},
-    )
-    (blank,) = fetch_one(con, "select count(*) from _json_lines where impact_blank(line)")
-    return int(blank)
+        blank += int(lines) - int(inserted)
+    return blank
+
+
+def _attach_source_lines(con: duckdb.DuckDBPyConnection, table: str, text_files: dict[str, Path]) -> None:
+    """Set raw_record of the rows of `table` (source_file, source_row, raw_record) that come from the text files
+    `text_files` (display name -> path) to their line as written: one more streaming read of each file that has
+    rejected rows, keeping only those lines."""
+    files = [
+        r[0]
+        for r in con.execute(
+            f"select distinct source_file from {table} where list_contains($files, source_file) order by 1",
+            {"files": sorted(text_files)},
+        ).fetchall()
+    ]
+    for display in files:
+        con.execute(
+            f"create or replace temp table _wanted_lines as "
+            f"select distinct source_row from {table} where source_file = $d",
+            {"d": display},
+        )
+        (last,) = fetch_one(con, "select max(source_row) from _wanted_lines")
+        con.execute("create or replace temp table _found_lines (source_row bigint, line varchar)")
+        for batch in _line_batches(con, text_files[display], "_attach_line_batch"):
+            con.execute(
+                f"insert into _found_lines select b.source_row, b.line from {batch} b "
+                "semi join _wanted_lines w on b.source_row = w.source_row"
+            )
+            (batch_last,) = fetch_one(con, f"select max(source_row) from {batch}")
+            if batch_last is not None and batch_last >= last:
+                break
+        con.execute(
+            f"update {table} set raw_record = f.line from _found_lines f "
+            f"where {table}.source_file = $d and {table}.source_row = f.source_row",
+            {"d": display},
+        )
+    con.execute("drop table if exists _wanted_lines; drop table if exists _found_lines")
 
 
 def _parquet_candidates(
@@ -453,19 +531,26 @@ def _store(
     loaded_sql: str,
     rejected_sql: str,
     files: list[str],
-    before_insert: Iterable[str] = (),
+    before_insert: Iterable[str | Callable[[], None]] = (),
+    params: dict[str, object] | None = None,
 ) -> int:
-    """Replace the partition's rows (loaded and rejected) atomically; returns the number of rows loaded."""
+    """Replace the partition's rows (loaded and rejected) atomically; returns the number of rows loaded.
+    `before_insert` are statements (or callables) run first in the same transaction; `params` those of
+    loaded_sql."""
     con.execute("begin transaction")
     try:
         for statement in before_insert:
+            if callable(statement):
+                statement()
+                continue
             # read to the end: DuckDB 2 streams results, and a check's error() must not wait in an unread row
             con.execute(statement).fetchall()
         con.execute(f"delete from {raw_table} where partition_day = $day", {"day": day})
         # one load time for the whole partition (a per-row now() costs seconds on millions of rows)
         (loaded,) = fetch_one(
             con,
-            f"insert into {raw_table} {loaded_sql}", {"loaded_at": dt.datetime.now(dt.UTC).replace(tzinfo=None)}
+            f"insert into {raw_table} {loaded_sql}",
+            {**(params or {}), "loaded_at": dt.datetime.now(dt.UTC).replace(tzinfo=None)},
         )
         con.execute(
             "delete from raw.rejected_rows where input = $input and partition_day = $day",
@@ -550,7 +635,7 @@ def _cluster_problem(item: object, seen: set[str]) -> str | None:
     level = str(item.get("attribution_level", "auto"))
     if level not in ATTRIBUTION_LEVELS:
         return f"attribution_level '{level}' is not one of {', '.join(ATTRIBUTION_LEVELS)}"
-    return None
+    return identity.node_config_problem(item)
 
 
 def ingest_clusters(con: duckdb.DuckDBPyConnection, data_dir: Path) -> IngestSummary:
@@ -579,6 +664,9 @@ def ingest_clusters(con: duckdb.DuckDBPyConnection, data_dir: Path) -> IngestSum
             str(c.get("attribution_level", "auto")),
             None if c.get("provider") in (None, "") else str(c["provider"]),
             display,
+            c.get("gpu_max_w"),
+            c.get("node_pattern") or None,
+            identity.aliases_json(c.get("node_aliases")),
         )
         for c in valid
     ]
@@ -589,8 +677,9 @@ def ingest_clusters(con: duckdb.DuckDBPyConnection, data_dir: Path) -> IngestSum
             con.executemany(
                 "insert into raw.clusters (cluster, region, gpu_model, gpus_per_node, gpu_idle_w, host_idle_w, "
                 "host_max_w, pue, wue_onsite_l_per_kwh, gpu_embodied_kg_co2e, server_embodied_kg_co2e, "
-                "lifetime_years, water_embodied_l, attribution_level, provider, source_file, loaded_at) "
-                "values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()::timestamp)",
+                "lifetime_years, water_embodied_l, attribution_level, provider, source_file, gpu_max_w, "
+                "node_pattern, node_aliases, loaded_at) "
+                "values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()::timestamp)",
                 rows,
             )
         con.execute("delete from raw.rejected_rows where input = 'clusters'")
@@ -624,31 +713,38 @@ def _otlp_candidates(
     table: str,
     fields: tuple[str, ...] = REQUEST_FIELDS,
 ) -> int:
-    """Append the GenAI spans of one OTLP JSON file to `table` (its `fields`); returns the count of non-GenAI
-    spans ignored. The span reader types start_time, duration and token counts; they go to the typed shadows."""
-    from orchestration.lib.otlp import read_otlp_spans
+    """Append the GenAI spans of one OTLP JSON file to `table` (its `fields`), chunk by chunk; returns the count of
+    non-GenAI spans ignored. The span reader types start_time, duration and token counts; they go to the typed
+    shadows."""
+    from orchestration.lib.otlp import parse_otlp_lines
 
-    spans = read_otlp_spans(con, str(path))
-    _materialise(spans, "_otlp_spans")
-    text_fields = tuple(f for f in fields if f not in REQUEST_TYPED)
-    typed_fields = tuple(f for f in fields if f in REQUEST_TYPED and f in spans.columns)
-    con.execute(
-        f"""
-        insert into {table} (source_file, source_row, source_index, raw_record, parse_error,
-            {", ".join([*(f'"{f}"' for f in text_fields), *(f'"{f}__v"' for f in typed_fields)])})
-        select $display, source_row, span_index, raw_record, parse_error,
-            {", ".join(filter(None, [_varchar_projection(spans.columns, text_fields),
-                                     ", ".join(f'"{f}"' for f in typed_fields)]))}
-        from _otlp_spans
-        where parse_error is not null or is_genai
-        """,
-        {"display": display},
-    )
-    (ignored,) = fetch_one(
-        con,
-        "select count(*) from _otlp_spans where parse_error is null and not is_genai"
-    )
-    return int(ignored)
+    ignored = 0
+    for batch in _line_batches(con, path, "_otlp_line_batch"):
+        spans = parse_otlp_lines(con.table(batch))
+        _materialise(spans, "_otlp_spans")
+        spans = con.table("_otlp_spans")
+        # the span reader types some fields (times, token counts); the others it gives as text, parsed like CSV
+        text_typed = {c for c, t in zip(spans.columns, spans.types) if str(t) == "VARCHAR"}
+        text_fields = tuple(f for f in fields if f not in REQUEST_TYPED or f in text_typed)
+        typed_fields = tuple(
+            f for f in fields if f in REQUEST_TYPED and f in spans.columns and f not in text_typed
+        )
+        con.execute(
+            f"""
+            insert into {table} (source_file, source_row, source_index, raw_record, parse_error,
+                {", ".join([*(f'"{f}"' for f in text_fields), *(f'"{f}__v"' for f in typed_fields)])})
+            select $display, source_row, span_index, raw_record, parse_error,
+                {", ".join(filter(None, [_varchar_projection(spans.columns, text_fields),
+                                         ", ".join(f'"{f}"' for f in typed_fields)]))}
+            from _otlp_spans
+            where parse_error is not null or is_genai
+            """,
+            {"display": display},
+        )
+        (n,) = fetch_one(con, "select count(*) from _otlp_spans where parse_error is null and not is_genai")
+        ignored += int(n)
+    con.execute("drop table if exists _otlp_spans")
+    return ignored
 
 
 def _integer_checks(fields: tuple[str, ...]) -> str:
@@ -683,6 +779,7 @@ def ingest_requests(
     _create_candidates(con, "_req_candidates", REQUEST_FIELDS, REQUEST_TYPED)
     ignored = {"blank lines": 0, "non-GenAI spans": 0}
     displays = []
+    text_files: dict[str, Path] = {}  # whose rejected rows get their line read back
     for path in files:
         display = _display_path(path, data_dir)
         displays.append(display)
@@ -691,43 +788,61 @@ def ingest_requests(
             ignored["non-GenAI spans"] += _otlp_candidates(con, path, display, "_req_candidates")
         elif name.endswith(".jsonl"):
             ignored["blank lines"] += _jsonl_candidates(con, path, display, REQUEST_FIELDS, "_req_candidates")
+            text_files[display] = path
         elif name.endswith(".csv"):
-            _csv_candidates(con, path, display, REQUEST_FIELDS, "_req_candidates")
+            _csv_candidates(con, path, display, REQUEST_FIELDS, "_req_candidates", keep_lines=False)
+            text_files[display] = path
         else:
             _parquet_candidates(con, path, display, REQUEST_FIELDS, REQUEST_TYPED, "_req_candidates")
     summary.ignored_by_reason = {k: v for k, v in ignored.items() if v}
 
     start_ts, dur = _typed_value("start_time", REQUEST_TYPED), _typed_value("duration_s", REQUEST_TYPED)
+    # image requests (lib/images/requests.py): their fields' checks, and the quality labels' steps and size
+    from orchestration.lib.factors import MODEL_KEY_SQL
+
+    image_fields.install_macros(con)
+    image_sql = image_fields.FieldSql(
+        value=lambda f: _typed_value(f, REQUEST_TYPED), shown=_shown, present=_present
+    )
+    labels = image_fields.resolve_quality_labels(con, "_req_candidates", MODEL_KEY_SQL)
+    quality_join = image_fields.QUALITY_JOIN if labels else ""
+    image_reason = image_fields.checks_sql(image_sql, INTEGER_REQUEST_FIELDS, with_quality=bool(labels))
     # 1. rows with something wrong (few): the reason is only rendered for them
     con.execute(
         f"""
         create or replace temp table _req_bad as
         select row_id, reason from (
-            select rowid as row_id,
-                case
+            select row_id,
+                coalesce(case
                     when parse_error is not null then parse_error
                     when impact_blank(request_id) then 'missing request_id'
                     when not {_present("start_time")} then 'missing start_time'
-                    when {start_ts} is null
-                        then replace(impact_ts_problem(start_time, {start_ts}), 'timestamp', 'start_time')
-                    when impact_implausible_ts({start_ts})
+                    when (start_ts_v is null or impact_implausible_ts(start_ts_v))
+                        and impact_epoch_unit({_shown("start_time")}) is not null
+                        then impact_epoch_unit({_shown("start_time")}) || ' in start_time '
+                            || impact_quote({_shown("start_time")}) || ' (epoch seconds or RFC 3339 expected)'
+                    when start_ts_v is null
+                        then replace(impact_ts_problem(start_time, start_ts_v), 'timestamp', 'start_time')
+                    when impact_implausible_ts(start_ts_v)
                         then 'implausible start_time ' || impact_quote(coalesce(impact_trim(start_time),
-                            strftime({start_ts}, '%Y-%m-%dT%H:%M:%S.%fZ')))
+                            strftime(start_ts_v, '%Y-%m-%dT%H:%M:%S.%fZ')))
                             || ' (before 2000 or in the future: clock skew?)'
                     when not {_present("duration_s")} then 'missing duration_s'
-                    when {dur} is null then 'non-numeric duration_s ' || impact_quote({_shown("duration_s")})
-                    when isnan({dur}) then 'duration_s is NaN'
-                    when isinf({dur}) then 'duration_s is infinite'
-                    when {dur} < 0 then 'negative duration_s (' || {_shown("duration_s")} || ')'
-                    when {dur} > $max_dur
+                    when dur_v is null then 'non-numeric duration_s ' || impact_quote({_shown("duration_s")})
+                    when isnan(dur_v) then 'duration_s is NaN'
+                    when isinf(dur_v) then 'duration_s is infinite'
+                    when dur_v < 0 then 'negative duration_s (' || {_shown("duration_s")} || ')'
+                    when dur_v > $max_dur
                         then 'duration_s ' || {_shown("duration_s")} || ' exceeds the limit of ' || $max_dur || ' s'
                     {_integer_checks(INTEGER_REQUEST_FIELDS)}
                     when impact_blank(model) then 'missing model'
                     when impact_blank(cluster) then 'missing cluster'
                     when impact_trim(cluster) not in (select cluster from raw.clusters)
                         then 'unknown cluster ' || impact_quote(cluster) || ' (not in clusters.yml)'
-                end as reason
-            from _req_candidates
+                end, {image_reason}) as reason
+            -- (the typed values once per row: parsing text timestamps is the costly part)
+            from (select *, rowid as row_id, {start_ts} as start_ts_v, {dur} as dur_v from _req_candidates) as c
+                {quality_join}
         )
         where reason is not null
         """,
@@ -762,6 +877,7 @@ def ingest_requests(
         con, "_req_rejects", "_req_rows", ("_req_bad", "_req_dups"), ("row_id",), start_ts,
         _fill_raw_record_sql(REQUEST_FIELDS, REQUEST_TYPED),
     )
+    _attach_source_lines(con, "_req_rejects", text_files)
     day_start = dt.datetime.combine(day, dt.time())
     day_end = day_start + dt.timedelta(days=1)
     lo, hi = f"timestamp '{day_start.isoformat(sep=' ')}'", f"timestamp '{day_end.isoformat(sep=' ')}'"
@@ -770,27 +886,34 @@ def ingest_requests(
         f"or cast({start_ts} as date) = date '{day.isoformat()}')"
     )
     counts = {f: f"cast({_typed_value(f, REQUEST_TYPED)} as bigint)" for f in INTEGER_REQUEST_FIELDS}
+    # the node as telemetry names it (identity.py): lower case, no :port, the cluster's aliases and pattern
+    node_sql, node_params = identity.node_name_sql("node", "impact_trim(cluster)", identity.node_rules(con))
+    images = image_fields.values_sql(image_sql, with_quality=bool(labels))
+    # (columns named: a warehouse from before the image fields has them in another order)
     loaded_sql = f"""
+        (partition_day, request_id, cluster, model, start_time, duration_s, input_tokens, output_tokens, tenant,
+         endpoint, node, gpu, {", ".join(images)}, source_file, source_row, loaded_at, request_key)
         select date '{day.isoformat()}', impact_trim(request_id), impact_trim(cluster), impact_trim(model), {start_ts}, {dur},
                {counts['input_tokens']}, {counts['output_tokens']},
-               nullif(impact_trim(tenant), ''), nullif(impact_trim(endpoint), ''), nullif(impact_trim(node), ''),
+               nullif(impact_trim(tenant), ''), nullif(impact_trim(endpoint), ''), {node_sql},
                nullif(impact_trim(gpu), ''),
-               {counts['input_pixels']}, {counts['output_pixels']}, {counts['quality_steps']},
-               nullif(impact_trim(lora), ''), source_file, source_row, $loaded_at, rowid
-        from _req_candidates
-        where rowid not in (select row_id from _req_rejects) and {in_scope}
+               {", ".join(images.values())}, source_file, source_row, $loaded_at, c.rowid
+        from _req_candidates as c {quality_join}
+        where c.rowid not in (select row_id from _req_rejects) and {in_scope}
     """
     rejected_sql = f"""
         select reject_day, 'requests', source_file, source_row, reason, raw_record, now()::timestamp
         from _req_rejects
         where reject_day = date '{day.isoformat()}' or reject_day is null
     """
-    summary.loaded = _store(con, "requests", day, "raw.requests", loaded_sql, rejected_sql, displays)
+    summary.loaded = _store(
+        con, "requests", day, "raw.requests", loaded_sql, rejected_sql, displays, params=node_params
+    )
     summary.rejected_by_reason = _reason_counts(con, "_req_rejects", day)
     summary.rejected = sum(summary.rejected_by_reason.values())
     summary.lines_in_scope = summary.loaded + summary.rejected
     con.execute("drop view if exists _req_rows")
-    for table in ("_req_candidates", "_req_bad", "_req_dups", "_req_rejects"):
+    for table in ("_req_candidates", "_req_bad", "_req_dups", "_req_rejects", "_req_quality"):
         con.execute(f"drop table if exists {table}")
     return summary
 
@@ -819,27 +942,31 @@ def _prom_candidates(
     table: str,
     fields: tuple[str, ...] = TELEMETRY_FIELDS,
 ) -> None:
-    """Append the samples of one Prometheus text file to `table` (its `fields`); timestamps and values typed."""
-    from orchestration.lib.prom import prom_samples_to_long, read_prom_lines
+    """Append the samples of one Prometheus text file to `table` (its `fields`), chunk by chunk; timestamps and
+    values typed. Only lines that fail to parse keep their text as raw_record (the lines of samples rejected later
+    are read back by _attach_source_lines)."""
+    from orchestration.lib.prom import parse_prom_lines, prom_samples_to_long
 
-    _materialise(
-        prom_samples_to_long(con, read_prom_lines(con, str(path)), default_cluster=default_cluster), "_prom_long"
-    )
     exprs = {
         '"timestamp"': "case when not isfinite(timestamp_s) then cast(timestamp_s as varchar) end",
         "timestamp__v": _epoch_s_ts_sql("timestamp_s"),
         "value__v": "value",
-        **{f: f for f in ("cluster", "metric", "node", "gpu", "cpu", "mode")},
+        **{f: f for f in ("cluster", "metric", "node", "gpu", "cpu", "mode", "gpu_uuid", "pci_bus_id")},
     }
     wanted = {k: v for k, v in exprs.items() if k.strip('"').removesuffix("__v") in fields}
-    con.execute(
-        f"""
-        insert into {table} (source_file, source_row, raw_record, parse_error, {", ".join(wanted)})
-        select $display, source_row, raw_record, parse_error, {", ".join(wanted.values())}
-        from _prom_long
-        """,
-        {"display": display},
-    )
+    for batch in _line_batches(con, path, "_prom_line_batch"):
+        long = prom_samples_to_long(con, parse_prom_lines(con, con.table(batch)), default_cluster=default_cluster)
+        con.register("_prom_long", long)
+        con.execute(
+            f"""
+            insert into {table} (source_file, source_row, raw_record, parse_error, {", ".join(wanted)})
+            select $display, source_row, case when parse_error is not null then raw_record end, parse_error,
+                {", ".join(wanted.values())}
+            from _prom_long
+            """,
+            {"display": display},
+        )
+        con.unregister("_prom_long")
 
 
 def _default_cluster_for(path: Path, telemetry_root: Path, clusters: set[str]) -> str | None:
@@ -872,15 +999,18 @@ def ingest_telemetry(
     known_clusters = {r[0] for r in con.execute("select cluster from raw.clusters").fetchall()}
     _create_candidates(con, "_tel_candidates", TELEMETRY_FIELDS, TELEMETRY_TYPED)
     displays = []
+    text_files: dict[str, Path] = {}  # whose rejected rows get their line read back
     if samples is not None:
+        present = set(con.table(samples).columns)
+        names = ", ".join(n if n in present else f"null as {n}" for n in ("gpu_uuid", "pci_bus_id"))
         con.execute(
             f"""
             insert into _tel_candidates (source_file, source_row, raw_record, "timestamp", timestamp__v, value__v,
-                                         cluster, metric, node, gpu, cpu, mode)
+                                         cluster, metric, node, gpu, cpu, mode, gpu_uuid, pci_bus_id)
             select source_file, source_row, raw_record,
                 case when not isfinite("timestamp") then cast("timestamp" as varchar) end,
                 {_epoch_s_ts_sql('"timestamp"')},
-                value, cluster, metric, node, gpu, cpu, mode
+                value, cluster, metric, node, gpu, cpu, mode, {names}
             from {samples}
             """
         )
@@ -891,8 +1021,10 @@ def ingest_telemetry(
         displays.append(display)
         if path.name.endswith(".prom"):
             _prom_candidates(con, path, display, _default_cluster_for(path, root, known_clusters), "_tel_candidates")
+            text_files[display] = path
         elif path.name.endswith((".csv", ".csv.gz")):
-            _csv_candidates(con, path, display, TELEMETRY_FIELDS, "_tel_candidates")
+            _csv_candidates(con, path, display, TELEMETRY_FIELDS, "_tel_candidates", keep_lines=False)
+            text_files[display] = path
         else:
             _parquet_candidates(con, path, display, TELEMETRY_FIELDS, TELEMETRY_TYPED, "_tel_candidates")
 
@@ -910,6 +1042,7 @@ def ingest_telemetry(
                impact_trim(c.cluster) as cluster, impact_trim(c.metric) as metric, impact_trim(c.node) as node,
                impact_trim(c.gpu) as gpu,
                impact_trim(c.cpu) as cpu, impact_trim(c.mode) as mode,
+               impact_trim(c.gpu_uuid) as gpu_uuid, impact_trim(c.pci_bus_id) as pci_bus_id,
                {_typed_value("timestamp", TELEMETRY_TYPED)} as ts,
                {_typed_value("value", TELEMETRY_TYPED)} as v,
                m.quantity, m.scale, m.level
@@ -931,6 +1064,10 @@ def ingest_telemetry(
                     when impact_blank(metric) then 'missing metric'
                     when quantity is null then null
                     when not {_present("timestamp")} then 'missing timestamp'
+                    when (ts is null or impact_implausible_ts(ts))
+                        and impact_epoch_unit({_shown("timestamp")}) is not null
+                        then impact_epoch_unit({_shown("timestamp")}) || ' in timestamp '
+                            || impact_quote({_shown("timestamp")}) || ' (epoch seconds or RFC 3339 expected)'
                     when ts is null then impact_ts_problem({_shown("timestamp")}, ts)
                     when impact_implausible_ts(ts)
                         then 'implausible timestamp ' || impact_quote({_shown("timestamp")})
@@ -983,7 +1120,8 @@ def ingest_telemetry(
         con, "_tel_rejects", "_tel_rows", ("_tel_bad", "_tel_dups"), ("row_id",), "ts",
         _fill_raw_record_sql(TELEMETRY_FIELDS, TELEMETRY_TYPED),
     )
-    series = _new_series_sql()
+    _attach_source_lines(con, "_tel_rejects", text_files)
+    series = _new_series_sql(con)
     loaded_sql = f"""
         select date '{day.isoformat()}', g.series_key, g.ts, g.value, g.source_file, g.source_row, $loaded_at
         from _tel_good g
@@ -1021,13 +1159,18 @@ def ingest_telemetry(
     return summary
 
 
-def _new_series_sql() -> list[str]:
+def _new_series_sql(con: duckdb.DuckDBPyConnection) -> list[str | Callable[[], None]]:
     """Statements adding the partition's series not yet in raw.telemetry_series (and refusing a 64-bit key that two
-    label sets share: astronomically unlikely, but a silent merge of two series would be wrong)."""
+    label sets share: astronomically unlikely, but a silent merge of two series would be wrong), then giving every
+    series its normalised node, its GPU's one name and its logical key (identity.py)."""
     labels = (
-        "cluster, node, case when level = 'gpu' then gpu end as gpu, nullif(cpu, '') as cpu, "
-        "nullif(mode, '') as mode, metric, quantity"
+        "cluster, node as node_label, case when level = 'gpu' then gpu end as gpu_label, nullif(cpu, '') as cpu, "
+        "nullif(mode, '') as mode, metric, quantity, "
+        "case when level = 'gpu' then nullif(gpu_uuid, '') end as gpu_uuid, "
+        "case when level = 'gpu' then nullif(pci_bus_id, '') end as pci_bus_id"
     )
+    key_columns = "series_key, cluster, node_label, gpu_label, cpu, mode, metric, quantity"
+    rules = identity.node_rules(con)
     return [
         f"""
         create or replace temp table _tel_series as
@@ -1035,18 +1178,33 @@ def _new_series_sql() -> list[str]:
         select k.series_key, {labels}
         from representatives k join _tel_rows r using (row_id)
         """,
-        """
+        # (rows written before node_label existed hold the labels in node and gpu)
+        "update raw.telemetry_series set node_label = node, gpu_label = gpu where node_label is null",
+        f"""
         select error('telemetry series key collision: ' || series_key) from (
             select series_key from (
-                select * from _tel_series
-                union select * from raw.telemetry_series where series_key in (select series_key from _tel_series)
+                select {key_columns} from _tel_series
+                union
+                select {key_columns} from raw.telemetry_series
+                where series_key in (select series_key from _tel_series)
             ) group by series_key having count(*) > 1
         )
         """,
         """
-        insert into raw.telemetry_series
-        select * from _tel_series where series_key not in (select series_key from raw.telemetry_series)
+        insert into raw.telemetry_series (series_key, cluster, node, gpu, cpu, mode, metric, quantity, node_label,
+                                          gpu_label, gpu_uuid, pci_bus_id)
+        select series_key, cluster, node_label, gpu_label, cpu, mode, metric, quantity, node_label, gpu_label,
+               gpu_uuid, pci_bus_id
+        from _tel_series where series_key not in (select series_key from raw.telemetry_series)
         """,
+        """
+        update raw.telemetry_series as s
+        set gpu_uuid = coalesce(s.gpu_uuid, t.gpu_uuid), pci_bus_id = coalesce(s.pci_bus_id, t.pci_bus_id)
+        from _tel_series as t
+        where s.series_key = t.series_key
+          and ((s.gpu_uuid is null and t.gpu_uuid is not null) or (s.pci_bus_id is null and t.pci_bus_id is not null))
+        """,
+        lambda: identity.refresh_series_identity(con, rules),
         "drop table _tel_series",
     ]
 
@@ -1072,7 +1230,7 @@ def _parquet_days(con: duckdb.DuckDBPyConnection, path: Path, field: str, exclud
         ts = _epoch_s_ts_sql(x)
     else:
         ts = f"impact_parse_ts(cast({col} as varchar))"
-    inside = " and cast(ts as time) <> time '00:00:00'" if exclude_midnight else ""
+    inside = f" and cast(ts as time) >= time '{SPILL_OVER_TIME}'" if exclude_midnight else ""
     rows = con.execute(
         f"select distinct cast(ts as date) from (select {ts} as ts from read_parquet($p)) "
         f"where ts is not null and not impact_implausible_ts(ts){inside}",
@@ -1109,8 +1267,9 @@ def days_in_inputs(
                 _csv_candidates(con, path, display, fields, table)
             else:
                 days.update(_parquet_days(con, path, ts_field, exclude_midnight=sub != "requests"))
-        # A telemetry sample at exactly 00:00:00 closes the previous day's last interval; alone it opens no day.
-        only_inside = "" if sub == "requests" else " and cast(ts as time) <> time '00:00:00'"
+        # A telemetry sample at 00:00:00 closes the previous day's last interval, and a duplicate scrape of it a few
+        # hundred ms later is the same sample: alone they open no day (docs/telemetry-faults.md).
+        only_inside = "" if sub == "requests" else f" and cast(ts as time) >= time '{SPILL_OVER_TIME}'"
         rows = con.execute(
             f"select distinct cast(ts as date) from (select {_typed_value(ts_field, typed)} as ts from {table}) "
             f"where ts is not null and not impact_implausible_ts(ts){only_inside}"

@@ -37,4 +37,8 @@ METRICS_BY_NAME: dict[str, MetricSpec] = {m.metric: m for m in METRICS}
 # Label aliases, in order of preference, as the exporters spell them.
 NODE_LABELS: tuple[str, ...] = ("node", "Hostname", "hostname", "instance", "host")
 GPU_LABELS: tuple[str, ...] = ("gpu", "gpu_uuid", "UUID", "uuid")
+# Other names of the same GPU that DCGM exports beside `gpu` (its index): they tie an index to a UUID and a PCI bus
+# id, so a series relabelled mid-day (index -> UUID after an exporter upgrade) is still the same GPU.
+GPU_UUID_LABELS: tuple[str, ...] = ("UUID", "gpu_uuid", "uuid")
+GPU_PCI_LABELS: tuple[str, ...] = ("pci_bus_id", "PCI_BUS_ID")
 CLUSTER_LABELS: tuple[str, ...] = ("cluster",)

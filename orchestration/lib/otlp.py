@@ -20,13 +20,13 @@ import duckdb
 
 from orchestration.lib.textlines import read_text_lines
 
-__all__ = ["read_otlp_spans"]
+__all__ = ["parse_otlp_lines", "read_otlp_spans"]
 
 # json_transform schema of an OTLP attribute list. Each value becomes text, whatever its JSON type: OTLP JSON
 # writes intValue as a string, other encoders as a number. arrayValue, kvlistValue and bytesValue give NULL.
 _ATTRIBUTES_SCHEMA = (
     '[{"key": "VARCHAR", "value": {"stringValue": "VARCHAR", "intValue": "VARCHAR", '
-    '"doubleValue": "VARCHAR", "boolValue": "VARCHAR"}}]'
+    '"doubleValue": "VARCHAR", "boolValue": "VARCHAR", "arrayValue": {"values": [{"stringValue": "VARCHAR"}]}}}]'
 )
 _SPAN_SCHEMA = (
     '{"traceId": "VARCHAR", "spanId": "VARCHAR", "startTimeUnixNano": "VARCHAR", "endTimeUnixNano": "VARCHAR", '
@@ -46,7 +46,8 @@ def _attribute_map(attributes: str) -> str:
     """
     entries = (
         f"list_transform({attributes}, lambda a: {{'key': a.key, 'value': "
-        "coalesce(a.value.stringValue, a.value.intValue, a.value.doubleValue, a.value.boolValue)})"
+        "coalesce(a.value.stringValue, a.value.intValue, a.value.doubleValue, a.value.boolValue, "
+        "CAST(to_json(list_transform(a.value.arrayValue['values'], lambda v: v.stringValue)) AS VARCHAR))})"
     )
     keys = f"list_transform({attributes}, lambda a: a.key)"
     return (
@@ -65,6 +66,29 @@ def _whole_number(text: str) -> str:
     )
 
 
+# Image requests (docs/images.md): the GenAI output type (gen_ai.output.type = image; also gen_ai.operation.name =
+# image_generation) makes a span an image request; the image fields are span attributes under
+# gen_ai.request.image.* (the size also as OpenAI's "WxH" in gen_ai.request.image.size; the image count also as
+# gen_ai.request.choice.count) and the adapters as gen_ai.request.lora (an array of strings, or a string). All as
+# text: ingestion validates them like CSV fields.
+_IMAGE = "a['gen_ai.request.image.{}']"
+_IMAGE_ATTRIBUTES = ", ".join(
+    [
+        (
+            "coalesce(CASE lower(a['gen_ai.output.type']) WHEN 'json' THEN 'text' ELSE a['gen_ai.output.type'] END, "
+            "CASE WHEN a['gen_ai.operation.name'] = 'image_generation' THEN 'image' END) AS modality"
+        ),
+        f"coalesce({_IMAGE.format('width')}, nullif(split_part({_IMAGE.format('size')}, 'x', 1), '')) AS width",
+        f"coalesce({_IMAGE.format('height')}, nullif(split_part({_IMAGE.format('size')}, 'x', 2), '')) AS height",
+        f"{_IMAGE.format('count')} AS image_count",
+        "a['gen_ai.request.choice.count'] AS choice_count",
+        *(f"{_IMAGE.format(f)} AS {f}" for f in ("steps", "strength", "input_width", "input_height", "guidance",
+                                                 "quality")),
+        "a['gen_ai.request.lora'] AS lora",
+    ]
+)
+
+
 def read_otlp_spans(con: duckdb.DuckDBPyConnection, path: str) -> duckdb.DuckDBPyRelation:
     """Parse an OTLP JSON trace file: one row per span, plus one row per line that holds no span.
 
@@ -78,14 +102,22 @@ def read_otlp_spans(con: duckdb.DuckDBPyConnection, path: str) -> duckdb.DuckDBP
       nanosecond difference / 1e9), input_tokens BIGINT, output_tokens BIGINT (NULL when absent or not a whole
       number), tenant VARCHAR (tenant, else enduser.id; span then resource), endpoint VARCHAR (http.route, else
       server.address; span then resource), is_genai BOOLEAN (the span has a gen_ai.* attribute; NULL for a
-      line-level error row), parse_error VARCHAR.
+      line-level error row), parse_error VARCHAR; the image fields modality, width, height, images, steps, strength,
+      input_width, input_height, guidance, quality, lora as VARCHAR (see _IMAGE_ATTRIBUTES; NULL when absent).
 
     parse_error is NULL or one structural reason: "malformed JSON" (span_index 0, raw_record the line), "line has
     no spans", "span is not a JSON object", "span has no startTimeUnixNano", "invalid startTimeUnixNano '...'",
     "span has no endTimeUnixNano", "invalid endTimeUnixNano '...'", "span ends before it starts", "span has no
     traceId/spanId" (and no gen_ai.response.id). Missing model or tokens are not errors here. Blank lines give
-    no row. The relation is lazy; the path reaches DuckDB as a value.
+    no row; a line that is not UTF-8 gives one row with its `textlines` reason. The path reaches Python's open(),
+    never SQL.
     """
+    return parse_otlp_lines(read_text_lines(con, path))
+
+
+def parse_otlp_lines(lines: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
+    """`read_otlp_spans` over a relation of text lines (source_row, line, line_error; `textlines.LINE_SCHEMA`),
+    e.g. one chunk of a large file from `textlines.iter_line_batches`."""
     tokens = {
         name: _whole_number(f"a['{name}']")
         for name in (
@@ -96,28 +128,30 @@ def read_otlp_spans(con: duckdb.DuckDBPyConnection, path: str) -> duckdb.DuckDBP
         )
     }
     return (
-        read_text_lines(con, path)
+        lines
         .filter("regexp_matches(line, '[^ \\t]')")
-        .project("source_row, line, json_valid(line) AS valid")
+        .project(
+            "source_row, line, line_error AS text_error, text_error IS NULL AND json_valid(line) AS valid"
+        )
         # One parse of the line into typed structs; spans stay JSON (raw_record), resource maps are built once
         # per resource.
         .project(
-            "source_row, line, valid, "
+            "source_row, line, text_error, valid, "
             f"CASE WHEN valid THEN json_transform(line, '{_REQUEST_SCHEMA}').resourceSpans END AS resource_spans"
         )
         .project(
-            "source_row, line, valid, "
+            "source_row, line, text_error, valid, "
             "list_transform(resource_spans, lambda rs: {'r': "
             f"{_attribute_map('rs.resource.attributes')}, 'scope_spans': rs.scopeSpans}}) AS resource_spans"
         )
         .project(
-            "source_row, line, valid, "
+            "source_row, line, text_error, valid, "
             "flatten(list_transform(resource_spans, lambda rs: flatten(list_transform(rs.scope_spans, "
             "lambda ss: list_transform(ss.spans, lambda sp: {'r': rs.r, 'span': sp}))))) AS spans"
         )
         .project(
             "source_row, line, "
-            "CASE WHEN NOT valid THEN 'malformed JSON' "
+            "CASE WHEN text_error IS NOT NULL THEN text_error WHEN NOT valid THEN 'malformed JSON' "
             "WHEN coalesce(len(spans), 0) = 0 THEN 'line has no spans' END AS line_error, "
             f"CASE WHEN coalesce(len(spans), 0) = 0 THEN {_NO_SPAN} ELSE spans END AS spans"
         )
@@ -151,6 +185,7 @@ def read_otlp_spans(con: duckdb.DuckDBPyConnection, path: str) -> duckdb.DuckDBP
             f"{tokens['gen_ai.usage.prompt_tokens']} AS input_tokens_old, "
             f"{tokens['gen_ai.usage.output_tokens']} AS output_tokens_new, "
             f"{tokens['gen_ai.usage.completion_tokens']} AS output_tokens_old, "
+            f"{_IMAGE_ATTRIBUTES}, "
             "coalesce(a['tenant'], a['enduser.id'], r['tenant'], r['enduser.id']) AS tenant, "
             "coalesce(a['http.route'], a['server.address'], r['http.route'], r['server.address']) AS endpoint, "
             "CASE WHEN line_error IS NULL THEN "
@@ -174,6 +209,10 @@ def read_otlp_spans(con: duckdb.DuckDBPyConnection, path: str) -> duckdb.DuckDBP
             "source_row, span_index, raw_record, request_id, cluster, node, gpu, model, start_time, duration_s, "
             "coalesce(input_tokens_new, input_tokens_old) AS input_tokens, "
             "coalesce(output_tokens_new, output_tokens_old) AS output_tokens, "
-            "tenant, endpoint, is_genai, parse_error"
+            "tenant, endpoint, is_genai, parse_error, modality, width, height, "
+            # the request's choice count is its image count on an image span only (n completions on a text span)
+            "CASE WHEN lower(modality) = 'image' THEN coalesce(image_count, choice_count) ELSE image_count END "
+            "AS images, "
+            "steps, strength, input_width, input_height, guidance, quality, lora"
         )
     )

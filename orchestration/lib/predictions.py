@@ -81,6 +81,7 @@ REQUEST_PREDICTIONS_SCHEMA: dict[str, str] = {
     "predicted_energy_high_j": "double",
     "prediction_status": "varchar",
     "predicted_at": "timestamp",
+    "modality": "varchar",
 }
 PREDICTION_ERRORS_SCHEMA: dict[str, str] = {
     "model": "varchar",
@@ -260,11 +261,13 @@ def errors_markdown(errors: pd.DataFrame) -> str:
 
 # --------------------------------------------------------------------------------------- warehouse reads
 
-_TRAINING_SQL = """
+# text requests only: image requests have their own models (orchestration/lib/images)
+TEXT_REQUESTS = "(select * from marts.fct_request_energy where modality = 'text')"
+_TRAINING_SQL = f"""
     select
         f.request_id, f.model, c.gpu_model as hardware, f.cluster, f.day, f.start_time,
         f.input_tokens, f.output_tokens, f.it_energy_j, f.duration_s, f.mean_concurrency
-    from marts.fct_request_energy as f
+    from {TEXT_REQUESTS} as f
     left join raw.clusters as c on c.cluster = f.cluster
 """
 
@@ -330,7 +333,7 @@ _DAY_SOURCE_SQL = f"""
         r.request_id, r.model, c.gpu_model as hardware, r.cluster, r.day, r.start_time, r.input_tokens,
         r.output_tokens, r.it_energy_j, r.duration_s, r.mean_concurrency,
         r.days_spanned > 1 as spanning, hash(r.request_id) as request_hash
-    from marts.fct_request_energy as r
+    from {TEXT_REQUESTS} as r
     left join raw.clusters as c on c.cluster = r.cluster
     where {day_parts.DAYS_SQL}
 """
@@ -437,7 +440,7 @@ def window_sample(
     else:
         reduce, sample = replace_fit_sample_days, None
     day_parts.reduce_missing(
-        con, start, end_day, "marts.fct_request_energy", FIT_COUNTS_TABLE,
+        con, start, end_day, TEXT_REQUESTS, FIT_COUNTS_TABLE,
         lambda first, last: reduce(con, first, last),
     )
     if not engines.has_table(con, FIT_COUNTS_TABLE):  # no request in the window at all
@@ -475,6 +478,16 @@ def _parse_at(at: str | None) -> pd.Timestamp | None:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
+def _cluster_hardware(con, cluster: str | None) -> str | None:
+    """The gpu_model of ``cluster`` (None without one). Raises ValueError for a cluster not in raw.clusters."""
+    if cluster is None:
+        return None
+    row = fetch_one(con, "select gpu_model from raw.clusters where cluster = ?", [cluster])
+    if row is None:
+        raise ValueError(f"unknown cluster {cluster!r} (not in raw.clusters)")
+    return row[0]
+
+
 def predict_one(
     con,
     model: str,
@@ -483,25 +496,26 @@ def predict_one(
     cluster: str | None = None,
     at: str | None = None,
     days: int = WINDOW_DAYS,
+    hardware: str | None = None,
+    source: str = "telemetry",
 ) -> dict:
     """Predict one hypothetical request of ``model`` from the warehouse's attributed requests.
 
     Training data: the model's requests in marts.fct_request_energy over the ``days`` days before ``at``
     (RFC 3339; start_time in [at - days, at)) or, without ``at``, the ``days`` days ending with the model's latest
-    day. With ``cluster`` the hardware is that cluster's gpu_model (all clusters of that hardware train it);
-    without, the hardware with the most training requests. Raises NoTrainingDataError when there is nothing to
-    train on, ValueError on a bad ``at`` or unknown cluster.
+    day. With ``cluster`` the hardware is that cluster's gpu_model (all clusters of that hardware train it), with
+    ``hardware`` that GPU model; without either, the hardware with the most training requests. With ``source``
+    profiling, the latest stored fits of the profiling runs (models.energy_model_fits, source profiling) predict
+    instead. Raises NoTrainingDataError when there is nothing to train on or no such fit, ValueError on a bad
+    ``at`` or unknown cluster.
     """
-    hardware = None
-    if cluster is not None:
-        row = fetch_one(con, "select gpu_model from raw.clusters where cluster = ?", [cluster])
-        if row is None:
-            raise ValueError(f"unknown cluster {cluster!r} (not in raw.clusters)")
-        hardware = row[0]
+    hardware = _cluster_hardware(con, cluster) or hardware
+    if source == "profiling":
+        return _predict_from_profiling_fit(con, model, input_tokens, output_tokens, cluster, hardware, at)
     at_ts = _parse_at(at)
     where, params = ["f.model = ?"], [model]
     if hardware is not None:
-        where.append("c.gpu_model = ?")
+        where.append("lower(c.gpu_model) = lower(?)")
         params.append(hardware)
     if at_ts is not None:
         end = at_ts.tz_convert("UTC").tz_localize(None).to_pydatetime()
@@ -521,8 +535,7 @@ def predict_one(
         when = f" in the {days} days before {at}" if at else ""
         raise NoTrainingDataError(f"no attributed requests of model {model!r}{scope}{when} in the warehouse")
     counts = train["hardware"].value_counts()
-    if hardware is None:
-        hardware = str(counts.index[0])
+    hardware = str(counts.index[0]) if hardware is None else str(train["hardware"].iloc[0])
     train = train[train["hardware"] == hardware]
     if window is None:
         window = (str(pd.Timestamp(train["day"].min()).date()), str(pd.Timestamp(train["day"].max()).date()))
@@ -543,6 +556,8 @@ def predict_one(
         "model": model,
         "hardware": hardware,
         "cluster": cluster,
+        "modality": "text",
+        "source": "telemetry",
         "input_tokens": int(input_tokens),
         "output_tokens": int(output_tokens),
         "predicted_inferences": int(output_tokens) + 1,
@@ -565,6 +580,81 @@ def predict_one(
     result["impact"] = hypothetical_impact(
         con, cluster or _cluster_of(train), model, at_ts, result
     )
+    return result
+
+
+# the prediction's columns per fitted target: (mean, 95 % PI low, high)
+INTERVAL_COLUMNS: dict[str, tuple[str, str, str]] = {
+    "energy": ("predicted_energy_j", "predicted_energy_low_j", "predicted_energy_high_j"),
+    "runtime": ("predicted_request_duration_s", "predicted_duration_low_s", "predicted_duration_high_s"),
+}
+
+
+def best_covered_hardware(fits: pd.DataFrame) -> tuple[str, dict[str, dict], list[str]]:
+    """Of stored fits of one model (one row per hardware x target): the hardware fitted on the most runs, its fits
+    by target, and the other hardware."""
+    nobs = fits.groupby("hardware")["nobs"].max().sort_values(ascending=False)
+    chosen = str(nobs.index[0])
+    return chosen, {r["target"]: r for r in fits[fits["hardware"] == chosen].to_dict("records")}, [
+        str(h) for h in nobs.index[1:]
+    ]
+
+
+_PROFILING_FITS_SQL = """
+    select * from models.energy_model_fits
+    where form = 'paper' and source = 'profiling' and t_975 is not null and alpha_in is not null and model = $model
+      and ($hardware is null or lower(hardware) = lower($hardware))
+    qualify row_number() over (partition by hardware, target order by fitted_at desc) = 1
+"""
+
+
+def stored_fit_interval(fit: dict, x: Sequence[float]) -> tuple[float, float, float]:
+    """Mean and 95 % prediction interval (clipped at 0) of a stored paper-form fit row at x = (tau_in, tau_out,
+    tau_in tau_out): x'a and t_975 sqrt(s^2 + x'Vx), statsmodels' obs_ci (as the predictions view computes it)."""
+    keys = ("in", "out", "in_out")
+    mean = sum(fit[f"alpha_{k}"] * v for k, v in zip(keys, x))
+    quad = sum(
+        (1 if a == b else 2) * fit[f"cov_{a}_{b}"] * x[i] * x[keys.index(b)]
+        for i, a in enumerate(keys)
+        for b in keys[i:]
+    )
+    half = fit["t_975"] * math.sqrt(max(fit["resid_variance"] + quad, 0.0))
+    return float(mean), max(float(mean - half), 0.0), max(float(mean + half), 0.0)
+
+
+def _predict_from_profiling_fit(
+    con, model: str, input_tokens: int, output_tokens: int, cluster: str | None, hardware: str | None, at
+) -> dict:
+    """predict_one from the latest profiling fits stored in models.energy_model_fits."""
+    fits = con.execute(_PROFILING_FITS_SQL, {"model": model, "hardware": hardware}).df() if engines.has_table(
+        con, "models.energy_model_fits"
+    ) else pd.DataFrame()
+    if fits.empty:
+        scope = f" on hardware {hardware}" if hardware else ""
+        raise NoTrainingDataError(
+            f"no profiling fit of model {model!r}{scope} in models.energy_model_fits: put its profiling runs under "
+            "<data dir>/profiling/ and run `impact run`"
+        )
+    chosen, by_target, others = best_covered_hardware(fits)
+    x = (float(input_tokens), float(output_tokens), float(input_tokens) * float(output_tokens))
+    out = {}
+    for target, names in INTERVAL_COLUMNS.items():
+        fit = by_target.get(target)
+        out.update(dict(zip(names, stored_fit_interval(fit, x) if fit else (None, None, None))))
+    energy = by_target.get("energy", {})
+    result = {
+        "model": model, "hardware": chosen, "cluster": cluster, "modality": "text",
+        "input_tokens": int(input_tokens), "output_tokens": int(output_tokens),
+        "predicted_inferences": int(output_tokens) + 1, **out,
+        "interval": "95 % prediction interval",
+        "prediction_status": STATUS_OK if out["predicted_energy_j"] is not None else "no energy fit",
+        "source": "profiling", "nobs": int(energy.get("nobs") or 0),
+        "training_source": f"profiling fit of {energy.get('fitted_at')} (models.energy_model_fits)",
+        "training_clusters": [], "training_window_start": None, "training_window_end": None,
+        "other_hardware": others,
+        "energy_definition": "e_K(tau_in, tau_out) fitted (paper form) to the GPU energy of the profiling runs",
+    }  # fmt: skip
+    result["impact"] = hypothetical_impact(con, cluster, model, _parse_at(at), result)
     return result
 
 
@@ -699,8 +789,53 @@ def hypothetical_impact(con, cluster: str | None, model: str, at_ts, p: dict) ->
 # ------------------------------------------------------------------------------------------------------ CLI
 
 
+def predict_image_one(
+    con,
+    model: str,
+    request: dict,
+    cluster: str | None = None,
+    hardware: str | None = None,
+    source: str = "telemetry",
+    at: str | None = None,
+    days: int = WINDOW_DAYS,
+) -> dict:
+    """Predict one hypothetical image request (``request``: the keyword arguments of images.predict.request_frame)
+    with its impact on the cluster's factors, as predict_one does for text. Raises NoTrainingDataError when there is
+    no metered image request or profiling fit to predict from."""
+    from orchestration.lib.images import predict as image_predict
+
+    hardware = _cluster_hardware(con, cluster) or hardware
+    at_ts = _parse_at(at)
+    frame = image_predict.request_frame(**request)
+    try:
+        p = image_predict.predict_image(con, model, frame, hardware, source, at_ts, days)
+    except LookupError as exc:
+        raise NoTrainingDataError(str(exc)) from None
+    window = p.pop("training_window") or (None, None)
+    result = {
+        "model": model,
+        "cluster": cluster,
+        "modality": "image",
+        **request,
+        "predicted_inferences": int(request.get("images", 1)),
+        **p,
+        "regressors": image_predict.regressors_row(frame),
+        "interval": "95 % prediction interval",
+        "training_source": (
+            f"{image_predict.FITS_TABLE} (profiling fit of {p['fitted_at']})" if source == "profiling"
+            else "marts.fct_request_energy (metered image requests) x raw.clusters.gpu_model"
+        ),
+        "training_window_start": window[0],
+        "training_window_end": window[1],
+    }
+    if cluster is None and p["training_clusters"]:
+        cluster = p["training_clusters"][0]
+    result["impact"] = hypothetical_impact(con, cluster, model, at_ts, result)
+    return result
+
+
 def format_prediction(p: dict) -> str:
-    """A readable summary of predict_one's result."""
+    """A readable summary of predict_one's (or predict_image_one's) result."""
 
     def rng(mid, low, high, unit: str) -> str:
         if mid is None:
@@ -712,21 +847,36 @@ def format_prediction(p: dict) -> str:
         for c in ("predicted_request_duration_s", "predicted_duration_low_s", "predicted_duration_high_s")
     ]
     energy = [p[c] for c in ("predicted_energy_j", "predicted_energy_low_j", "predicted_energy_high_j")]
+    if p.get("modality") == "image":
+        extra = f", strength {p['strength']}" if p.get("strength", 1.0) < 1 else ""
+        request = (
+            f"  request: {p['images']} image(s) of {p['width']} x {p['height']} px, {p['steps']} steps{extra}, "
+            f"guidance {'on' if p.get('guidance', True) else 'off'}, {p.get('lora') or 0} LoRA adapter(s)"
+        )
+        inferences = f"  predicted inferences: {p['predicted_inferences']} (images)"
+        form = f"  form: {p['form']} ({p['terms']})"
+    else:
+        request = f"  request: {p['input_tokens']} input tokens, {p['output_tokens']} output tokens"
+        inferences = f"  predicted inferences: {p['predicted_inferences']} (output tokens + 1)"
+        form = None
+    where = (
+        f"  from the {p.get('source', 'telemetry')} fit of {p['nobs']} run(s)" if p.get("source") == "profiling"
+        else f"  trained on {p['nobs']} request(s) of {', '.join(p['training_clusters'])} "
+        f"from {p['training_window_start']} to {p['training_window_end']}"
+    )
     lines = [
         f"model {p['model']} on {p['hardware']}" + (f" (cluster {p['cluster']})" if p["cluster"] else ""),
-        f"  request: {p['input_tokens']} input tokens, {p['output_tokens']} output tokens",
+        request,
         "  predicted duration:   " + rng(*dur, "s"),
         "  predicted energy:     " + rng(*energy, "J"),
-        f"  predicted inferences: {p['predicted_inferences']} (output tokens + 1)",
+        inferences,
         f"  status: {p['prediction_status']}",
-        (
-            f"  trained on {p['nobs']} request(s) of {', '.join(p['training_clusters'])} "
-            f"from {p['training_window_start']} to {p['training_window_end']}"
-        ),
+        where,
+        *([form] if form else []),
         f"  energy: {p['energy_definition']}",
     ]
     if p["other_hardware"]:
-        lines.append(f"  also served on: {', '.join(p['other_hardware'])} (pick with --cluster)")
+        lines.append(f"  also available on: {', '.join(p['other_hardware'])} (pick with --cluster or --hardware)")
     i = p.get("impact")
     if i:
         lines += [
@@ -752,25 +902,72 @@ def _default_warehouse() -> Path:
     return settings.warehouse_path()
 
 
-def predict_main(argv: Sequence[str] | None = None) -> int:
-    """``impact predict --model M --input-tokens N --output-tokens N [--cluster C] [--at TIMESTAMP]
-    [--warehouse FILE] [--json]`` (CONTRACT section 2). Exit 0 on a prediction, 2 when the warehouse is missing,
-    the model has no data or an argument is invalid."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="impact predict",
-        description="Predict duration and energy of a hypothetical request, with 95 % PIs.",
+        description="Predict duration and energy of a hypothetical request (text: token counts; image: size and "
+        "steps), with 95 %% PIs.",
     )
     parser.add_argument("--model", required=True)
-    parser.add_argument("--input-tokens", type=int, required=True)
-    parser.add_argument("--output-tokens", type=int, required=True)
-    parser.add_argument("--cluster", default=None, help="restrict the hardware to this cluster's GPU model")
+    text = parser.add_argument_group("text request")
+    text.add_argument("--input-tokens", type=int)
+    text.add_argument("--output-tokens", type=int)
+    image = parser.add_argument_group("image request (docs/images.md)")
+    image.add_argument("--width", type=int, help="output width (px)")
+    image.add_argument("--height", type=int, help="output height (px)")
+    image.add_argument("--steps", type=int, help="denoising steps")
+    image.add_argument("--images", type=int, default=1, help="images generated (default 1)")
+    image.add_argument("--strength", type=float, default=1.0, help="image-to-image strength, 0-1 (default 1)")
+    image.add_argument("--input-width", type=int, help="input image width (px), image-to-image")
+    image.add_argument("--input-height", type=int, help="input image height (px), image-to-image")
+    image.add_argument("--no-guidance", action="store_true", help="classifier-free guidance off")
+    image.add_argument("--lora", type=int, default=0, help="LoRA adapters used (default 0)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--cluster", default=None, help="the hardware of this cluster (its GPU model) and its factors")
+    where.add_argument("--hardware", default=None, help="this GPU model (as clusters.yml or the profiling runs name it)")
+    parser.add_argument(
+        "--source", choices=("telemetry", "profiling"), default="telemetry",
+        help="telemetry: fit the warehouse's metered requests (default); profiling: the stored fits of the "
+        "profiling runs `impact run` loaded from profiling/",
+    )
     parser.add_argument("--at", default=None, help="RFC 3339 time: train on the 28 days before it")
     parser.add_argument("--warehouse", default=None, help="DuckDB file (default IMPACT_WAREHOUSE or data/)")
     parser.add_argument("--json", action="store_true", help="print the prediction as a JSON object")
-    args = parser.parse_args(list(argv) if argv is not None else None)
+    return parser
 
-    if args.input_tokens < 0 or args.output_tokens < 0:
-        print("impact predict: token counts must be non-negative", file=sys.stderr)
+
+def _request_problem(args: argparse.Namespace) -> str | None:
+    """Why the arguments do not describe one text or one image request (None: they do)."""
+    text = args.input_tokens is not None or args.output_tokens is not None
+    image = any(v is not None for v in (args.width, args.height, args.steps))
+    if text == image:
+        return "give --input-tokens and --output-tokens (text) or --width, --height and --steps (image)"
+    if text:
+        if args.input_tokens is None or args.output_tokens is None:
+            return "a text request needs both --input-tokens and --output-tokens"
+        if args.input_tokens < 0 or args.output_tokens < 0:
+            return "token counts must be non-negative"
+        return None
+    if None in (args.width, args.height, args.steps):
+        return "an image request needs --width, --height and --steps"
+    if min(args.width, args.height, args.steps, args.images) < 1 or args.lora < 0:
+        return "--width, --height, --steps and --images must be at least 1, --lora at least 0"
+    if not 0 <= args.strength <= 1:
+        return "--strength must be between 0 and 1"
+    if (args.input_width is None) != (args.input_height is None):
+        return "--input-width and --input-height go together"
+    return None
+
+
+def predict_main(argv: Sequence[str] | None = None) -> int:
+    """``impact predict --model M (--input-tokens N --output-tokens N | --width W --height H --steps S [--images N]
+    [--strength X] ...) [--cluster C | --hardware H] [--source telemetry|profiling] [--at TIMESTAMP]
+    [--warehouse FILE] [--json]`` (CONTRACT section 2). Exit 0 on a prediction, 1 when a fit gave none, 2 when
+    the warehouse is missing, the model has no data or an argument is invalid."""
+    args = _parser().parse_args(list(argv) if argv is not None else None)
+    problem = _request_problem(args)
+    if problem:
+        print(f"impact predict: {problem}", file=sys.stderr)
         return 2
     path = Path(args.warehouse).expanduser() if args.warehouse else _default_warehouse()
     if not path.is_file():
@@ -789,7 +986,18 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
         print(f"impact predict: cannot open {path}: {exc}", file=sys.stderr)
         return 2
     try:
-        result = predict_one(con, args.model, args.input_tokens, args.output_tokens, args.cluster, args.at)
+        if args.width is not None:
+            request = {
+                "width": args.width, "height": args.height, "steps": args.steps, "images": args.images,
+                "strength": args.strength, "guidance": not args.no_guidance, "lora": args.lora,
+                "input_width": args.input_width, "input_height": args.input_height,
+            }  # fmt: skip
+            result = predict_image_one(con, args.model, request, args.cluster, args.hardware, args.source, args.at)
+        else:
+            result = predict_one(
+                con, args.model, args.input_tokens, args.output_tokens, args.cluster, args.at,
+                hardware=args.hardware, source=args.source,
+            )  # fmt: skip
     except NoTrainingDataError as exc:
         print(f"impact predict: {exc}", file=sys.stderr)
         return 2
@@ -799,7 +1007,7 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
     finally:
         con.close()
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result, indent=2, default=str))
     else:
         print(format_prediction(result))
     return 0 if result["prediction_status"] == STATUS_OK else 1
@@ -833,10 +1041,14 @@ def _interval_sql(fit: str) -> tuple[str, str]:
 
 def create_predictions_view(con) -> None:
     """models.request_predictions: every request of marts.fct_request_energy with its predicted duration (r_K),
-    inferences (output tokens + 1) and energy (e_K), each with its 95 % prediction interval (clipped at 0), from
-    the latest paper-form fit of its model and hardware in models.energy_model_fits (telemetry fit preferred).
-    A view: set-based in DuckDB, it always predicts with the current fits and costs nothing to refresh."""
+    inferences (output tokens + 1; an image request's images) and energy (e_K), each with its 95 % prediction
+    interval (clipped at 0), from the latest paper-form fit of its model and hardware in models.energy_model_fits
+    (an image request: the latest selected fit in models.image_model_fits; telemetry fits preferred). A view:
+    set-based in DuckDB, it always predicts with the current fits and costs nothing to refresh."""
+    from orchestration.lib.images import predict as image_predict
+
     con.execute("create schema if not exists models")
+    image_predict.ensure_fits_table(con)
     if engines.is_spark(con):
         from orchestration.lib.engines import spark_steps
 
@@ -853,8 +1065,14 @@ def create_predictions_view(con) -> None:
 
 
 def _predictions_view_sql() -> str:
+    from orchestration.lib.images import predict as image_predict
+
     e_mean, e_half = _interval_sql("e")
     r_mean, r_half = _interval_sql("r")
+    images = {
+        "e_mean": image_predict.mean_sql("ie", "f"), "e_half": image_predict.half_width_sql("ie", "f"),
+        "r_mean": image_predict.mean_sql("ir", "f"), "r_half": image_predict.half_width_sql("ir", "f"),
+    }  # fmt: skip
     return f"""
         create or replace view {REQUEST_PREDICTIONS_VIEW} as
         with fits as (
@@ -864,9 +1082,11 @@ def _predictions_view_sql() -> str:
                 partition by model, hardware, target order by (source = 'telemetry') desc, fitted_at desc
             ) = 1
         ),
+        image_fits as ({image_predict.LATEST_FITS_SQL}),
         requests as (
             select f.request_id, f.model, c.gpu_model as hardware, f.cluster, f.day, f.input_tokens,
-                   f.output_tokens, f.it_energy_j
+                   f.output_tokens, f.it_energy_j, f.modality, f.width, f.height, f.images, f.steps, f.strength,
+                   f.input_width, f.input_height, f.guidance, f.lora
             from marts.fct_request_energy as f
             left join raw.clusters as c on c.cluster = f.cluster
         ),
@@ -874,17 +1094,28 @@ def _predictions_view_sql() -> str:
             select
                 f.*,
                 case
+                    when f.modality = 'image' and (ie.model is null or ir.model is null)
+                        then 'no image fit for model ' || f.model || ' on hardware ' || coalesce(f.hardware, 'None')
+                            || ': no training data'
+                    when f.modality = 'image' and (f.width is null or f.steps is null)
+                        then 'missing image size or steps'
+                    when f.modality = 'image' then '{STATUS_OK}'
                     when e.alpha_in is null or r.alpha_in is null
                         then 'no fit for model ' || f.model || ' on hardware ' || coalesce(f.hardware, 'None')
                             || ': no training data'
                     when f.input_tokens is null or f.output_tokens is null then 'missing token counts'
                     else '{STATUS_OK}'
                 end as prediction_status,
-                {e_mean} as e_mean, {e_half} as e_half, {r_mean} as r_mean, {r_half} as r_half,
-                e.fitted_at
+                case when f.modality = 'image' then {images["e_mean"]} else {e_mean} end as e_mean,
+                case when f.modality = 'image' then {images["e_half"]} else {e_half} end as e_half,
+                case when f.modality = 'image' then {images["r_mean"]} else {r_mean} end as r_mean,
+                case when f.modality = 'image' then {images["r_half"]} else {r_half} end as r_half,
+                case when f.modality = 'image' then ie.fitted_at else e.fitted_at end as fitted_at
             from requests as f
             left join fits as e on e.target = 'energy' and e.model = f.model and e.hardware = f.hardware
             left join fits as r on r.target = 'runtime' and r.model = f.model and r.hardware = f.hardware
+            left join image_fits as ie on ie.target = 'energy' and ie.model = f.model and ie.hardware = f.hardware
+            left join image_fits as ir on ir.target = 'runtime' and ir.model = f.model and ir.hardware = f.hardware
         )
         select
             request_id, model, hardware, cluster, day, input_tokens, output_tokens,
@@ -894,14 +1125,16 @@ def _predictions_view_sql() -> str:
                 as predicted_duration_low_s,
             case when prediction_status = '{STATUS_OK}' then greatest(r_mean + r_half, 0) end
                 as predicted_duration_high_s,
-            cast(output_tokens + 1 as bigint) as predicted_inferences,
+            cast(case when modality = 'image' then images else output_tokens + 1 end as bigint)
+                as predicted_inferences,
             case when prediction_status = '{STATUS_OK}' then e_mean end as predicted_energy_j,
             case when prediction_status = '{STATUS_OK}' then greatest(e_mean - e_half, 0) end
                 as predicted_energy_low_j,
             case when prediction_status = '{STATUS_OK}' then greatest(e_mean + e_half, 0) end
                 as predicted_energy_high_j,
             prediction_status,
-            fitted_at as predicted_at
+            fitted_at as predicted_at,
+            modality
         from predicted
         """
 

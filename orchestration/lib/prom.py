@@ -17,10 +17,13 @@ import re
 
 import duckdb
 
-from orchestration.lib.metrics import CLUSTER_LABELS, GPU_LABELS, NODE_LABELS
+from orchestration.lib.metrics import CLUSTER_LABELS, GPU_LABELS, GPU_PCI_LABELS, GPU_UUID_LABELS, NODE_LABELS
 from orchestration.lib.textlines import read_text_lines
 
-__all__ = ["PER_CPU_METRICS", "TIMESTAMP_UNITS", "prom_samples_to_long", "read_prom_lines", "read_text_lines"]
+__all__ = [
+    "PER_CPU_METRICS", "TIMESTAMP_UNITS", "parse_prom_lines", "prom_samples_to_long", "read_prom_lines",
+    "read_text_lines",
+]
 
 # Metrics whose `cpu` and `mode` labels are kept as columns by prom_samples_to_long.
 PER_CPU_METRICS: tuple[str, ...] = ("node_cpu_seconds_total",)
@@ -72,36 +75,46 @@ def read_prom_lines(
     (OpenMetrics). Comments include `# HELP`, `# TYPE` and OpenMetrics' `# EOF`. The relation is lazy and in file
     order.
     """
+    return parse_prom_lines(con, read_text_lines(con, path), timestamp_unit)
+
+
+def parse_prom_lines(
+    con: duckdb.DuckDBPyConnection, lines: duckdb.DuckDBPyRelation, timestamp_unit: str = "ms"
+) -> duckdb.DuckDBPyRelation:
+    """`read_prom_lines` over a relation of text lines (source_row, line, line_error; `textlines.LINE_SCHEMA`),
+    e.g. one chunk of a large file from `textlines.iter_line_batches`. A line that is not UTF-8 comes back with
+    its line_error as parse_error."""
     if timestamp_unit not in TIMESTAMP_UNITS:
         raise ValueError(f"timestamp_unit must be one of {sorted(TIMESTAMP_UNITS)}, not {timestamp_unit!r}")
     unit = con.values([TIMESTAMP_UNITS[timestamp_unit]]).project("CAST(col0 AS DOUBLE) AS __ts_divisor")
     # The costly steps run only where needed (CASE evaluates a branch only for the rows that take it): label
     # validation and pair extraction on lines with a label block, unescaping on label sets holding a backslash.
     return (
-        read_text_lines(con, path)
+        lines
         .filter("regexp_matches(line, '^[ \\t]*[^ \\t#]')")  # neither blank nor a comment
         .cross(unit)
         .project(
-            "source_row, line AS raw_record, __ts_divisor, "
+            "source_row, line AS raw_record, line_error, __ts_divisor, "
             f"regexp_extract(line, '{_SAMPLE_RE}', ['metric', 'labels', 'value', 'ts']) AS m"
         )
         .project(
-            "source_row, raw_record, nullif(m.metric, '') AS metric, m.labels AS labels_text, "
+            "source_row, raw_record, line_error, nullif(m.metric, '') AS metric, m.labels AS labels_text, "
             "m.value AS value_text, nullif(m.ts, '') AS ts_text, "
             "TRY_CAST(m.value AS DOUBLE) AS value, "
             "TRY_CAST(nullif(m.ts, '') AS DOUBLE) / __ts_divisor AS timestamp_s"
         )
         .project(
-            "source_row, raw_record, metric, labels_text, value_text, ts_text, value, timestamp_s, "
+            "source_row, raw_record, line_error, metric, labels_text, value_text, ts_text, value, timestamp_s, "
             f"labels_text = '' OR regexp_full_match(labels_text, '{_LABELS_OK_RE}') AS labels_ok"
         )
         .project(
-            "source_row, raw_record, metric, labels_text, value_text, ts_text, value, timestamp_s, labels_ok, "
+            "source_row, raw_record, line_error, metric, labels_text, value_text, ts_text, value, timestamp_s, "
+            "labels_ok, "
             "CASE WHEN labels_text = '' THEN CAST([] AS STRUCT(k VARCHAR, v VARCHAR)[]) "
             f"WHEN labels_ok THEN regexp_extract_all(labels_text, '{_PAIR_RE}', ['k', 'v']) END AS pairs"
         )
         .project(
-            "source_row, raw_record, metric, value, value_text, ts_text, labels_ok, "
+            "source_row, raw_record, line_error, metric, value, value_text, ts_text, labels_ok, "
             "CASE WHEN isfinite(timestamp_s) THEN timestamp_s END AS timestamp_s, "
             "CASE WHEN contains(labels_text, chr(92)) THEN list_transform(pairs, "
             f"lambda pair: {{'k': pair.k, 'v': {_unescape('pair.v')}}}) ELSE pairs END AS pairs, "
@@ -110,6 +123,7 @@ def read_prom_lines(
         .project(
             "source_row, raw_record, metric, value, timestamp_s, pairs, "
             "CASE "
+            "WHEN line_error IS NOT NULL THEN line_error "
             "WHEN metric IS NULL THEN 'malformed sample line' "
             "WHEN NOT labels_ok THEN 'malformed labels' "
             "WHEN len(list_distinct(list_transform(pairs, lambda pair: pair.k))) <> len(pairs) "
@@ -136,12 +150,13 @@ def prom_samples_to_long(
     """Map the rows of `read_prom_lines` onto the project's long telemetry format.
 
     Columns: source_row BIGINT, raw_record VARCHAR, timestamp_s DOUBLE, cluster, node, gpu, metric VARCHAR,
-    value DOUBLE, cpu, mode VARCHAR, parse_error VARCHAR.
+    value DOUBLE, cpu, mode VARCHAR, parse_error VARCHAR, gpu_uuid, pci_bus_id VARCHAR.
 
     cluster is the first non-empty label of CLUSTER_LABELS, else `default_cluster`; node the first non-empty of
     NODE_LABELS; gpu the first non-empty of GPU_LABELS (the alias tuples of `metrics.py`, in order; an empty label
     value counts as absent, as in Prometheus). cpu and mode are the labels of those names for PER_CPU_METRICS, NULL
-    otherwise. A sample without a timestamp takes `default_timestamp_s` when given, else gets parse_error
+    otherwise. gpu_uuid and pci_bus_id are the GPU's other names when the series carries them (GPU_UUID_LABELS,
+    GPU_PCI_LABELS): DCGM exports the index, the UUID and the bus id together. A sample without a timestamp takes `default_timestamp_s` when given, else gets parse_error
     "sample has no timestamp" (a parse error of the line itself takes precedence). The defaults reach DuckDB as
     values; the alias names are validated Prometheus names and become a coalesce over map lookups.
     """
@@ -159,7 +174,9 @@ def prom_samples_to_long(
         f"CASE WHEN {per_cpu} THEN nullif(labels['cpu'], '') END AS cpu, "
         f"CASE WHEN {per_cpu} THEN nullif(labels['mode'], '') END AS mode, "
         "coalesce(parse_error, CASE WHEN coalesce(timestamp_s, __default_ts) IS NULL "
-        "THEN 'sample has no timestamp' END) AS parse_error"
+        "THEN 'sample has no timestamp' END) AS parse_error, "
+        f"{_first_label(GPU_UUID_LABELS)} AS gpu_uuid, "
+        f"{_first_label(GPU_PCI_LABELS)} AS pci_bus_id"
     )
 
 

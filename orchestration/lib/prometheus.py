@@ -21,7 +21,8 @@ source_file `prometheus:<host:port>/<metric>` so a rejected row still says where
 
 Label mapping: cluster from the label `cluster` (configurable), restricted to the clusters of clusters.yml; node
 from the first present of `metrics.NODE_LABELS` (`instance` with its `:port` removed, since Prometheus sets it to the
-scrape target); GPU from the first present of `metrics.GPU_LABELS`. A cluster whose series carry no cluster label
+scrape target; ingestion then normalises every node name as it does for files, identity.py); GPU from the first
+present of `metrics.GPU_LABELS`, with the GPU's other names (UUID, PCI bus id) kept to map relabelled series. A cluster whose series carry no cluster label
 gets its own PromQL selector (`ClusterSelector`), and optionally its own node/GPU labels.
 
 `write_openmetrics` and `create_blocks` turn long-format telemetry (e.g. a simulated day) into an OpenMetrics file
@@ -46,7 +47,14 @@ from urllib.parse import urlsplit, urlunsplit
 import duckdb
 import requests
 
-from orchestration.lib.metrics import CLUSTER_LABELS, GPU_LABELS, METRICS, NODE_LABELS
+from orchestration.lib.metrics import (
+    CLUSTER_LABELS,
+    GPU_LABELS,
+    GPU_PCI_LABELS,
+    GPU_UUID_LABELS,
+    METRICS,
+    NODE_LABELS,
+)
 from orchestration.lib.prom import PER_CPU_METRICS
 from orchestration.lib.warehouse import fetch_one
 
@@ -64,7 +72,7 @@ _METRIC_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 # the long format written for ingest_telemetry(samples=...)
 SAMPLE_COLUMNS: tuple[str, ...] = (
     "source_file", "source_row", "raw_record", "timestamp", "cluster", "metric", "value", "node", "gpu", "cpu",
-    "mode",
+    "mode", "gpu_uuid", "pci_bus_id",
 )
 
 
@@ -505,7 +513,9 @@ def _decode(
             raw_series, ts as "timestamp", {cluster_expr} as cluster, metric, value,
             {node_expr} as node, {gpu_expr} as gpu,
             case when metric in ({per_cpu}) then nullif(labels['cpu'], '') end as cpu,
-            case when metric in ({per_cpu}) then nullif(labels['mode'], '') end as mode
+            case when metric in ({per_cpu}) then nullif(labels['mode'], '') end as mode,
+            {_first_label(GPU_UUID_LABELS, False)} as gpu_uuid,
+            {_first_label(GPU_PCI_LABELS, False)} as pci_bus_id
         from typed
         where ts > start_s and ts <= end_s
         """,

@@ -118,6 +118,7 @@ The demo inputs in ``data/sample/inputs`` are rebuilt by ``build_demo_dataset`` 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import gzip
 import sys
@@ -134,6 +135,13 @@ import pyarrow.parquet as pq
 import yaml
 
 from orchestration.lib.metrics import METRICS_BY_NAME
+from orchestration.lib.simfaults import (
+    Faults,
+    encode_non_utf8,
+    inject_request_faults,
+    inject_telemetry_faults,
+    prom_lines,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_DIR = REPO_ROOT / "data" / "sample"
@@ -159,7 +167,7 @@ ENDPOINT = "/v1/completions"
 NODE_NAME_FORMAT = "gpu-node-{:02d}"
 ARRIVAL_MODES: tuple[str, ...] = ("azure", "azure-replay", "poisson")
 EXPORTERS: tuple[str, ...] = ("dcgm", "triton")
-TELEMETRY_FORMATS: tuple[str, ...] = ("parquet", "csv", "csv.gz")
+TELEMETRY_FORMATS: tuple[str, ...] = ("parquet", "csv", "csv.gz", "prom")
 REQUEST_FORMATS: tuple[str, ...] = ("jsonl", "csv", "parquet")
 
 GPU_UTIL_BASE = 0.3
@@ -270,6 +278,8 @@ class ClusterSpec:
     arrivals: str | None = None  # overrides SimConfig.arrivals for this cluster
     requests_per_day: int | None = None  # overrides SimConfig.requests_per_day for this cluster
     cpu_util_floor: float = 0.0  # background CPU utilisation of a present node (see "Host power")
+    # what the exporters and the request log get wrong (simfaults.py); the truth is unchanged
+    faults: Faults = dataclasses.field(default_factory=Faults)
 
     def __post_init__(self) -> None:
         if self.exporter not in EXPORTERS:
@@ -361,6 +371,7 @@ class SimResult:
     telemetry: pd.DataFrame  # long format: timestamp, cluster, metric, value, node, gpu
     truth_cluster_day: pd.DataFrame
     truth_requests: pd.DataFrame
+    faults: dict[str, Faults] = dataclasses.field(default_factory=dict)  # per cluster id, when any
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -933,6 +944,22 @@ def _simulate_cluster(
     if cfg.log_replica:
         requests["node"] = node_labels[node]
         requests["gpu"] = gpu_labels[gpu]
+    if spec.faults.any:
+        names = EXPORTER_METRICS[spec.exporter]
+        telemetry = inject_telemetry_faults(
+            telemetry,
+            spec.faults,
+            cluster=spec.cluster_id,
+            exporter=spec.exporter,
+            energy_metric=names.energy,
+            power_metric=names.power,
+            scrape_interval_s=spec.scrape_interval_s,
+            node_names=spec.node_names,
+            restarts=[(n, parse_utc(at)) for c, n, at in cfg.restart_at if c == spec.cluster_id],
+            span_end_s=line.t0 + line.span,
+            seed=cfg.seed,
+        )
+        requests = inject_request_faults(requests, spec.faults, cluster=spec.cluster_id, seed=cfg.seed)
     return requests, telemetry, _truth_per_day(phys, line, start), truth
 
 
@@ -960,6 +987,7 @@ def simulate(cfg: SimConfig) -> SimResult:
         telemetry=pd.concat([p[1] for p in parts], ignore_index=True),
         truth_cluster_day=pd.concat([p[2] for p in parts], ignore_index=True),
         truth_requests=pd.concat([p[3] for p in parts], ignore_index=True),
+        faults={spec.cluster_id: spec.faults for spec in cfg.clusters if spec.faults.any},
     )
 
 
@@ -981,6 +1009,11 @@ def _clear_day(folder: Path, day: str) -> None:
 
 
 def _write_frame(frame: pd.DataFrame, path: Path, fmt: str, time_column: str) -> None:
+    if fmt == "prom":
+        lines = prom_lines(frame)
+        path.write_text("".join(line + "\n" for line in lines))
+        return
+    frame = frame.dropna(axis="columns", how="all")  # columns only a faulted cluster carries
     if fmt == "parquet":
         frame.to_parquet(path, index=False, compression="zstd")
         return
@@ -997,19 +1030,18 @@ def _write_frame(frame: pd.DataFrame, path: Path, fmt: str, time_column: str) ->
 def write_dataset(
     result: SimResult,
     out_dir: Path,
-    telemetry_format: str = "parquet",
+    telemetry_format: str | Mapping[str, str] = "parquet",
     requests_format: str | Mapping[str, str] = "jsonl",
 ) -> None:
     """Write clusters.yml, telemetry/<cluster>/<day>.*, requests/<cluster>/<day>.* and truth/ under out_dir.
 
-    `requests_format` is one format for all clusters or a mapping cluster id -> format.
+    `telemetry_format` and `requests_format` are one format for all clusters or a mapping cluster id -> format.
     """
-    if telemetry_format not in TELEMETRY_FORMATS:
-        raise ValueError(f"telemetry_format must be one of {TELEMETRY_FORMATS}, got {telemetry_format!r}")
-    formats = {
-        str(c["id"]): requests_format if isinstance(requests_format, str) else requests_format[str(c["id"])]
-        for c in result.clusters
-    }
+    ids = [str(c["id"]) for c in result.clusters]
+    tel_formats = {c: telemetry_format if isinstance(telemetry_format, str) else telemetry_format[c] for c in ids}
+    if bad := {f for f in tel_formats.values() if f not in TELEMETRY_FORMATS}:
+        raise ValueError(f"telemetry_format must be one of {TELEMETRY_FORMATS}, got {sorted(bad)}")
+    formats = {c: requests_format if isinstance(requests_format, str) else requests_format[c] for c in ids}
     if bad := {f for f in formats.values() if f not in REQUEST_FORMATS}:
         raise ValueError(f"requests_format must be one of {REQUEST_FORMATS}, got {sorted(bad)}")
     out_dir = Path(out_dir)
@@ -1026,17 +1058,23 @@ def write_dataset(
         req_dir.mkdir(parents=True, exist_ok=True)
         in_tel, in_req = result.telemetry["cluster"] == cluster, result.requests["cluster"] == cluster
         for day, offset in zip(result.days, line.day_offsets, strict=True):
-            closing = tel_time == offset + DAY_S if offset + DAY_S not in simulated else False
+            # the closing sample at the next midnight, and anything past it (a fault's spill-over), when the next
+            # day is not simulated
+            closing = tel_time >= offset + DAY_S if offset + DAY_S not in simulated else False
             rows = in_tel & (((tel_time >= offset) & (tel_time < offset + DAY_S)) | closing)
             _clear_day(tel_dir, day)
             _write_frame(
-                result.telemetry[rows], tel_dir / f"{day}.{telemetry_format}", telemetry_format, "timestamp"
+                result.telemetry[rows], tel_dir / f"{day}.{tel_formats[cluster]}", tel_formats[cluster], "timestamp"
             )
             rows = in_req & (req_time >= offset) & (req_time < offset + DAY_S)
             _clear_day(req_dir, day)
+            # (a cluster's file leaves out the columns only other clusters fill: a text cluster's the image fields)
             _write_frame(
-                result.requests[rows], req_dir / f"{day}.{request_format}", request_format, "start_time"
+                result.requests[rows].dropna(axis=1, how="all"), req_dir / f"{day}.{request_format}", request_format,
+                "start_time",
             )
+            if cluster in result.faults and request_format != "parquet":
+                encode_non_utf8(req_dir / f"{day}.{request_format}", result.faults[cluster].non_utf8_requests)
 
     truth_dir = out_dir / "truth"
     truth_dir.mkdir(exist_ok=True)
@@ -1055,7 +1093,7 @@ def dataset_inventory(out_dir: Path) -> pd.DataFrame:
             opener = gzip.open if name.endswith(".gz") else open
             with opener(path, "rb") as handle:
                 count = sum(1 for _ in handle) - (0 if name.endswith(".jsonl") else 1)
-        elif name.endswith(".yml"):
+        elif name == "clusters.yml":
             count = len(yaml.safe_load(path.read_text())["clusters"])
         else:
             count = 0
@@ -1169,6 +1207,15 @@ def _parser() -> argparse.ArgumentParser:
         help="exporter restart (repeatable)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="inject a fault the pipeline must handle, truth unchanged (repeatable; keys: "
+        + ", ".join(f.name for f in dataclasses.fields(Faults))
+        + "; see orchestration/lib/simfaults.py), e.g. --fault counter_glitches=3 --fault duration_unit=ms",
+    )
     parser.add_argument("--telemetry-format", choices=TELEMETRY_FORMATS, default="parquet")
     parser.add_argument("--requests-format", choices=REQUEST_FORMATS, default="jsonl")
     return parser
@@ -1198,6 +1245,7 @@ def main(argv: list[str] | None = None) -> int:
                 exporter=args.exporter,
                 with_energy_counter=not args.no_energy_counter,
                 scrape_interval_s=args.scrape_interval_s,
+                faults=Faults.parse(args.fault),
             )
             cfg = SimConfig(
                 days=_days_from(args, parser),

@@ -3,8 +3,12 @@
     {{ exceptions.raise_compiler_error("var attribution_level must be cluster, node or gpu, not " ~ level_override) }}
 {%- endif %}
 
--- One row per cluster and day: the window length, GPU idle power (declared or estimated) and attribution level
--- used by every downstream model of the day.
+-- One row per cluster and day: the window length, GPU idle power (declared or estimated), attribution level and
+-- the power ceilings telemetry is checked against, used by every downstream model of the day.
+--   window_s: the median scrape interval of one GPU series, not counting steps shorter than
+--       duplicate_scrape_within_s (a second scraper's copy of a sample is no scrape interval).
+--   gpu_max_w: clusters.yml gpu_max_w, else factors.gpu_power for the longest GPU-model prefix that matches, else
+--       its 'default' row; the ceiling is gpu_max_w x power_ceiling_margin (docs/telemetry-faults.md).
 
 with clusters as (
     select * from {{ ref('stg_raw__clusters') }}
@@ -18,6 +22,21 @@ samples as (
 requests as (
     select * from {{ ref('stg_raw__requests') }}
     where partition_day = {{ partition_day() }}
+),
+
+gpu_power as (
+    select * from {{ ref('stg_factors__gpu_power') }}
+),
+
+gpu_power_rows as (
+    -- the longest GPU-model prefix that matches, else the 'default' row
+    select c.cluster, g.hardware, g.max_power_w, g.source
+    from clusters as c
+    inner join gpu_power as g
+        on starts_with({{ gpu_model_key('c.gpu_model') }}, g.hardware_key) or g.hardware_key = 'default'
+    qualify row_number() over (
+        partition by c.cluster order by (g.hardware_key = 'default'), length(g.hardware_key) desc
+    ) = 1
 ),
 
 needs_idle_estimate as (
@@ -47,7 +66,7 @@ steps as (
 scrape as (
     select cluster, {{ median('step_s') }} as scrape_interval_s
     from steps
-    where step_s > 0
+    where step_s >= {{ var('duplicate_scrape_within_s') }}
     group by cluster
 ),
 
@@ -100,6 +119,23 @@ final as (
         end as gpu_idle_source,
         c.host_idle_w,
         c.host_max_w,
+        coalesce(c.gpu_max_w, g.max_power_w) as gpu_max_w,
+        case
+            when c.gpu_max_w is not null then 'clusters.yml'
+            when g.hardware is not null then 'factors.gpu_power ' || g.hardware || ': ' || g.source
+            else 'none: no factors.gpu_power row'
+        end as gpu_max_source,
+        coalesce(c.gpu_max_w, g.max_power_w) * {{ var('power_ceiling_margin') }} as gpu_power_ceiling_w,
+        c.host_max_w * {{ var('power_ceiling_margin') }} as host_power_ceiling_w,
+        -- samples of one series closer than this are one scrape (docs/telemetry-faults.md)
+        least(
+            {{ var('duplicate_scrape_within_s') }},
+            0.5 * coalesce(
+                {{ var('window_s') if var('window_s') is not none else 'null' }},
+                greatest(1, round(s.scrape_interval_s)),
+                15
+            )
+        ) as duplicate_within_s,
         case
             {% if level_override is not none -%}
                 when true then '{{ level_override }}'
@@ -114,6 +150,7 @@ final as (
     left join power_at_zero_util as z on c.cluster = z.cluster
     left join power_any as a on c.cluster = a.cluster
     left join request_labels as r on c.cluster = r.cluster
+    left join gpu_power_rows as g on c.cluster = g.cluster
 )
 
 select * from final

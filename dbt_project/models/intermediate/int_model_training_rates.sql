@@ -11,6 +11,8 @@
 --        = projected_lifetime_inferences - S_k   otherwise
 --   phi_k = (1 - a_k) / P_k  (0 once P_k <= 0: service over or projection reached), a_(k+1) = a_k + phi_k x V_k
 --   rate = footprint x phi_k, for training and fine-tuning carbon and training water alike.
+-- A LoRA adapter (an entry with base_model) is a factor model of its own: its footprint is fine_tuning_kg_co2e, its
+-- volume the inferences of the requests that name it (int_model_day_volumes, kind 'adapter').
 -- The whole footprint is amortised once (sum of rate x volume over the months <= footprint) and a month's rate
 -- only depends on earlier months, so it does not change while the month's days are materialised.
 
@@ -91,6 +93,7 @@ projected as (
         f.fine_tuning_water_l,
         f.source,
         f.version,
+        f.base_model,
         {{ remaining_inferences('f', 'c.previous_inferences', 'm.k', 'c.served_before') }} as remaining
     from months as m
     inner join chain as c on m.factor_model = c.factor_model and m.k = c.k
@@ -123,7 +126,8 @@ final as (
         training_water_l,
         fine_tuning_water_l,
         source,
-        version
+        version,
+        base_model
     from projected
 )
 

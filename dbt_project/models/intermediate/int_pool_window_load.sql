@@ -3,6 +3,10 @@
 -- requests ran in it. Pool-windows with telemetry but no row here are unallocated (their energy is spread over
 -- the day's requests). Requests on a pool without telemetry that day are kept too (pool_window_key null): their
 -- request-seconds count in the windows' load and against telemetry coverage.
+-- A request in a fallback pool (its own GPU or node sent no telemetry that day, int_cluster_day_pools) counts in
+-- each of the fallback's members for an equal part of its time: a member's RS is its own requests' overlaps plus
+-- those parts, so the members' energy is shared exactly once (int_request_days draws the fallback's rate as the sum
+-- of its members' rates over their number).
 
 with request_overlaps as (
     select * from {{ ref('int_request_window_overlaps') }}
@@ -14,27 +18,36 @@ pools as (
     where day = {{ partition_day() }}
 ),
 
+members as (
+    {{ pool_members('pools') }}
+),
+
 by_key as (
-    -- pools with telemetry: one integer key per pool-window
+    -- pools with telemetry: one integer key per pool-window (a fallback pool's load goes to its members)
     select
-        'gpu' as component,
-        gpu_pool_window_key as pool_window_key,
+        component,
+        pool_window_key,
         sum(overlap_s) as request_seconds,
         sum(overlap_s * tokens_per_s) as token_seconds,
         count(*) as requests
-    from request_overlaps
-    where gpu_pool_window_key is not null
-    group by gpu_pool_window_key
-    union all
-    select
-        'host' as component,
-        host_pool_window_key as pool_window_key,
-        sum(overlap_s) as request_seconds,
-        sum(overlap_s * tokens_per_s) as token_seconds,
-        count(*) as requests
-    from request_overlaps
-    where host_pool_window_key is not null
-    group by host_pool_window_key
+    from (
+        select
+            'gpu' as component,
+            m.member_index * 86400 + o.gpu_pool_window_key % 86400 as pool_window_key,
+            o.overlap_s * m.weight as overlap_s,
+            o.tokens_per_s
+        from request_overlaps as o
+        inner join members as m on o.gpu_pool_window_key // 86400 = m.target_index
+        union all
+        select
+            'host' as component,
+            m.member_index * 86400 + o.host_pool_window_key % 86400 as pool_window_key,
+            o.overlap_s * m.weight as overlap_s,
+            o.tokens_per_s
+        from request_overlaps as o
+        inner join members as m on o.host_pool_window_key // 86400 = m.target_index
+    ) as member_overlaps
+    group by component, pool_window_key
 ),
 
 telemetered as (
@@ -52,7 +65,7 @@ telemetered as (
 ),
 
 untelemetered as (
-    -- (rare) requests on a GPU or node that sent no telemetry that day
+    -- (rare) requests on a cluster that sent no telemetry that day
     select
         cast(null as bigint) as pool_window_key,
         cluster,
@@ -78,6 +91,7 @@ untelemetered as (
     from request_overlaps
     where host_pool_window_key is null
     group by cluster, host_pool, window_index
+
 ),
 
 final as (

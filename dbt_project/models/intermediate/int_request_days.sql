@@ -1,13 +1,24 @@
 {%- set fits = energy_model_fits_relation() %}
+{%- set image_fits = image_model_fits_relation() %}
+{#- a day without image requests or LoRA adapters compiles without the image parts (macros/images.sql) -#}
+{%- set image_day = has_image_requests() %}
+{%- set image = "i.modality = 'image'" if image_day else 'false' %}
 {#- what the table keeps of each request -#}
 {%- set request_columns = [
     'request_key', 'request_id', 'cluster', 'model', 'start_time', 'end_time', 'duration_s', 'input_tokens',
-    'output_tokens', 'tenant', 'endpoint', 'node', 'gpu'] %}
+    'output_tokens', 'tenant', 'endpoint', 'node', 'gpu', 'attribution_level'] %}
+{#- an image request's fields (and a text request's LoRA adapters), joined in after the attribution -#}
+{%- set image_columns = [
+    'modality', 'width', 'height', 'images', 'steps', 'strength', 'input_width', 'input_height', 'guidance',
+    'quality', 'lora'] %}
 
 -- Each request on each UTC day it ran in (one row for almost every request; two for one that runs past
 -- midnight): what it is, the energy attributed to it that day (METHODOLOGY section 3) and that energy's impact
 -- (section 5). marts.fct_request_energy and marts.fct_request_impact are views over this table that add up the
 -- days of a request; re-materialising a day replaces only that day's rows.
+-- Stored as one Parquet file per day (materialization parquet_partition) holding the columns of `stored` below;
+-- the sums, totals and factor x energy products of `final` are derived from them when read
+-- (request_day_derived_columns() in macros/request_days.sql), in this query and in the table's view alike.
 --
 -- Energy, per pool-window w the request ran in (its GPU pool and its host pool), from its overlap o_i,w:
 --   idle share    = o x idle_w / RS_w
@@ -25,9 +36,12 @@
 --   water         = on-site WUE x IT energy + EWIF x facility energy + embodied water (+ training water)
 --   predicted     = time no telemetry covers gets the energy of the latest energy model for its model and
 --                   hardware (models.energy_model_fits, paper form; statsmodels' 95 % prediction interval) in
---                   proportion to the uncovered seconds, priced at the grid intensity of the hour it started
---   training      = the model's monthly rate (intermediate.int_model_training_rates) x (output tokens + 1), on the
---                   day the request started
+--                   proportion to the uncovered seconds, priced at the grid intensity of the hour it started; an
+--                   image request's from models.image_model_fits (the selected form; macros/images.sql)
+--   training      = the model's monthly rate (intermediate.int_model_training_rates) x inferences, on the day the
+--                   request started: output tokens + 1 (text), images generated (image); fine-tuning adds each
+--                   LoRA adapter's own monthly rate x the same inferences (an adapter without a factor row is
+--                   listed in adapters_without_factor, never charged zero silently)
 -- Bounds (_low/_high): every factor range and the prediction interval at the same end together.
 
 with params as (
@@ -40,12 +54,33 @@ requests as {{ not_materialized() }} (
     where partition_day = {{ partition_day() }}
 ),
 
+{% if image_day -%}
+    image_requests as (
+    -- the day's image requests and the requests that name LoRA adapters, with their fields
+        select
+            request_key,
+            cluster,
+            model,
+            start_time,
+            {%- for col in image_columns %}
+                {{ col }}{% if not loop.last %},{% endif %}
+            {%- endfor %}
+        from requests
+        where modality = 'image' or lora is not null
+    ),
+
+{% endif -%}
 clusters as (
     select * from {{ ref('stg_raw__clusters') }}
 ),
 
 pools as (
     select * from {{ ref('int_cluster_day_pools') }}
+    where day = {{ partition_day() }}
+),
+
+request_pools as (
+    select * from {{ ref('int_request_pools') }}
     where day = {{ partition_day() }}
 ),
 
@@ -102,6 +137,51 @@ fits as (
     {%- endif %}
 ),
 
+image_fits as (
+    -- the latest image fit of the selected form per model and hardware (telemetry preferred), prefixed img_
+    {%- if image_fits is not none %}
+        select
+            {{ model_key('model') }} as model_key,
+            lower(hardware) as hardware_key,
+            source || ' image fit of ' || strftime(fitted_at, '%Y-%m-%dT%H:%M:%SZ') || ' (n=' || nobs || ', form '
+            || form || ')' as img_fit_label,
+            {%- for t in image_terms() %}
+                alpha_{{ t }} as img_alpha_{{ t }},
+            {%- endfor %}
+            {%- for a in image_terms() %}
+                {%- set i = loop.index0 %}
+                {%- for b in image_terms()[i:] %}
+                    cov_{{ a }}_{{ b }} as img_cov_{{ a }}_{{ b }},
+                {%- endfor %}
+            {%- endfor %}
+            resid_variance as img_resid_variance,
+            t_975 as img_t_975
+        from {{ image_fits }}
+        where target = 'energy' and selected and t_975 is not null
+        qualify row_number() over (
+            partition by {{ model_key('model') }}, lower(hardware)
+            order by (source = 'telemetry') desc, fitted_at desc
+        ) = 1
+    {%- else %}
+        select
+            cast(null as varchar) as model_key,
+            cast(null as varchar) as hardware_key,
+            cast(null as varchar) as img_fit_label,
+            {%- for t in image_terms() %}
+                cast(null as double) as img_alpha_{{ t }},
+            {%- endfor %}
+            {%- for a in image_terms() %}
+                {%- set i = loop.index0 %}
+                {%- for b in image_terms()[i:] %}
+                    cast(null as double) as img_cov_{{ a }}_{{ b }},
+                {%- endfor %}
+            {%- endfor %}
+            cast(null as double) as img_resid_variance,
+            cast(null as double) as img_t_975
+        where false
+    {%- endif %}
+),
+
 model_names as (
     -- each model name of the day once, with its factor-table key and hardware, for the model-level joins below
     select
@@ -137,25 +217,87 @@ training as (
     inner join model_aliases as a on t.factor_model = a.factor_model
 ),
 
+{#- rates per request-second (token-second) of a pool-window: (name, numerator of pool_impact p, load of l) -#}
+{%- set rates = [
+    ('idle_per_s', 'p.idle_energy_j', 'l.request_seconds'),
+    ('dynamic_per_s', 'p.dynamic_energy_j', 'l.request_seconds'),
+    ('embodied_per_s', 'p.embodied_g', 'l.request_seconds'),
+    ('embodied_low_per_s', 'p.embodied_low_g', 'l.request_seconds'),
+    ('embodied_high_per_s', 'p.embodied_high_g', 'l.request_seconds'),
+    ('water_per_s', 'p.water_l', 'l.request_seconds'),
+    ('water_low_per_s', 'p.water_low_l', 'l.request_seconds'),
+    ('water_high_per_s', 'p.water_high_l', 'l.request_seconds')] %}
+
+fallback_members as (
+    -- (rare) the fallback pools the day's requests draw from, with their members (int_cluster_day_pools)
+    select m.*
+    from ({{ pool_members('pools') }}) as m
+    inner join pools as p on m.target_index = p.pool_index and p.is_fallback
+    semi join request_pools as rp on m.target_index in (rp.gpu_pool_index, rp.host_pool_index)
+),
+
+{% if image_day -%}
+    adapter_rates as (
+    -- LoRA adapters: each (adapter list, start month) of the day's requests that name adapters (none on a text
+    -- day without them) with the sum of its adapters' fine-tuning rates for that month, and the adapters that
+    -- have no factor row
+        select
+            u.lora,
+            u.month,
+            sum(t.fine_tuning_g_co2e_per_inference) as fine_tuning_g_co2e_per_inference,
+            sum(t.fine_tuning_water_l_per_inference) as fine_tuning_water_l_per_inference,
+            list(u.adapter order by u.adapter) filter (where a.factor_model is null) as adapters_without_factor
+        from (
+            select distinct lora, cast(date_trunc('month', start_time) as date) as month, unnest(lora) as adapter
+            from requests
+            where lora is not null
+        ) as u
+        left join model_aliases as a on {{ model_key('u.adapter') }} = a.alias_key
+        left join {{ ref('int_model_training_rates') }} as t on a.factor_model = t.factor_model and u.month = t.month
+        group by u.lora, u.month
+    ),
+
+    image_side as (
+    -- per image request (and request naming LoRA adapters) of the day: the image fit's energy for the whole
+    -- request and its prediction interval, its adapters' fine-tuning rates for the month it started, and its fields
+    -- as one JSON text column (a text day writes one empty column instead of twelve; the marts unpack it)
+        select
+            i.request_key,
+            i.modality,
+            i.images,
+            {{ image_prediction_mean('f', 'i', 'img_') | indent(8) }} as predicted_j,
+            {{ image_prediction_half_width('f', 'i', 'img_') | indent(8) }} as prediction_half_width_j,
+            f.img_fit_label as fit_label,
+            ar.fine_tuning_g_co2e_per_inference as adapter_g_co2e_per_inference,
+            ar.fine_tuning_water_l_per_inference as adapter_water_l_per_inference,
+            cast(to_json(struct_pack(
+                {%- for col in image_columns %}
+                    {{ col }} := i.{{ col }},
+                {%- endfor %}
+                adapters_without_factor := ar.adapters_without_factor
+            )) as varchar) as image_fields
+        from image_requests as i
+        left join model_names as mn on i.cluster = mn.cluster and i.model = mn.model
+        left join image_fits as f on mn.model_key = f.model_key and lower(mn.hardware) = f.hardware_key
+        left join adapter_rates as ar
+            on i.lora = ar.lora and ar.month = cast(date_trunc('month', i.start_time) as date)
+    ),
+
+{% endif -%}
 pool_rates as {{ materialized() }} (
     -- per pool-window with telemetry that requests ran in: energy, embodied carbon and water per request-second
     -- (dynamic energy per token-second too), the window's grid intensity, its load and its dynamic energy
     select
         p.pool_window_key,
         p.component,
-        p.idle_energy_j / l.request_seconds as idle_per_s,
-        p.dynamic_energy_j / l.request_seconds as dynamic_per_s,
+        {%- for name, numerator, load in rates %}
+            {{ numerator }} / {{ load }} as {{ name }},
+        {%- endfor %}
         {% if var('dynamic_share') == 'tokens' -%}
             case when l.token_seconds > 0 then p.dynamic_energy_j / l.token_seconds end as dynamic_per_token_s,
         {%- else -%}
             cast(null as double) as dynamic_per_token_s,
         {%- endif %}
-        p.embodied_g / l.request_seconds as embodied_per_s,
-        p.embodied_low_g / l.request_seconds as embodied_low_per_s,
-        p.embodied_high_g / l.request_seconds as embodied_high_per_s,
-        p.water_l / l.request_seconds as water_per_s,
-        p.water_low_l / l.request_seconds as water_low_per_s,
-        p.water_high_l / l.request_seconds as water_high_per_s,
         p.ci,
         p.ci_low,
         p.ci_high,
@@ -163,9 +305,39 @@ pool_rates as {{ materialized() }} (
         p.annual_factor,
         l.request_seconds,
         l.requests,
-        p.dynamic_energy_j
+        p.dynamic_energy_j,
+        1.0 as covered_share
     from pool_impact as p
     inner join loads as l on p.pool_window_key = l.pool_window_key
+    union all
+    -- (rare) a request in a fallback pool (its own GPU or node sent no telemetry that day) draws the sum of its
+    -- members' rates over their number: int_pool_window_load counted it in each member for that part of its time,
+    -- so the members' energy is shared exactly once
+    select
+        f.target_index * 86400 + (l.pool_window_key - f.member_index * 86400) as pool_window_key,
+        any_value(p.component) as component,
+        {%- for name, numerator, load in rates %}
+            sum(f.weight * {{ numerator }} / {{ load }}) as {{ name }},
+        {%- endfor %}
+        {% if var('dynamic_share') == 'tokens' -%}
+            sum(case when l.token_seconds > 0 then f.weight * p.dynamic_energy_j / l.token_seconds end)
+                as dynamic_per_token_s,
+        {%- else -%}
+            cast(null as double) as dynamic_per_token_s,
+        {%- endif %}
+        any_value(p.ci) as ci,
+        any_value(p.ci_low) as ci_low,
+        any_value(p.ci_high) as ci_high,
+        any_value(p.ci_market) as ci_market,
+        bool_or(p.annual_factor) as annual_factor,
+        sum(f.weight * l.request_seconds) as request_seconds,
+        max(l.requests) as requests,
+        sum(p.dynamic_energy_j) as dynamic_energy_j,
+        sum(f.weight) as covered_share
+    from fallback_members as f
+    inner join loads as l on l.pool_window_key // 86400 = f.member_index
+    inner join pool_impact as p on l.pool_window_key = p.pool_window_key
+    group by f.target_index, l.pool_window_key - f.member_index * 86400
 ),
 
 -- (one hash table per component: a request's host pool-window is looked up in one a ninth the size)
@@ -187,7 +359,6 @@ spans as {{ not_materialized() }} (
     select
         r.*,
         p.window_s,
-        p.attribution_level,
         coalesce(r.input_tokens, 0) + coalesce(r.output_tokens, 0) as tokens,
         greatest({{ epoch_s('r.start_time') }}, {{ partition_day_epoch_s() }}) as t0_s,
         least({{ epoch_s('r.start_time') }} + r.duration_s, {{ partition_day_epoch_s() }} + 86400) as t1_s,
@@ -222,20 +393,16 @@ windowed_spans as {{ not_materialized() }} (
 ),
 
 pooled_spans as {{ not_materialized() }} (
-    -- the request's GPU pool and host pool (null: no telemetry from them that day)
+    -- the request's GPU pool and host pool (its own, or a fallback when its own sent no telemetry that day; null:
+    -- its cluster sent none) and the level it is attributed at (int_request_pools)
     select
         s.*,
-        g.pool_index as gpu_pool_index,
-        h.pool_index as host_pool_index
+        rp.gpu_pool_index,
+        rp.host_pool_index,
+        coalesce(rp.attribution_level, 'none') as attribution_level
     from windowed_spans as s
-    left join pools as g
-        on
-            s.cluster = g.cluster and g.component = 'gpu'
-            and g.pool = {{ gpu_pool('s.attribution_level', 's.node', 's.gpu') }}
-    left join pools as h
-        on
-            s.cluster = h.cluster and h.component = 'host'
-            and h.pool = {{ host_pool('s.attribution_level', 's.node') }}
+    left join request_pools as rp
+        on s.cluster = rp.cluster and s.node is not distinct from rp.node and s.gpu is not distinct from rp.gpu
 ),
 
 {#- a request's energy and impact from its overlaps' shares (@: the prefix of the overlap's share columns) -#}
@@ -243,11 +410,10 @@ pooled_spans as {{ not_materialized() }} (
     'request_seconds': '@overlap_s',
     'concurrency_seconds': '@concurrency_seconds',
     'telemetry_covered_s': '@telemetry_covered_s',
-    'idle_energy_j': '@gpu_idle_j + @host_idle_j',
-    'dynamic_energy_j': '@gpu_dynamic_j + @host_dynamic_j',
-    'accelerator_energy_j': '@gpu_idle_j + @gpu_dynamic_j',
+    'accelerator_idle_energy_j': '@gpu_idle_j',
     'accelerator_dynamic_energy_j': '@gpu_dynamic_j',
-    'host_energy_j': '@host_idle_j + @host_dynamic_j',
+    'host_idle_energy_j': '@host_idle_j',
+    'host_dynamic_energy_j': '@host_dynamic_j',
     'location_g': '@energy_j * @ci / 3.6e6',
     'location_low_g': '@energy_j * @ci_low / 3.6e6',
     'location_high_g': '@energy_j * @ci_high / 3.6e6',
@@ -446,12 +612,12 @@ measured as (
         coalesce(a.request_seconds, 0) as request_seconds,
         coalesce(a.concurrency_seconds, 0) as concurrency_seconds,
         coalesce(a.telemetry_covered_s, 0) as telemetry_covered_s,
-        coalesce(a.idle_energy_j, 0) as idle_energy_j,
-        coalesce(a.dynamic_energy_j, 0) as dynamic_energy_j,
-        coalesce(u.energy_j * a.request_seconds / nullif(cs.request_seconds, 0), 0) as unallocated_idle_energy_j,
-        coalesce(a.accelerator_energy_j, 0) as accelerator_energy_j,
+        coalesce(a.accelerator_idle_energy_j, 0) as accelerator_idle_energy_j,
         coalesce(a.accelerator_dynamic_energy_j, 0) as accelerator_dynamic_energy_j,
-        coalesce(a.host_energy_j, 0) as host_energy_j,
+        coalesce(a.host_idle_energy_j, 0) as host_idle_energy_j,
+        coalesce(a.host_dynamic_energy_j, 0) as host_dynamic_energy_j,
+        -- the cluster-day's unallocated energy per request-second (a request's share: its request-seconds times it)
+        u.energy_j / nullif(cs.request_seconds, 0) as unallocated_idle_energy_j_per_s,
         {%- for col in [
             'location_g', 'location_low_g', 'location_high_g', 'market_g', 'market_factor_j', 'annual_factor_j',
             'embodied_g', 'embodied_low_g', 'embodied_high_g', 'water_l', 'water_low_l', 'water_high_l'] %}
@@ -469,7 +635,9 @@ priced as (
     -- the day's factors, the fit for the uncovered time, the start hour's grid intensity and the training rate
     select
         m.*,
-        m.idle_energy_j + m.dynamic_energy_j + m.unallocated_idle_energy_j as it_energy_j,
+        {{ 'i.image_fields' if image_day else 'cast(null as varchar) as image_fields' }},
+        cast({{ "case when i.modality = 'image' then i.images end" if image_day else 'null' }} as integer)
+            as images_generated,
         n.factor_model_key,
         f.pue,
         f.pue_low,
@@ -483,31 +651,46 @@ priced as (
         -- overlaps are computed from epoch seconds (~1.7e9): sub-millisecond differences are rounding, not gaps
         case when m.part_s - m.telemetry_covered_s > 1e-3 then m.part_s - m.telemetry_covered_s else 0 end
             as uncovered_s,
-        n.alpha_in * m.input_tokens + n.alpha_out * m.output_tokens
-        + n.alpha_in_out * m.input_tokens * m.output_tokens as predicted_j,
-        n.t_975 * sqrt(
-            n.resid_variance
-            + n.cov_in_in * m.input_tokens * m.input_tokens
-            + n.cov_out_out * m.output_tokens * m.output_tokens
-            + n.cov_in_out_in_out * power(m.input_tokens * m.output_tokens, 2)
-            + 2 * n.cov_in_out * m.input_tokens * m.output_tokens
-            + 2 * n.cov_in_in_out * m.input_tokens * m.input_tokens * m.output_tokens
-            + 2 * n.cov_out_in_out * m.output_tokens * m.input_tokens * m.output_tokens
-        ) as prediction_half_width_j,
-        n.fit_label,
+        -- an image request: its image fit's prediction (image_side; `image` is false on a day without images)
+        case
+            when {{ image }} then {{ 'i.predicted_j' if image_day else 'null' }}
+            else
+                n.alpha_in * m.input_tokens + n.alpha_out * m.output_tokens
+                + n.alpha_in_out * m.input_tokens * m.output_tokens
+        end as predicted_j,
+        case
+            when {{ image }} then {{ 'i.prediction_half_width_j' if image_day else 'null' }}
+            else n.t_975 * sqrt(
+                n.resid_variance
+                + n.cov_in_in * m.input_tokens * m.input_tokens
+                + n.cov_out_out * m.output_tokens * m.output_tokens
+                + n.cov_in_out_in_out * power(m.input_tokens * m.output_tokens, 2)
+                + 2 * n.cov_in_out * m.input_tokens * m.output_tokens
+                + 2 * n.cov_in_in_out * m.input_tokens * m.input_tokens * m.output_tokens
+                + 2 * n.cov_out_in_out * m.output_tokens * m.input_tokens * m.output_tokens
+            )
+        end as prediction_half_width_j,
+        case when {{ image }} then {{ 'i.fit_label' if image_day else 'null' }} else n.fit_label end as fit_label,
         h.location_g_co2e_per_kwh as start_ci,
         h.location_low_g_co2e_per_kwh as start_ci_low,
         h.location_high_g_co2e_per_kwh as start_ci_high,
         h.market_g_co2e_per_kwh as start_ci_market,
         h.resolution = 'annual' as start_annual,
-        -- training is charged once, on the day the request started
-        case when cast(m.start_time as date) = {{ partition_day() }} then coalesce(m.output_tokens, 0) + 1 else 0 end
-            as inferences_charged,
         t.factor_model,
         t.training_g_co2e_per_inference,
         t.fine_tuning_g_co2e_per_inference,
-        t.training_water_l_per_inference
+        t.training_water_l_per_inference,
+        {%- if image_day %}
+            i.adapter_g_co2e_per_inference,
+            i.adapter_water_l_per_inference
+        {%- else %}
+            cast(null as double) as adapter_g_co2e_per_inference,
+            cast(null as double) as adapter_water_l_per_inference
+        {%- endif %}
     from measured as m
+    {% if image_day -%}
+        left join image_side as i on m.request_key = i.request_key
+    {% endif -%}
     left join factors as f on m.cluster = f.cluster
     left join model_fits as n on m.cluster = n.cluster and m.model = n.model
     left join start_hours as h on m.cluster = h.cluster and date_trunc('hour', m.start_time) = h.hour_start
@@ -526,36 +709,28 @@ predicted as (
 ),
 
 impact as (
+    -- the predicted energy's carbon, at the grid intensity of the hour the request started (null when that hour has
+    -- no grid factor: impact_factor_coverage warns)
     select
         *,
-        pue * (it_energy_j + predicted_it_j) as facility_energy_j,
-        -- (predicted energy with no grid factor for its hour leaves the carbon null: impact_factor_coverage warns)
-        pue * location_g + case when predicted_it_j > 0 then pue * predicted_it_j * start_ci / 3.6e6 else 0 end
-            as operational_location_g_co2e,
-        pue_low * location_low_g
-        + case when predicted_it_low_j > 0 then pue_low * predicted_it_low_j * start_ci_low / 3.6e6 else 0 end
-            as operational_location_low_g_co2e,
-        pue_high * location_high_g
-        + case when predicted_it_high_j > 0 then pue_high * predicted_it_high_j * start_ci_high / 3.6e6 else 0 end
-            as operational_location_high_g_co2e,
+        case when predicted_it_j > 0 then predicted_it_j * start_ci / 3.6e6 else 0 end as predicted_location_g_co2e,
+        case when predicted_it_low_j > 0 then predicted_it_low_j * start_ci_low / 3.6e6 else 0 end
+            as predicted_location_low_g_co2e,
+        case when predicted_it_high_j > 0 then predicted_it_high_j * start_ci_high / 3.6e6 else 0 end
+            as predicted_location_high_g_co2e,
         case
-            when market_factor_j > 0 or (predicted_it_j > 0 and start_ci_market is not null)
-                then pue * market_g + pue * predicted_it_j * coalesce(start_ci_market, start_ci) / 3.6e6
-        end as operational_market_g_co2e,
-        annual_factor_j + case when start_annual then predicted_it_j else 0 end as annual_factor_energy_j,
-        (it_energy_j + predicted_it_j) * wue_onsite_l_per_kwh / 3.6e6 as water_onsite_l,
-        (it_energy_j + predicted_it_low_j) * wue_low_l_per_kwh / 3.6e6 as water_onsite_low_l,
-        (it_energy_j + predicted_it_high_j) * wue_high_l_per_kwh / 3.6e6 as water_onsite_high_l,
-        pue * (it_energy_j + predicted_it_j) * ewif_l_per_kwh / 3.6e6 as water_offsite_l,
-        pue_low * (it_energy_j + predicted_it_low_j) * ewif_low_l_per_kwh / 3.6e6 as water_offsite_low_l,
-        pue_high * (it_energy_j + predicted_it_high_j) * ewif_high_l_per_kwh / 3.6e6 as water_offsite_high_l,
-        coalesce(training_g_co2e_per_inference * inferences_charged, 0) as training_g_co2e,
-        coalesce(fine_tuning_g_co2e_per_inference * inferences_charged, 0) as fine_tuning_g_co2e,
-        coalesce(training_water_l_per_inference * inferences_charged, 0) as training_water_l
+            when predicted_it_j > 0 and start_ci_market is not null then predicted_it_j * start_ci_market / 3.6e6
+        end as predicted_market_g_co2e,
+        annual_factor_j + case when start_annual then predicted_it_j else 0 end as annual_factor_energy_j
     from predicted
 ),
 
-final as (
+stored as (
+    -- What the table stores of each request-day: its attributes, the parts of its energy and impact, and the
+    -- factors they are multiplied by (constant over a cluster-day or a model-month: next to nothing stored). Sums,
+    -- totals and factor x energy products are derived from these when read (request_day_derived_columns() in
+    -- macros/request_days.sql), here and in the table's view alike, so they always add up. The ends of the bounds
+    -- and the concurrency are kept in single precision (bounds rounded outward, so they stay bounds).
     select
         {{ partition_day() }} as day,
         request_key,
@@ -570,55 +745,78 @@ final as (
         endpoint,
         node,
         gpu,
+        -- image requests and LoRA adapters (JSON; null for a text request without adapters) and the images an
+        -- image request generated (its inferences; null for text)
+        image_fields,
+        images_generated,
         cast(greatest(
             {{ days_between('cast(start_time as date)', 'cast(end_time - interval 1 microsecond as date)') }} + 1, 1
         ) as integer) as days_spanned,
-        -- energy (METHODOLOGY section 3)
+        -- energy (METHODOLOGY section 3): the IT energy (the column analysts read most) and three of its attributed
+        -- parts (the host's dynamic part is what remains); the unallocated part is the request-seconds times the
+        -- cluster-day's rate
         request_seconds,
-        concurrency_seconds,
-        telemetry_covered_s,
-        idle_energy_j,
-        dynamic_energy_j,
-        unallocated_idle_energy_j,
-        it_energy_j,
-        accelerator_energy_j,
+        {{ single_precision('concurrency_seconds') }} as concurrency_seconds,
+        request_seconds - telemetry_covered_s as overlap_without_telemetry_s,
+        (accelerator_idle_energy_j + host_idle_energy_j)
+        + (accelerator_dynamic_energy_j + host_dynamic_energy_j)
+        + coalesce(request_seconds * unallocated_idle_energy_j_per_s, 0) as it_energy_j,
+        accelerator_idle_energy_j,
         accelerator_dynamic_energy_j,
-        host_energy_j,
+        host_idle_energy_j,
+        unallocated_idle_energy_j_per_s,
         max_pool_requests,
-        pool_dynamic_energy_j,
+        -- (the single-request rule is checked on the requests alone in their pool-windows)
+        case when max_pool_requests = 1 then pool_dynamic_energy_j end as pool_dynamic_energy_j,
         -- the energy model's estimate for the uncovered time
         uncovered_s,
         predicted_it_j as it_energy_predicted_j,
         predicted_it_low_j as it_energy_predicted_low_j,
         predicted_it_high_j as it_energy_predicted_high_j,
         case when uncovered_s > 0 then fit_label end as prediction_fit,
-        -- impact (METHODOLOGY section 5)
+        -- impact (METHODOLOGY section 5) before PUE: the carbon of the IT energy at each window's hour; market-based
+        -- where a market factor covered part of it (elsewhere it equals the location-based value, not stored again)
         location_g as it_location_g_co2e,
-        facility_energy_j,
-        operational_location_g_co2e,
-        operational_location_low_g_co2e,
-        operational_location_high_g_co2e,
-        operational_market_g_co2e,
+        {{ single_precision('location_low_g', 'down') }} as it_location_low_g_co2e,
+        {{ single_precision('location_high_g', 'up') }} as it_location_high_g_co2e,
+        case when market_factor_j > 0 then market_g end as it_market_g_co2e,
+        predicted_location_g_co2e,
+        predicted_location_low_g_co2e,
+        predicted_location_high_g_co2e,
+        predicted_market_g_co2e,
         market_factor_j as market_factor_energy_j,
         annual_factor_energy_j,
         embodied_g as embodied_g_co2e,
-        embodied_low_g as embodied_low_g_co2e,
-        embodied_high_g as embodied_high_g_co2e,
-        water_onsite_l,
-        water_offsite_l,
+        {{ single_precision('embodied_low_g', 'down') }} as embodied_low_g_co2e,
+        {{ single_precision('embodied_high_g', 'up') }} as embodied_high_g_co2e,
         water_l as water_embodied_l,
+        {{ single_precision('water_low_l', 'down') }} as water_embodied_low_l,
+        {{ single_precision('water_high_l', 'up') }} as water_embodied_high_l,
+        -- the factors
+        pue,
+        pue_low,
+        pue_high,
+        wue_onsite_l_per_kwh,
+        wue_low_l_per_kwh,
+        wue_high_l_per_kwh,
+        ewif_l_per_kwh,
+        ewif_low_l_per_kwh,
+        ewif_high_l_per_kwh,
         factor_model,
-        training_g_co2e,
-        fine_tuning_g_co2e,
-        training_water_l,
-        operational_location_g_co2e + embodied_g + training_g_co2e + fine_tuning_g_co2e as total_g_co2e,
-        operational_location_low_g_co2e + embodied_low_g + training_g_co2e + fine_tuning_g_co2e as total_g_co2e_low,
-        operational_location_high_g_co2e + embodied_high_g + training_g_co2e + fine_tuning_g_co2e
-            as total_g_co2e_high,
-        water_onsite_l + water_offsite_l + water_l + training_water_l as total_water_l,
-        water_onsite_low_l + water_offsite_low_l + water_low_l + training_water_l as total_water_l_low,
-        water_onsite_high_l + water_offsite_high_l + water_high_l + training_water_l as total_water_l_high
+        training_g_co2e_per_inference,
+        fine_tuning_g_co2e_per_inference,
+        training_water_l_per_inference,
+        -- the LoRA adapters' summed fine-tuning rates (null without adapters)
+        adapter_g_co2e_per_inference,
+        adapter_water_l_per_inference,
+        -- the level the request's energy was attributed at: its GPU, node or cluster (lower than the day's when its
+        -- own GPU or node sent no telemetry), or none (docs/telemetry-faults.md)
+        attribution_level
     from impact
+),
+
+final as (
+    {{ select_with_derived('stored', request_day_derived_columns()) | indent(4) }}
 )
 
 select * from final

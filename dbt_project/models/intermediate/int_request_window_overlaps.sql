@@ -1,9 +1,10 @@
 {{ config(materialized='view') }}
 
 -- Overlap o_i,w: seconds of request i inside window w of the day (METHODOLOGY section 3), with the pools the
--- request draws from (its GPU / node when the day's attribution level uses them, else the whole cluster) and
--- their pool-window keys (null where the pool has no telemetry that day). A view: int_pool_window_load sums it
--- per pool-window; int_request_days expands only the requests that span more than one window.
+-- request draws from (its GPU / node when the day's attribution level uses them, else the whole cluster; a fallback
+-- pool when its own sent no telemetry: int_request_pools) and their pool-window keys (null where the request's
+-- cluster has no telemetry that day). A view: int_pool_window_load sums it per pool-window; int_request_days expands
+-- only the requests that span more than one window.
 
 with params as (
     select * from {{ ref('int_cluster_day_params') }}
@@ -15,8 +16,8 @@ requests as (
     where partition_day = {{ partition_day() }}
 ),
 
-pools as (
-    select * from {{ ref('int_cluster_day_pools') }}
+request_pools as (
+    select * from {{ ref('int_request_pools') }}
     where day = {{ partition_day() }}
 ),
 
@@ -25,8 +26,8 @@ bounded as (
         r.request_key,
         r.request_id,
         r.cluster,
-        {{ gpu_pool('p.attribution_level', 'r.node', 'r.gpu') }} as gpu_pool,
-        {{ host_pool('p.attribution_level', 'r.node') }} as host_pool,
+        r.node,
+        r.gpu,
         {{ epoch_s('r.start_time') }} as t0_s,
         {{ epoch_s('r.start_time') }} + r.duration_s as t1_s,
         r.duration_s,
@@ -39,10 +40,10 @@ bounded as (
 
 with_pools as (
     -- the pools' indices, once per request (not per overlap)
-    select b.*, g.pool_index as gpu_pool_index, h.pool_index as host_pool_index
+    select b.*, rp.gpu_pool, rp.host_pool, rp.gpu_pool_index, rp.host_pool_index
     from bounded as b
-    left join pools as g on b.cluster = g.cluster and g.component = 'gpu' and b.gpu_pool = g.pool
-    left join pools as h on b.cluster = h.cluster and h.component = 'host' and b.host_pool = h.pool
+    left join request_pools as rp
+        on b.cluster = rp.cluster and b.node is not distinct from rp.node and b.gpu is not distinct from rp.gpu
 ),
 
 request_windows as (

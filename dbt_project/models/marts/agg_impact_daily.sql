@@ -1,7 +1,8 @@
 {{ config(meta={'partition_days_back': 1}) }}
 
--- Impact per start day x cluster x model x tenant, for analysts: totals, per-request means and medians, bounds,
--- and how much of it rests on predictions or annual grid factors. The previous day is recomputed too (its
+-- Impact per start day x cluster x model x tenant x modality, for analysts: totals, per-request means and
+-- medians, bounds, per image and per megapixel-step for image requests, and how much of it rests on predictions or
+-- annual grid factors. The previous day is recomputed too (its
 -- requests that ran past midnight are completed by this day's materialisation).
 
 with impact as (
@@ -15,6 +16,7 @@ final as (
         cluster,
         model,
         coalesce(tenant, '(none)') as tenant,
+        modality,
         count(*) as requests,
         cast(sum(predicted_inferences) as bigint) as inferences,
         cast(sum(input_tokens) as bigint) as input_tokens,
@@ -46,9 +48,17 @@ final as (
         sum(total_g_co2e) / nullif(sum(output_tokens), 0) as total_g_co2e_per_output_token,
         count(case when energy_source <> 'telemetry' then 1 end) as requests_not_fully_metered,
         count(case when grid_resolution <> 'hourly' then 1 end) as requests_with_annual_grid_factor,
-        count(case when factor_model is null then 1 end) as requests_without_training_factor
+        count(case when factor_model is null then 1 end) as requests_without_training_factor,
+        -- image requests (null for text)
+        cast(sum(images) as bigint) as images,
+        sum(megapixel_steps) as megapixel_steps,
+        sum(facility_energy_j) / nullif(sum(images), 0) / 3600 as facility_energy_wh_per_image,
+        sum(it_energy_j) / nullif(sum(megapixel_steps), 0) as it_energy_j_per_megapixel_step,
+        sum(total_g_co2e) / nullif(sum(images), 0) as total_g_co2e_per_image,
+        sum(total_water_l) / nullif(sum(images), 0) as total_water_l_per_image,
+        count(case when adapters_without_factor is not null then 1 end) as requests_with_unknown_adapter
     from impact
-    group by day, cluster, model, coalesce(tenant, '(none)')
+    group by day, cluster, model, coalesce(tenant, '(none)'), modality
 )
 
 select * from final

@@ -7,7 +7,8 @@
 --   operational       = PUE x IT energy x the grid intensity of each window's hour (location- and market-based)
 --   embodied          = the hardware's embodied carbon per provisioned second, shared like idle energy
 --   water             = on-site WUE x IT energy + EWIF(zone) x facility energy + embodied water + training water
---   training          = the model's monthly rate per inference x (output tokens + 1), apart from the consumer score
+--   training          = the model's monthly rate per inference x inferences (output tokens + 1; an image request:
+--                       its images), apart from the consumer score; fine-tuning adds the LoRA adapters' own rates
 --   totals            total_g_co2e = operational (location) + embodied + training + fine-tuning;
 --                     consumer_sci_g_co2e = operational (location) + embodied; total_water_l = the four waters
 -- IT energy includes the energy model's estimate for time no telemetry covered (energy_source says so).
@@ -23,10 +24,18 @@
     'total_g_co2e', 'total_g_co2e_low', 'total_g_co2e_high', 'total_water_l', 'total_water_l_low',
     'total_water_l_high'] %}
 {%- set attributes = [
-    'cluster', 'model', 'start_time', 'duration_s', 'input_tokens', 'output_tokens', 'tenant', 'endpoint'] %}
+    'cluster', 'model', 'start_time', 'duration_s', 'input_tokens', 'output_tokens', 'tenant', 'endpoint',
+    'image_fields'] %}
 
-with requests as (
+with request_days as (
     {{ request_days_by_request(attributes, summed, ['prediction_fit', 'factor_model']) }}
+),
+
+requests as (
+    select
+        *,
+        {{ unpack_image_fields('image_fields') | indent(8) }}
+    from request_days
 ),
 
 clusters as (
@@ -90,7 +99,9 @@ final as (
         c.gpu_model as hardware,
         f.zone,
         f.pue,
-        cast(coalesce(r.output_tokens, 0) + 1 as bigint) as predicted_inferences,
+        -- inferences: one forward pass per output token plus the prefill (text); the images generated (image)
+        cast(case when r.modality = 'image' then r.images else coalesce(r.output_tokens, 0) + 1 end as bigint)
+            as predicted_inferences,
         -- where the energy came from, and its parts
         case
             when r.uncovered_s = 0 then 'telemetry'
@@ -141,7 +152,35 @@ final as (
             else 'factors.models ' || r.factor_model || ' (' || t.rate_basis || '): ' || t.source
         end as training_source,
         r.days_spanned,
-        r.days_materialised
+        r.days_materialised,
+        -- image requests (docs/images.md): their fields, and energy, carbon and water per image and per
+        -- megapixel-step (images x width x height / 1e6 x floor(steps x strength))
+        r.modality,
+        r.width,
+        r.height,
+        r.images,
+        r.steps,
+        r.strength,
+        r.input_width,
+        r.input_height,
+        r.guidance,
+        r.quality,
+        r.lora,
+        {{ image_megapixel_steps('r') }} as megapixel_steps,
+        r.facility_energy_j / r.images / 3600 as facility_energy_wh_per_image,
+        r.total_g_co2e / r.images as total_g_co2e_per_image,
+        r.total_water_l / r.images as total_water_l_per_image,
+        (r.it_energy_j + r.it_energy_predicted_j) / nullif({{ image_megapixel_steps('r') }}, 0)
+            as it_energy_j_per_megapixel_step,
+        r.adapters_without_factor,
+        case
+            when r.lora is null then null
+            when r.adapters_without_factor is null
+                then 'adapters ' || array_to_string(r.lora, ', ') || ': their factors.models rates x inferences'
+            else
+                'adapters ' || array_to_string(r.lora, ', ') || '; no factor row in factors/models.yml for '
+                || array_to_string(r.adapters_without_factor, ', ') || ' (not charged)'
+        end as fine_tuning_source
     from requests as r
     left join clusters as c on r.cluster = c.cluster
     left join day_factors as f on r.cluster = f.cluster and r.day = f.day

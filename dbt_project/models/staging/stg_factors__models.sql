@@ -22,6 +22,8 @@ final as (
         cast(m.projected_lifetime_inferences as double) as projected_lifetime_inferences,
         cast(m.service_start as date) as service_start,
         cast(m.service_months as integer) as service_months,
+        -- a LoRA adapter's base model (null for a model)
+        m.base_model,
         m.origin,
         m.source,
         m.licence,

@@ -18,7 +18,8 @@ final as (
         cast(lifetime_years as double) as lifetime_years,
         cast(water_embodied_l as double) as water_embodied_l,
         coalesce(attribution_level, 'auto') as attribution_level,
-        provider
+        provider,
+        cast(gpu_max_w as double) as gpu_max_w
     from source
 )
 

@@ -6,6 +6,7 @@ final as (
     select
         partition_day,
         series_key,
+        logical_key,
         cluster,
         node,
         gpu,

@@ -5,10 +5,11 @@ import os
 import dagster as dg
 
 from orchestration import settings
-from orchestration.defs.automation.jobs import impact_daily_job, impact_models_job
+from orchestration.defs.automation.jobs import impact_advice_job, impact_daily_job, impact_models_job
 
 DAILY_SCHEDULE_NAME = "impact_daily_schedule"
 MODELS_SCHEDULE_NAME = "impact_models_schedule"
+ADVICE_SCHEDULE_NAME = "impact_advice_schedule"
 
 
 def schedule_lag_hours() -> int:
@@ -36,4 +37,14 @@ impact_models_schedule = dg.ScheduleDefinition(
     cron_schedule=f"0 {(schedule_lag_hours() + 1) % 24} * * *",
     execution_timezone="UTC",
     description="Refit the models an hour after the daily partition job, on the trailing window of the marts.",
+)
+
+
+impact_advice_schedule = dg.build_schedule_from_partitioned_job(
+    impact_advice_job,
+    name=ADVICE_SCHEDULE_NAME,
+    hour_of_day=min(schedule_lag_hours() + 2, 23),
+    minute_of_hour=0,
+    description="Yesterday's advice (advice.yml), after the daily job and the model fits (runs are queued one at a "
+    "time).",
 )

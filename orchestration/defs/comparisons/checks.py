@@ -7,6 +7,7 @@ import pandas as pd
 from orchestration.defs.comparisons.assets import CMP_ECOLOGITS_KEY, CMP_TABLE
 from orchestration.defs.resources import ImpactSettings
 from orchestration.lib import ecologits_cmp, engines
+from orchestration.lib.check_messages import mlenergy_advice
 
 MLENERGY_CHECK = "mlenergy_plausibility"
 
@@ -51,6 +52,7 @@ def mlenergy_plausibility(settings: ImpactSettings) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=bool(len(bad) == 0),
         severity=dg.AssetCheckSeverity.WARN,
+        description=mlenergy_advice(bad),
         metadata={
             "rows_compared": len(compared),
             "rows_outside_band": len(bad),

@@ -19,8 +19,10 @@ FACTOR_TABLES: dict[str, str] = {
     "water_intensity": "Water consumed per kWh generated (EWIF) per zone, country and WORLD.",
     "datacenter": "PUE and on-site WUE per provider, with ranges.",
     "hardware": "Embodied carbon and water and lifetime per GPU model prefix and server, with ranges.",
+    "gpu_power": "Maximum power per GPU model prefix: the ceiling every telemetry sample is checked against.",
     "models": "Training and fine-tuning footprints, parameter counts, projected lifetime inferences per model.",
     "model_aliases": "The names requests may use for each factor model (normalised keys).",
+    "image_quality": "Image quality labels (standard, hd, ...): the denoising steps and default size they stand for.",
 }
 
 

@@ -1,8 +1,10 @@
 """Models layer: energy and runtime models e_K(tau_in, tau_out) per model x hardware (METHODOLOGY section 4),
-fitted on telemetry-attributed requests and on offline profiling runs, with ANOVA and a comparison of forms.
+fitted on telemetry-attributed requests and on offline profiling runs, with ANOVA and a comparison of forms; and
+the image models (docs/images.md) of image requests and image profiling runs.
 
-The statistics live in orchestration.lib.energy_models and the plots in orchestration.lib.model_plots; this module
-reads the marts, calls them, and writes the results under the `models` schema.
+The statistics live in orchestration.lib.energy_models (text) and orchestration.lib.images.models (images) and the
+plots in orchestration.lib.model_plots; this module reads the marts, calls them, and writes the results under the
+`models` schema.
 """
 
 import datetime as dt
@@ -18,6 +20,8 @@ from orchestration.defs.partitions import DAILY_BACKFILL_POLICY, DAILY_PARTITION
 from orchestration.defs.resources import ImpactSettings
 from orchestration.lib import energy_models as em
 from orchestration.lib import predictions
+from orchestration.lib.images import models as image_models
+from orchestration.lib.images import predict as image_predict
 from orchestration.lib.model_plots import diagnostics_markdown
 from orchestration.lib.predictions import FIT_MAX_ROWS
 from orchestration.lib.warehouse import fetch_one, quote_ident, replace_table, warehouse
@@ -29,6 +33,7 @@ GROUP = "models"
 FITS_KEY = dg.AssetKey(["models", "energy_model_fits"])
 ANOVA_KEY = dg.AssetKey(["models", "energy_model_anova"])
 COMPARISON_KEY = dg.AssetKey(["models", "model_comparison"])
+IMAGE_FITS_KEY = dg.AssetKey(["models", "image_model_fits"])
 REQUEST_ENERGY_KEY = dg.AssetKey(["marts", "fct_request_energy"])
 CLUSTERS_KEY = dg.AssetKey(["raw", "clusters"])
 # the fits' sample kept per day (in the daily job; the fits read the window's parts)
@@ -37,6 +42,7 @@ FIT_SAMPLE_DAYS_KEY = dg.AssetKey(["models", "fit_sample_days"])
 FITS_TABLE = "models.energy_model_fits"
 ANOVA_TABLE = "models.energy_model_anova"
 COMPARISON_TABLE = "models.model_comparison"
+IMAGE_FITS_TABLE = image_predict.FITS_TABLE
 
 TRAILING_DAYS = 28  # telemetry window of the fits, in days up to the latest day in marts.fct_request_energy
 MAX_NUMERIC_GROUPS = 20  # fitted groups whose R2 / F / coefficients become numeric metadata
@@ -57,6 +63,8 @@ COMPARISON_COLUMNS: dict[str, str] = {
     "nobs": "bigint", "n_params": "bigint", "aic": "double", "bic": "double", "aic_scale": "varchar",
     "r_squared": "double", "r_squared_uncentered": "double", "cv_mape": "double", "cv_rmse": "double",
     "error": "varchar", "fitted_at": "timestamp",
+    # text or image; the image forms' fitted terms; the form the predictions use (text: always paper)
+    "modality": "varchar", "terms": "varchar", "selected": "boolean",
 }  # fmt: skip
 
 
@@ -90,28 +98,38 @@ def read_telemetry_requests(con: duckdb.DuckDBPyConnection, trailing_days: int) 
     )[["model", "hardware", "input_tokens", "output_tokens", "energy_j", "runtime_s", "mean_concurrency"]]
 
 
-def read_profiling_dir(data_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every CSV under <data_dir>/profiling (none when the folder is absent), with the rejected rows. A file that
-    cannot be read at all (no header, a missing column) becomes one rejected row instead of failing the fits."""
+def read_profiling_dir(data_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Every CSV under <data_dir>/profiling (none when the folder is absent): (text runs, image runs, rejected
+    rows). A file is image runs when its header has width, height and steps (lib/images/models.py), text runs
+    otherwise. A file that cannot be read at all (no header, a missing column) becomes one rejected row instead of
+    failing the fits."""
     folder = data_dir / "profiling"
     files = sorted(folder.rglob("*.csv")) if folder.is_dir() else []
-    parts, rejects = [], []
+    parts: dict[str, list[pd.DataFrame]] = {"text": [], "image": []}
+    rejects = []
     for path in files:  # a loop over files
+        kind = "text"
         try:
-            good, bad = em.read_profiling_csv(path)
-        except (OSError, ValueError, pd.errors.ParserError) as exc:
+            kind = "image" if image_models.is_image_profiling(pd.read_csv(path, nrows=0).columns) else "text"
+            good, bad = (image_models.read_profiling_csv if kind == "image" else em.read_profiling_csv)(path)
+        except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
             bad = pd.DataFrame(
                 [{"source_file": str(path), "source_row": None, "reason": f"unreadable file: {exc}",
                   "raw_record": None}]
             )  # fmt: skip
-            good = pd.DataFrame(columns=list(em.PROFILING_COLUMNS))
-        parts.append(good)
+            good = pd.DataFrame()
+        parts[kind].append(good)
         rejects.append(bad)
-    rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(em.PROFILING_COLUMNS))
+    text = pd.concat(parts["text"], ignore_index=True) if parts["text"] else pd.DataFrame()
+    image = pd.concat(parts["image"], ignore_index=True) if parts["image"] else pd.DataFrame()
     bad_rows = (
         pd.concat(rejects, ignore_index=True) if rejects else pd.DataFrame(columns=list(em.REJECT_COLUMNS))
     )
-    return rows, bad_rows.reindex(columns=list(em.REJECT_COLUMNS))
+    return (
+        text.reindex(columns=list(em.PROFILING_COLUMNS)) if text.empty else text,
+        image,
+        bad_rows.reindex(columns=list(em.REJECT_COLUMNS)),
+    )
 
 
 # --------------------------------------------------------------------------------------------- fitting
@@ -160,7 +178,8 @@ def comparison_rows(
         model, hardware, source = key
         known = (paper_fits or {}).get(key)
         table = em.compare_forms(g, TARGETS["energy"], fitted={"paper": known} if known is not None else None)
-        table = table.assign(model=model, hardware=hardware, source=source, target="energy", fitted_at=fitted_at)
+        table = table.assign(model=model, hardware=hardware, source=source, target="energy", fitted_at=fitted_at,
+                             modality="text", selected=table["form"] == "paper")  # fmt: skip
         frames.append(table)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COMPARISON_COLUMNS))
 
@@ -198,6 +217,33 @@ def append_fits(con, fits: pd.DataFrame) -> None:
         if c not in have:
             con.execute(f"alter table {FITS_TABLE} add column {quote_ident(c)} {t}")
     _insert(con, FITS_TABLE, fits, types)
+
+
+def fit_images(
+    inputs: dict[str, pd.DataFrame], fitted_at: pd.Timestamp
+) -> tuple[pd.DataFrame, pd.DataFrame, list[image_models.ImageFit]]:
+    """The image models of each source's image rows (lib/images/models.py fit_groups: every additive form fitted
+    and compared, the selected one flagged): (fit rows with skip_reason, comparison rows in COMPARISON_COLUMNS,
+    the fits of the fitted rows in order)."""
+    fits, comparisons, results = [], [], []
+    for source, df in inputs.items():
+        if df.empty:
+            continue
+        rows, comparison, fitted = image_models.fit_groups(df, source, fitted_at=fitted_at)
+        fits.append(rows)
+        comparisons.append(comparison.assign(modality="image"))
+        results += fitted
+    fit_rows = pd.concat(fits, ignore_index=True) if fits else pd.DataFrame(
+        columns=[*image_models.FITS_SCHEMA, "skip_reason"]
+    )
+    comparison = pd.concat(comparisons, ignore_index=True) if comparisons else pd.DataFrame()
+    return fit_rows, comparison.reindex(columns=list(COMPARISON_COLUMNS)), results
+
+
+def append_image_fits(con: duckdb.DuckDBPyConnection, fits: pd.DataFrame) -> None:
+    """Append this run's image fits to models.image_model_fits (history kept, like the text fits)."""
+    image_predict.ensure_fits_table(con)
+    _insert(con, IMAGE_FITS_TABLE, fits, image_models.FITS_SCHEMA)
 
 
 def replace_profiling_rejects(con: duckdb.DuckDBPyConnection, rejects: pd.DataFrame, at: pd.Timestamp) -> None:
@@ -334,11 +380,28 @@ def fit_sample_days(context: dg.AssetExecutionContext, settings: ImpactSettings)
             group_name=GROUP,
             kinds=KINDS,
             owners=OWNERS,
-            deps=[FITS_KEY],
+            deps=[FITS_KEY, IMAGE_FITS_KEY],
             description=(
                 "Is the paper's form the right one? Per model x hardware x source, the energy model's paper "
                 "form against with-intercept, log-log and (telemetry) mean-concurrency forms, by AIC/BIC and "
-                "out-of-sample CV MAPE/RMSE (loglog's AIC is on the log scale). Replaced each run."
+                "out-of-sample CV MAPE/RMSE (loglog's AIC is on the log scale); for image models (modality image) "
+                "the candidate image forms, with the one their predictions use (selected). Replaced each run."
+            ),
+        ),
+        dg.AssetSpec(
+            IMAGE_FITS_KEY,
+            group_name=GROUP,
+            kinds=KINDS,
+            owners=OWNERS,
+            deps=[REQUEST_ENERGY_KEY, CLUSTERS_KEY],
+            description=(
+                "What an image request of a given size costs: per image model x hardware, energy and runtime as a "
+                "sum of a diffusion request's physical parts (per call, per step, denoiser megapixel-steps, "
+                "attention, VAE decode and encode, LoRA adapters; docs/images.md), fitted by OLS on the metered "
+                "image requests of the trailing window (source telemetry) and on image profiling runs (source "
+                "profiling), each candidate form with SEs, HC3 SEs, CIs, R-squared, F, AIC/BIC, Breusch-Pagan and "
+                "CV errors; `selected` marks the form chosen by out-of-sample error, which predictions use. Each "
+                "run appends its fits (fitted_at)."
             ),
         ),
     ],
@@ -350,8 +413,17 @@ def energy_models(
     with warehouse(settings.warehouse_path) as con:
         marts = settings.marts(con)  # (the Spark engine's, or this DuckDB warehouse)
         telemetry = read_telemetry_requests(marts, config.trailing_days)
-        profiling, rejects = read_profiling_dir(settings.data_path)
+        profiling, image_profiling, rejects = read_profiling_dir(settings.data_path)
         replace_profiling_rejects(con, rejects, fitted_at)
+        image_inputs = {
+            "telemetry": image_predict.training_requests(
+                marts, end_day=predictions.latest_day(marts), days=config.trailing_days, cap=FIT_MAX_ROWS
+            ),
+            "profiling": image_profiling,
+        }
+        all_image_fits, image_comparison, _ = fit_images(image_inputs, fitted_at)
+        image_ok = all_image_fits["skip_reason"].isna().to_numpy()
+        image_fits, image_skipped = all_image_fits[image_ok], all_image_fits[~image_ok]
         inputs = {"telemetry": telemetry, "profiling": profiling}
         groups = group_frames(inputs)
         all_fits, results = fit_all(inputs, fitted_at)
@@ -374,8 +446,10 @@ def energy_models(
             if row["target"] == "energy"
         }
         comparison = comparison_rows(groups, fitted_at, paper_energy)
+        comparison = pd.concat([comparison, image_comparison], ignore_index=True) if len(image_comparison) else comparison
 
         append_fits(marts, fits)
+        append_image_fits(marts, image_fits)
         replace_table(marts, ANOVA_TABLE, ANOVA_COLUMNS, anova)
         replace_table(marts, COMPARISON_TABLE, COMPARISON_COLUMNS, comparison)
         (history,) = fetch_one(marts, f"select count(distinct fitted_at) from {FITS_TABLE}")
@@ -402,6 +476,31 @@ def energy_models(
         },
     )
     yield dg.MaterializeResult(
+        asset_key=IMAGE_FITS_KEY,
+        metadata={
+            "dagster/row_count": dg.MetadataValue.int(len(image_fits)),
+            "fitted_at": dg.MetadataValue.text(fitted_at.isoformat()),
+            "telemetry_image_requests": dg.MetadataValue.int(len(image_inputs["telemetry"])),
+            "profiling_image_runs": dg.MetadataValue.int(len(image_profiling)),
+            "groups_skipped": dg.MetadataValue.int(len(image_skipped)),
+            "fits": dg.MetadataValue.md(
+                frame_markdown(
+                    image_fits[["model", "hardware", "source", "target", "form", "terms", "selected", "r_squared",
+                                "cv_mape", "nobs"]]
+                )
+            ),
+            "skipped": dg.MetadataValue.md(skipped_markdown(image_skipped)),
+            **{
+                f"{name}/{r['model']}/{r['hardware'] or '-'}/{r['source']}/{r['target']}": dg.MetadataValue.float(
+                    float(r[col])
+                )
+                for r in image_fits[image_fits["selected"].astype(bool)].head(MAX_NUMERIC_GROUPS).to_dict("records")
+                for name, col in (("r2", "r_squared"), ("cv_mape", "cv_mape"), ("alpha_denoise", "alpha_denoise"))
+                if r[col] is not None and math.isfinite(float(r[col]))
+            },
+        },
+    )
+    yield dg.MaterializeResult(
         asset_key=ANOVA_KEY,
         metadata={
             "dagster/row_count": dg.MetadataValue.int(len(anova)),
@@ -416,7 +515,8 @@ def energy_models(
         metadata={
             "dagster/row_count": dg.MetadataValue.int(len(comparison)),
             "preview": dg.MetadataValue.md(
-                frame_markdown(best[["model", "hardware", "source", "form", "aic", "aic_scale", "cv_mape", "cv_rmse"]])
+                frame_markdown(best[["modality", "model", "hardware", "source", "form", "aic", "aic_scale", "cv_mape", "cv_rmse",
+                                     "selected"]])
             ),
         },
     )

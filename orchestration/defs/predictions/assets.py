@@ -8,7 +8,7 @@ models.prediction_errors compares the predictions with the attributed energy ove
 
 import dagster as dg
 
-from orchestration.defs.models.assets import FITS_KEY
+from orchestration.defs.models.assets import FITS_KEY, IMAGE_FITS_KEY
 from orchestration.defs.resources import ImpactSettings
 from orchestration.lib import predictions
 from orchestration.lib.warehouse import warehouse
@@ -24,12 +24,13 @@ CLUSTERS_KEY = dg.AssetKey(["raw", "clusters"])
     group_name="models",
     kinds={"statsmodels", "duckdb"},
     owners=OWNERS,
-    deps=[FITS_KEY, FCT_REQUEST_ENERGY_KEY, CLUSTERS_KEY],
+    deps=[FITS_KEY, IMAGE_FITS_KEY, FCT_REQUEST_ENERGY_KEY, CLUSTERS_KEY],
 )
 def request_predictions(context: dg.AssetExecutionContext, settings: ImpactSettings) -> dg.MaterializeResult:
-    """Predicted request duration (r_K), predicted inferences (output tokens + 1) and predicted energy (e_K) with
-    95 % prediction intervals for every request of marts.fct_request_energy, from the latest paper-form fit of its
-    model x hardware (hardware = the cluster's GPU model; telemetry fit preferred) in models.energy_model_fits.
+    """Predicted request duration (r_K), predicted inferences (output tokens + 1; an image request's images) and
+    predicted energy (e_K) with 95 % prediction intervals for every request of marts.fct_request_energy, from the
+    latest paper-form fit of its model x hardware (hardware = the cluster's GPU model; telemetry fit preferred) in
+    models.energy_model_fits (an image request: the latest selected fit in models.image_model_fits).
     Predicted energy is comparable with it_energy_j (dynamic + idle shares as attributed). A view (always the
     current fits); models.prediction_errors (MAPE, median ratio and interval coverage of predicted vs attributed
     energy per model x hardware, trailing 28 days) is replaced each run."""

@@ -6,7 +6,16 @@ import datetime as dt
 import dagster as dg
 
 from orchestration.defs.resources import ImpactSettings
-from orchestration.lib import invariants
+from orchestration.lib import fault_report, invariants
+from orchestration.lib.check_messages import (
+    coverage_advice,
+    durations_advice,
+    factor_gaps_advice,
+    invariant_advice,
+    power_ceiling_advice,
+    telemetry_faults_advice,
+    unmatched_requests_advice,
+)
 from orchestration.lib.warehouse import fetch_one
 
 CLUSTER_DAILY_KEY = dg.AssetKey(["marts", "fct_cluster_energy_daily"])
@@ -28,8 +37,10 @@ def _violations_result(
     settings: ImpactSettings,
     query,
     header: tuple[str, ...],
+    what: str,
 ) -> dg.AssetCheckResult:
-    """Run an invariants query (returns the offending rows) on the partition's day, read-only; pass when empty."""
+    """Run an invariants query (returns the offending rows) on the partition's day, read-only; pass when empty.
+    ``what`` names the offending rows in the one-line advice (e.g. 'request-day(s) whose totals ...')."""
     con = settings.open_engine()
     try:
         bad = query(con, _partition_day(context))
@@ -37,6 +48,7 @@ def _violations_result(
         con.close()
     return dg.AssetCheckResult(
         passed=not bad,
+        description=invariant_advice(what, bad),
         metadata={"violations": len(bad), "details": dg.MetadataValue.md(_rows_md(header, bad) if bad else "none")},
     )
 
@@ -69,6 +81,9 @@ def energy_conservation(context: dg.AssetCheckExecutionContext, settings: Impact
         con.close()
     return dg.AssetCheckResult(
         passed=not bad,
+        description=invariant_advice(
+            "cluster-day(s) where attributed + unattributed energy is not the metered energy", bad
+        ),
         metadata={
             "violations": len(bad),
             "partition": str(day or "all"),
@@ -88,7 +103,8 @@ def energy_conservation(context: dg.AssetCheckExecutionContext, settings: Impact
 def no_negative_energy(context: dg.AssetCheckExecutionContext, settings: ImpactSettings) -> dg.AssetCheckResult:
     """No window or request carries negative energy (counter resets are handled, never subtracted)."""
     return _violations_result(
-        context, settings, invariants.negative_energy_rows, ("table", "cluster", "at", "it_energy_j")
+        context, settings, invariants.negative_energy_rows, ("table", "cluster", "at", "it_energy_j"),
+        "window(s) or request(s) with negative energy",
     )
 
 
@@ -104,6 +120,9 @@ def single_request_rule(context: dg.AssetCheckExecutionContext, settings: Impact
         con.close()
     return dg.AssetCheckResult(
         passed=not bad,
+        description=invariant_advice(
+            "request(s) alone in their pool that did not get the metered dynamic energy of their windows", bad
+        ),
         metadata={"violations": len(bad), "requests_alone_tested": tested, "details": dg.MetadataValue.md(
             _rows_md(("request_id", "day", "window_dynamic_j", "attributed_dynamic_j"), bad) if bad else "none")},
     )
@@ -128,6 +147,7 @@ def telemetry_coverage(context: dg.AssetCheckExecutionContext, settings: ImpactS
     return dg.AssetCheckResult(
         passed=not low,
         severity=dg.AssetCheckSeverity.WARN,
+        description=coverage_advice(low, settings.coverage_warn_below),
         metadata={
             "threshold": settings.coverage_warn_below,
             "lowest_coverage": float(lowest) if lowest is not None else 1.0,
@@ -149,7 +169,8 @@ def impact_totals_add_up(context: dg.AssetCheckExecutionContext, settings: Impac
     """Every request's totals equal the sum of their parts (carbon, SCI score, water), facility energy is PUE x IT
     energy, nothing is negative, and the low/high bounds bracket the central values."""
     return _violations_result(
-        context, settings, invariants.impact_sum_violations, ("request_id", "cluster", "day", "problem")
+        context, settings, invariants.impact_sum_violations, ("request_id", "cluster", "day", "problem"),
+        "request-day(s) whose totals, facility energy or bounds do not add up",
     )
 
 
@@ -160,6 +181,7 @@ def impact_conservation(context: dg.AssetCheckExecutionContext, settings: Impact
     return _violations_result(
         context, settings, invariants.impact_conservation_violations,
         ("cluster", "day", "quantity", "total", "attributed", "unattributed"),
+        "cluster-day quantity(ies) (operational or embodied carbon, embodied water) that do not conserve",
     )
 
 
@@ -177,5 +199,103 @@ def impact_factor_coverage(context: dg.AssetCheckExecutionContext, settings: Imp
     return dg.AssetCheckResult(
         passed=gaps["no_grid_factor"] == 0 and gaps["no_energy_for_uncovered_time"] == 0,
         severity=dg.AssetCheckSeverity.WARN,
+        description=factor_gaps_advice(gaps),
         metadata={k: dg.MetadataValue.int(v) for k, v in gaps.items()},
+    )
+
+
+# -------------------------------------------------------------------------------- telemetry and log faults (issue 22)
+
+WINDOW_ENERGY_KEY = dg.AssetKey(["marts", "fct_window_energy"])
+POWER_CEILING_CHECK = "power_ceiling"
+TELEMETRY_FAULTS_CHECK = "telemetry_faults"
+REQUESTS_MATCH_TELEMETRY_CHECK = "requests_match_telemetry"
+REQUEST_DURATIONS_CHECK = "request_durations_plausible"
+
+
+def _read(settings: ImpactSettings, query):
+    con = settings.open_engine()
+    try:
+        return query(con)
+    finally:
+        con.close()
+
+
+@dg.asset_check(asset=WINDOW_ENERGY_KEY, name=POWER_CEILING_CHECK, blocking=True)
+def power_ceiling(context: dg.AssetCheckExecutionContext, settings: ImpactSettings) -> dg.AssetCheckResult:
+    """No stored pool-window holds more energy than its hardware can draw: GPUs at most their maximum power
+    (clusters.yml gpu_max_w, else factors.gpu_power) x the margin, hosts at most host_max_w x the margin, over the
+    seconds they were present. Telemetry above it is quarantined upstream; a window that still exceeds it fails the
+    day (docs/telemetry-faults.md)."""
+    con = settings.open_engine()
+    try:
+        bad = fault_report.power_ceiling_violations(con, _partition_day(context))
+    finally:
+        con.close()
+    header = ("cluster", "day", "component", "pool", "window", "energy_j", "mean_w", "ceiling_w")
+    return dg.AssetCheckResult(
+        passed=not bad,
+        description=power_ceiling_advice(bad),
+        metadata={"violations": len(bad), "details": dg.MetadataValue.md(_rows_md(header, bad) if bad else "none")},
+    )
+
+
+@dg.asset_check(asset=CLUSTER_DAILY_KEY, name=TELEMETRY_FAULTS_CHECK)
+def telemetry_faults(context: dg.AssetCheckExecutionContext, settings: ImpactSettings) -> dg.AssetCheckResult:
+    """Warns when the day's telemetry had samples rejected (counter glitches, stale counters, power above the
+    GPU's ceiling), energy quarantined or intervals bridged; duplicate scrapes skipped are reported too. The rows
+    are in intermediate.int_telemetry_quarantine."""
+    day = _partition_day(context)
+    rows = _read(settings, lambda con: fault_report.telemetry_faults(con, None if day is None else [day]))
+    header = ("day", "cluster", "rejected_samples", "quarantined_gpu_s", "quarantined_kwh", "bridged", "duplicates")
+    flagged = [r for r in rows if r[2] or r[3] or r[5]]
+    return dg.AssetCheckResult(
+        passed=not flagged,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=telemetry_faults_advice(flagged),
+        metadata={
+            "cluster_days_flagged": len(flagged),
+            "rejected_samples": int(sum(r[2] for r in rows)),
+            "quarantined_kwh": float(sum(r[4] for r in rows)),
+            "duplicate_samples": int(sum(r[6] for r in rows)),
+            "details": dg.MetadataValue.md(_rows_md(header, rows) if rows else "none"),
+        },
+    )
+
+
+@dg.asset_check(asset=REQUEST_ENERGY_KEY, name=REQUESTS_MATCH_TELEMETRY_CHECK)
+def requests_match_telemetry(
+    context: dg.AssetCheckExecutionContext, settings: ImpactSettings
+) -> dg.AssetCheckResult:
+    """Warns when requests name a node or GPU that sent no telemetry that day (after normalising names): they are
+    attributed at the next level up (their node's GPUs, else the cluster) and listed here by name."""
+    day = _partition_day(context)
+    rows = _read(settings, lambda con: fault_report.unmatched_requests(con, None if day is None else [day]))
+    return dg.AssetCheckResult(
+        passed=not rows,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=unmatched_requests_advice(rows),
+        metadata={
+            "names_unmatched": len(rows),
+            "requests_attributed_higher": int(sum(r[5] for r in rows)),
+            "details": dg.MetadataValue.md(
+                _rows_md(("day", "cluster", "node", "gpu", "attributed at", "requests"), rows) if rows else "none"
+            ),
+        },
+    )
+
+
+@dg.asset_check(asset=CLUSTER_DAILY_KEY, name=REQUEST_DURATIONS_CHECK)
+def request_durations_plausible(
+    context: dg.AssetCheckExecutionContext, settings: ImpactSettings
+) -> dg.AssetCheckResult:
+    """Warns when request durations look like the wrong unit: a median above 2 s per output token, or more than 80 %
+    of the request-seconds on GPUs that drew no dynamic power at the time (duration_s in milliseconds?)."""
+    day = _partition_day(context)
+    findings = _read(settings, lambda con: fault_report.duration_findings(con, None if day is None else [day]))
+    return dg.AssetCheckResult(
+        passed=not findings,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=durations_advice(findings),
+        metadata={"findings": dg.MetadataValue.md("\n".join(f"- {f}" for f in findings) or "none")},
     )

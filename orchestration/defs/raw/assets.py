@@ -8,7 +8,7 @@ import dagster as dg
 
 from orchestration.defs.partitions import DAILY_BACKFILL_POLICY, DAILY_PARTITIONS
 from orchestration.defs.resources import ImpactSettings, PrometheusResource
-from orchestration.lib import ingest
+from orchestration.lib import fault_report, ingest
 from orchestration.lib import prometheus as prom_api
 from orchestration.lib.warehouse import warehouse
 
@@ -16,6 +16,8 @@ OWNERS = ["team:platform"]
 CLUSTERS_KEY = dg.AssetKey(["raw", "clusters"])
 REQUESTS_KEY = dg.AssetKey(["raw", "requests"])
 TELEMETRY_KEY = dg.AssetKey(["raw", "telemetry_samples"])
+TELEMETRY_SERIES_KEY = dg.AssetKey(["raw", "telemetry_series"])
+IMAGE_QUALITY_KEY = dg.AssetKey(["factors", "image_quality"])  # quality labels of image requests
 
 
 def summary_markdown(summary: ingest.IngestSummary) -> str:
@@ -72,43 +74,92 @@ def raw_clusters(context: dg.AssetExecutionContext, settings: ImpactSettings) ->
     owners=OWNERS,
     partitions_def=DAILY_PARTITIONS,
     backfill_policy=DAILY_BACKFILL_POLICY,
-    deps=[CLUSTERS_KEY],
+    deps=[CLUSTERS_KEY, IMAGE_QUALITY_KEY],
 )
 def raw_requests(context: dg.AssetExecutionContext, settings: ImpactSettings) -> dg.MaterializeResult:
     """Request log rows (JSON lines, CSV, Parquet or OTLP GenAI spans) of every request that overlaps the day.
-    Malformed rows, bad timestamps, missing/negative/NaN durations, bad token counts, missing model, unknown
-    cluster and duplicate request ids go to raw.rejected_rows. Re-materialising a day replaces it."""
+    Image requests (modality image) carry their size, images, steps, strength, guidance, quality label (its steps
+    and size from factors.image_quality) and LoRA adapters. Malformed rows, bad timestamps, missing/negative/NaN
+    durations, bad token counts, bad image fields, missing model, unknown cluster and duplicate request ids go to
+    raw.rejected_rows. Re-materialising a day replaces it."""
     day = dt.date.fromisoformat(context.partition_key)
     with warehouse(settings.warehouse_path) as con:
         summary = ingest.ingest_requests(con, settings.data_path, day, settings.max_request_duration_s)
-    return _result(context, summary)
+        findings = fault_report.duration_findings(con, [day], with_telemetry=False)
+    for finding in findings:
+        context.log.warning(finding)
+    result = _result(context, summary)
+    return dg.MaterializeResult(
+        metadata={
+            **(result.metadata or {}),
+            "duration_unit_findings": dg.MetadataValue.md("\n".join(f"- {f}" for f in findings) or "none"),
+        }
+    )
 
 
-@dg.asset(
-    key=TELEMETRY_KEY,
-    group_name="raw",
-    kinds={"duckdb", "prometheus"},
-    owners=OWNERS,
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            key=TELEMETRY_KEY,
+            group_name="raw",
+            kinds={"duckdb", "prometheus"},
+            owners=OWNERS,
+            deps=[CLUSTERS_KEY],
+            description="Telemetry samples of the day plus a margin, in SI units (raw.telemetry_points, and the view "
+            "raw.telemetry_samples over points and series).",
+        ),
+        dg.AssetSpec(
+            key=TELEMETRY_SERIES_KEY,
+            group_name="raw",
+            kinds={"duckdb"},
+            owners=OWNERS,
+            deps=[CLUSTERS_KEY],
+            description="Each telemetry series once: its labels as exported, the normalised node, the GPU's one name "
+            "(index, UUID, PCI bus id tied together) and the logical series key (orchestration/lib/identity.py).",
+        ),
+    ],
     partitions_def=DAILY_PARTITIONS,
     backfill_policy=DAILY_BACKFILL_POLICY,
-    deps=[CLUSTERS_KEY],
+    name="raw_telemetry_samples",
 )
 def raw_telemetry_samples(
     context: dg.AssetExecutionContext, settings: ImpactSettings, prometheus: PrometheusResource
-) -> dg.MaterializeResult:
+):
     """GPU and host telemetry samples (DCGM exporter, Triton, node_exporter names) for the day plus a margin, in SI
     units: DCGM % -> 0-1, mJ -> J. From telemetry/ files (long-format CSV/Parquet or Prometheus text with
     timestamps), or, when a Prometheus URL is configured (IMPACT_PROMETHEUS_URL, `impact run --prometheus-url`),
     the raw samples of the clusters in clusters.yml pulled from that server. Samples of metrics the method does not
-    use are counted as ignored; bad samples go to raw.rejected_rows. Re-materialising a day replaces it (late
-    data: re-run the day)."""
+    use are counted as ignored; bad samples go to raw.rejected_rows. Node names are normalised and a GPU's index,
+    UUID and PCI bus id mapped to one name (raw.telemetry_series). Re-materialising a day replaces it (late data:
+    re-run the day)."""
     day = dt.date.fromisoformat(context.partition_key)
     if not prometheus.enabled:
         with warehouse(settings.warehouse_path) as con:
             summary = ingest.ingest_telemetry(con, settings.data_path, day, settings.telemetry_margin_s)
+            series = _series_metadata(con)
         result = _result(context, summary)
-        return dg.MaterializeResult(metadata={**(result.metadata or {}), "source": dg.MetadataValue.text("files")})
-    return _telemetry_from_prometheus(context, settings, prometheus, day)
+        metadata = {**(result.metadata or {}), "source": dg.MetadataValue.text("files")}
+    else:
+        metadata, series = _telemetry_from_prometheus(context, settings, prometheus, day)
+    yield dg.MaterializeResult(asset_key=TELEMETRY_KEY, metadata=metadata)
+    yield dg.MaterializeResult(asset_key=TELEMETRY_SERIES_KEY, metadata=series)
+
+
+def _series_metadata(con) -> dict[str, object]:
+    """Row count of raw.telemetry_series and the series whose node or GPU name differs from its label."""
+    rows = con.execute(
+        """
+        select count(*),
+               count(case when node <> node_label then 1 end),
+               count(case when gpu is distinct from gpu_label then 1 end)
+        from raw.telemetry_series
+        """
+    ).fetchall()[0]
+    return {
+        "dagster/row_count": dg.MetadataValue.int(int(rows[0])),
+        "series_with_node_renamed": dg.MetadataValue.int(int(rows[1])),
+        "series_with_gpu_renamed": dg.MetadataValue.int(int(rows[2])),
+    }
 
 
 def prometheus_cache_path(warehouse_path: Path, day: dt.date) -> Path:
@@ -119,7 +170,7 @@ def prometheus_cache_path(warehouse_path: Path, day: dt.date) -> Path:
 
 def _telemetry_from_prometheus(
     context: dg.AssetExecutionContext, settings: ImpactSettings, prometheus: PrometheusResource, day: dt.date
-) -> dg.MaterializeResult:
+) -> tuple[dict[str, object], dict[str, object]]:
     """Pull the day's raw samples (no warehouse lock held meanwhile), then load them through the same validation
     as files."""
     client = prometheus.client()
@@ -149,18 +200,17 @@ def _telemetry_from_prometheus(
             con, settings.data_path, day, settings.telemetry_margin_s, samples="_prometheus_samples"
         )
         con.execute("drop view _prometheus_samples")
+        series = _series_metadata(con)
     result = _result(context, summary)
-    return dg.MaterializeResult(
-        metadata={
-            **(result.metadata or {}),
-            "source": dg.MetadataValue.text(f"prometheus:{stats.server}"),
-            "prometheus_queries": dg.MetadataValue.int(stats.queries),
-            "prometheus_chunk_splits": dg.MetadataValue.int(stats.splits),
-            "prometheus_samples": dg.MetadataValue.int(stats.samples),
-            "prometheus_series": dg.MetadataValue.int(stats.series),
-            "prometheus_seconds": dg.MetadataValue.float(round(stats.seconds, 3)),
-        }
-    )
+    return {
+        **(result.metadata or {}),
+        "source": dg.MetadataValue.text(f"prometheus:{stats.server}"),
+        "prometheus_queries": dg.MetadataValue.int(stats.queries),
+        "prometheus_chunk_splits": dg.MetadataValue.int(stats.splits),
+        "prometheus_samples": dg.MetadataValue.int(stats.samples),
+        "prometheus_series": dg.MetadataValue.int(stats.series),
+        "prometheus_seconds": dg.MetadataValue.float(round(stats.seconds, 3)),
+    }, series
 
 
 def _sql_literal(path: Path) -> str:

@@ -14,6 +14,7 @@ from orchestration.dbt_manifest import claim_target_path, wait_for_parse
 from orchestration.defs.partitions import DAILY_BACKFILL_POLICY, DAILY_PARTITIONS
 from orchestration.defs.resources import DBT_PROJECT, ImpactSettings
 from orchestration.lib import engines, preload
+from orchestration.lib.operations import parts, retention
 from orchestration.lib.warehouse import connect, fetch_one, quote_ident
 
 LAYER_OWNERS = {
@@ -67,6 +68,7 @@ def impact_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, se
     """Power per window, concurrency, energy per request-second and per-request attribution (METHODOLOGY 2-3)."""
     # dbt inherits this process's environment; runs are sequential (one DuckDB writer), so setting it is safe.
     os.environ[PARTITION_DAY_ENV] = context.partition_key
+    refuse_retired_day(context, settings)
     if settings.is_spark:
         publish_raw_layer(context, settings)
     args = dbt_build_args(settings.dbt_vars())
@@ -97,6 +99,17 @@ def publish_raw_layer(context: dg.AssetExecutionContext, settings: ImpactSetting
     )
 
 
+def refuse_retired_day(context: dg.AssetExecutionContext, settings: ImpactSettings) -> None:
+    """Fail before dbt replaces a day whose raw inputs retention deleted and the inputs no longer hold
+    (lib/operations/retention.py): its kept results would become zeros."""
+    with connect(settings.warehouse_path) as con:
+        try:
+            if retention.refuse_retired_day(con, dt.date.fromisoformat(context.partition_key)):
+                context.log.warning(f"{context.partition_key} had been retired: re-materialised from its inputs")
+        except retention.RetiredDay as exc:
+            raise dg.Failure(str(exc)) from None
+
+
 def partition_row_counts(context: dg.AssetExecutionContext, settings: ImpactSettings):
     """One AssetObservation per materialised (non-view) model with the partition's row count."""
     day = dt.date.fromisoformat(context.partition_key)
@@ -118,7 +131,7 @@ def partition_row_counts(context: dg.AssetExecutionContext, settings: ImpactSett
                 where c.column_name = 'day' and (t.table_type = 'BASE TABLE' or c.table_schema = 'marts')
                 """
             ).fetchall()
-        }
+        } | {tuple(relation.split(".")) for relation in parts.parquet_relations(con)}  # views over day files
         for key in tables:
             schema, table = key.path
             if (schema, table) not in partitioned:  # a whole-history table (e.g. the monthly training rates)

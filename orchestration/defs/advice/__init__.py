@@ -1,0 +1,1 @@
+"""Advice layer: routing, rightsizing, shifting and settings advice from the measured data (lib/advice)."""

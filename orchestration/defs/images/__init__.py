@@ -1,0 +1,1 @@
+"""Image requests: checks on the image models and on the LoRA adapters' factors (docs/images.md)."""
