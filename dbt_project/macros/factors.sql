@@ -48,7 +48,7 @@
 {#- A GPU model name as the gpu_power factors are matched on: lower case, vendor and brand words dropped, spaces and
     underscores as dashes ('NVIDIA H100 80GB HBM3' -> 'h100-80gb-hbm3', 'Tesla T4' -> 't4'). -#}
 {% macro gpu_model_key(column) -%}
-    regexp_replace(
-        regexp_replace(lower(trim({{ column }})), '^((nvidia|tesla|amd|instinct)[ _-]*)+', ''), '[ _]+', '-', 'g'
-    )
+    {{ regexp_replace_all(
+        "regexp_replace(lower(trim(" ~ column ~ ")), '^((nvidia|tesla|amd|instinct)[ _-]*)+', '')", "'[ _]+'", "'-'"
+    ) }}
 {%- endmacro %}

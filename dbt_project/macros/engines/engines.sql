@@ -242,3 +242,156 @@
 {% macro default__describe_query(sql) -%}{{ engine_unsupported('describe_query') }}{%- endmacro %}
 {% macro duckdb__describe_query(sql) -%}describe {{ sql }}{%- endmacro %}
 {% macro spark__describe_query(sql) -%}describe query {{ sql }}{%- endmacro %}
+
+{#- ---------------------------------------------------------------- lists and JSON (image requests, identity) -#}
+
+{#- One row per element of a list (in a select list: the row is repeated, one element each; none for a null or
+    empty list). -#}
+{% macro explode_list(list) -%}{{ adapter.dispatch('explode_list')(list) }}{%- endmacro %}
+{% macro default__explode_list(list) -%}{{ engine_unsupported('explode_list') }}{%- endmacro %}
+{% macro duckdb__explode_list(list) -%}unnest({{ list }}){%- endmacro %}
+{% macro spark__explode_list(list) -%}explode({{ list }}){%- endmacro %}
+
+{#- A list of the expressions `items` (a Jinja list of SQL expressions). -#}
+{% macro list_of(items) -%}{{ adapter.dispatch('list_of')(items) }}{%- endmacro %}
+{% macro default__list_of(items) -%}{{ engine_unsupported('list_of') }}{%- endmacro %}
+{% macro duckdb__list_of(items) -%}[{{ items | join(', ') }}]{%- endmacro %}
+{% macro spark__list_of(items) -%}array({{ items | join(', ') }}){%- endmacro %}
+
+{#- The number of elements of a list; null for a null list (Spark's size() gives -1 there: array_size does not). -#}
+{% macro list_length(list) -%}{{ adapter.dispatch('list_length')(list) }}{%- endmacro %}
+{% macro default__list_length(list) -%}{{ engine_unsupported('list_length') }}{%- endmacro %}
+{% macro duckdb__list_length(list) -%}len({{ list }}){%- endmacro %}
+{% macro spark__list_length(list) -%}array_size({{ list }}){%- endmacro %}
+
+{#- Aggregate: the sorted list of `value` over the rows where `condition` holds; null when no row does. -#}
+{% macro sorted_list_agg(value, condition) -%}
+    {{ adapter.dispatch('sorted_list_agg')(value, condition) }}
+{%- endmacro %}
+{% macro default__sorted_list_agg(value, condition) -%}{{ engine_unsupported('sorted_list_agg') }}{%- endmacro %}
+{% macro duckdb__sorted_list_agg(value, condition) -%}
+    list({{ value }} order by {{ value }}) filter (where {{ condition }})
+{%- endmacro %}
+{#- (collect_list gives [] over no row where DuckDB's list gives null) -#}
+{% macro spark__sorted_list_agg(value, condition) -%}
+    case
+        when count(case when {{ condition }} then 1 end) > 0
+            then array_sort(collect_list(case when {{ condition }} then {{ value }} end))
+    end
+{%- endmacro %}
+
+{#- A JSON object (text) of the (key, expression) pairs `fields`, null values written as null. -#}
+{% macro json_object(fields) -%}{{ adapter.dispatch('json_object')(fields) }}{%- endmacro %}
+{% macro default__json_object(fields) -%}{{ engine_unsupported('json_object') }}{%- endmacro %}
+{% macro duckdb__json_object(fields) -%}
+    cast(to_json(struct_pack(
+        {%- for key, value in fields %}
+        {{ key }} := {{ value }}{{ ',' if not loop.last }}
+        {%- endfor %}
+    )) as varchar)
+{%- endmacro %}
+{#- (Spark's to_json leaves null fields out unless told; its text is DuckDB's: no spaces, fields in order) -#}
+{% macro spark__json_object(fields) -%}
+    to_json(named_struct(
+        {%- for key, value in fields %}
+        '{{ key }}', {{ value }}{{ ',' if not loop.last }}
+        {%- endfor %}
+    ), map('ignoreNullFields', 'false'))
+{%- endmacro %}
+
+{#- The text of a JSON object's field `key` (null when absent or null). -#}
+{% macro json_field_text(json, key) -%}{{ adapter.dispatch('json_field_text')(json, key) }}{%- endmacro %}
+{% macro default__json_field_text(json, key) -%}{{ engine_unsupported('json_field_text') }}{%- endmacro %}
+{% macro duckdb__json_field_text(json, key) -%}{{ json }} ->> '{{ key }}'{%- endmacro %}
+{% macro spark__json_field_text(json, key) -%}get_json_object({{ json }}, '$.{{ key }}'){%- endmacro %}
+
+{#- A JSON object's field `key` holding a list of strings, as a list (null when absent or null). -#}
+{% macro json_field_text_list(json, key) -%}
+    {{ adapter.dispatch('json_field_text_list')(json, key) }}
+{%- endmacro %}
+{% macro default__json_field_text_list(json, key) -%}{{ engine_unsupported('json_field_text_list') }}{%- endmacro %}
+{% macro duckdb__json_field_text_list(json, key) -%}cast({{ json }} -> '{{ key }}' as varchar[]){%- endmacro %}
+{% macro spark__json_field_text_list(json, key) -%}
+    from_json(get_json_object({{ json }}, '$.{{ key }}'), 'array<string>')
+{%- endmacro %}
+
+{#-
+    single_precision (macros/stored_columns.sql) on Spark, which has no nextafter(): the float next to f = cast(x
+    as float) toward -inf ('down') or +inf ('up') when f lies on the wrong side of x, from f's exponent e
+    (2^e <= |f| < 2^(e+1), log2 corrected where it rounds) and the spacing 2^(e-23) of normal floats, halved below
+    a power of two on the way to zero: the same float as DuckDB's nextafter for every normal float.
+-#}
+{% macro spark__single_precision(column, direction) -%}
+    {%- if direction is none -%}
+        cast({{ column }} as float)
+    {%- elif direction in ('down', 'up') -%}
+        {%- set f = 'cast(cast(' ~ column ~ ' as float) as double)' -%}
+        {%- set e0 = 'floor(log2(abs(' ~ f ~ ')))' -%}
+        {%- set e -%}
+            ({{ e0 }} - case when pow(2, {{ e0 }}) > abs({{ f }}) then 1 else 0 end
+                + case when pow(2, {{ e0 }} + 1) <= abs({{ f }}) then 1 else 0 end)
+        {%- endset -%}
+        {%- set ulp = 'pow(2, ' ~ e ~ ' - 23)' -%}
+        {#- toward zero from a power of two the spacing is half -#}
+        {%- set inward = 'case when abs(' ~ f ~ ') = pow(2, ' ~ e ~ ') then ' ~ ulp ~ ' / 2 else ' ~ ulp ~ ' end' -%}
+        case
+            when {{ f }} {{ '>' if direction == 'down' else '<' }} {{ column }}
+                then cast(
+                    case
+                        when {{ f }} = 0 then {{ '-' if direction == 'down' else '' }}pow(2, -149)
+                        {%- if direction == 'down' %}
+                        when {{ f }} > 0 then {{ f }} - {{ inward }}
+                        else {{ f }} - {{ ulp }}
+                        {%- else %}
+                        when {{ f }} < 0 then {{ f }} + {{ inward }}
+                        else {{ f }} + {{ ulp }}
+                        {%- endif %}
+                    end as float)
+            else cast({{ column }} as float)
+        end
+    {%- else -%}
+        {{ exceptions.raise_compiler_error("direction must be down, up or none, not " ~ direction) }}
+    {%- endif -%}
+{%- endmacro %}
+
+{#-
+    The rows of a query that pass a condition on window functions:
+    {% call qualify_rows("max(x) over (...) <= y") %} select ... {% endcall %}. DuckDB: `qualify condition`.
+    Spark: the condition as one more column, `_qualified`, filtered around the query (as first_row_per does).
+-#}
+{% macro qualify_rows(condition) -%}{{ adapter.dispatch('qualify_rows')(condition, caller()) }}{%- endmacro %}
+{% macro default__qualify_rows(condition, select) -%}{{ engine_unsupported('qualify_rows') }}{%- endmacro %}
+{% macro duckdb__qualify_rows(condition, select) -%}
+    {{ select | trim }}
+    qualify {{ condition | trim }}
+{%- endmacro %}
+{% macro spark__qualify_rows(condition, select) -%}
+    {%- set body = select | trim -%}
+    {%- if not body.lower().startswith('select') -%}
+        {{ exceptions.raise_compiler_error("qualify_rows wraps a query that starts with select, not: " ~ body[:40]) }}
+    {%- endif -%}
+    select * from (
+        select
+            {{ condition | trim }} as _qualified,
+            {{ body[6:] }}
+    ) as qualified_rows
+    where _qualified
+{%- endmacro %}
+
+{#-
+    A number rounded to `digits` decimals, as it reads when concatenated to text (reasons): DuckDB's shortest
+    text of the double (15.0, 1234.5, 26000000.5). Spark would write 2.60000005E7 from 1e7 on: the decimal's text
+    without its trailing zeros (one kept after the point) instead.
+-#}
+{% macro rounded_text(value, digits) -%}{{ adapter.dispatch('rounded_text')(value, digits) }}{%- endmacro %}
+{% macro default__rounded_text(value, digits) -%}{{ engine_unsupported('rounded_text') }}{%- endmacro %}
+{% macro duckdb__rounded_text(value, digits) -%}round({{ value }}, {{ digits }}){%- endmacro %}
+{% macro spark__rounded_text(value, digits) -%}
+    {%- if digits | int == 0 -%}
+    cast(cast(round({{ value }}, 0) as decimal(38, 0)) as string) || '.0'
+    {%- else -%}
+    regexp_replace(cast(cast(round({{ value }}, {{ digits }}) as decimal(38, {{ digits }})) as string), '(\\.[0-9]*?)0*$', '$1')
+    || case when cast(round({{ value }}, {{ digits }}) as decimal(38, {{ digits }}))
+        = cast(round({{ value }}, {{ digits }}) as decimal(38, 0)) then '0' else '' end
+    {%- endif -%}
+{%- endmacro %}

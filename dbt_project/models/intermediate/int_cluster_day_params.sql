@@ -30,13 +30,12 @@ gpu_power as (
 
 gpu_power_rows as (
     -- the longest GPU-model prefix that matches, else the 'default' row
+    {% call first_row_per('c.cluster', "(g.hardware_key = 'default'), length(g.hardware_key) desc") -%}
     select c.cluster, g.hardware, g.max_power_w, g.source
     from clusters as c
     inner join gpu_power as g
-        on starts_with({{ gpu_model_key('c.gpu_model') }}, g.hardware_key) or g.hardware_key = 'default'
-    qualify row_number() over (
-        partition by c.cluster order by (g.hardware_key = 'default'), length(g.hardware_key) desc
-    ) = 1
+        on {{ starts_with(gpu_model_key('c.gpu_model'), 'g.hardware_key') }} or g.hardware_key = 'default'
+    {%- endcall %}
 ),
 
 needs_idle_estimate as (

@@ -140,10 +140,11 @@ fits as (
 image_fits as (
     -- the latest image fit of the selected form per model and hardware (telemetry preferred), prefixed img_
     {%- if image_fits is not none %}
+        {% call first_row_per(model_key('model') ~ ', lower(hardware)', "(source = 'telemetry') desc, fitted_at desc") -%}
         select
             {{ model_key('model') }} as model_key,
             lower(hardware) as hardware_key,
-            source || ' image fit of ' || strftime(fitted_at, '%Y-%m-%dT%H:%M:%SZ') || ' (n=' || nobs || ', form '
+            source || ' image fit of ' || {{ format_utc_timestamp('fitted_at') }} || ' (n=' || nobs || ', form '
             || form || ')' as img_fit_label,
             {%- for t in image_terms() %}
                 alpha_{{ t }} as img_alpha_{{ t }},
@@ -158,15 +159,12 @@ image_fits as (
             t_975 as img_t_975
         from {{ image_fits }}
         where target = 'energy' and selected and t_975 is not null
-        qualify row_number() over (
-            partition by {{ model_key('model') }}, lower(hardware)
-            order by (source = 'telemetry') desc, fitted_at desc
-        ) = 1
+        {%- endcall %}
     {%- else %}
         select
-            cast(null as varchar) as model_key,
-            cast(null as varchar) as hardware_key,
-            cast(null as varchar) as img_fit_label,
+            cast(null as {{ type_string() }}) as model_key,
+            cast(null as {{ type_string() }}) as hardware_key,
+            cast(null as {{ type_string() }}) as img_fit_label,
             {%- for t in image_terms() %}
                 cast(null as double) as img_alpha_{{ t }},
             {%- endfor %}
@@ -246,9 +244,9 @@ fallback_members as (
             u.month,
             sum(t.fine_tuning_g_co2e_per_inference) as fine_tuning_g_co2e_per_inference,
             sum(t.fine_tuning_water_l_per_inference) as fine_tuning_water_l_per_inference,
-            list(u.adapter order by u.adapter) filter (where a.factor_model is null) as adapters_without_factor
+            {{ sorted_list_agg('u.adapter', 'a.factor_model is null') }} as adapters_without_factor
         from (
-            select distinct lora, cast(date_trunc('month', start_time) as date) as month, unnest(lora) as adapter
+            select distinct lora, cast(date_trunc('month', start_time) as date) as month, {{ explode_list('lora') }} as adapter
             from requests
             where lora is not null
         ) as u
@@ -270,12 +268,10 @@ fallback_members as (
             f.img_fit_label as fit_label,
             ar.fine_tuning_g_co2e_per_inference as adapter_g_co2e_per_inference,
             ar.fine_tuning_water_l_per_inference as adapter_water_l_per_inference,
-            cast(to_json(struct_pack(
-                {%- for col in image_columns %}
-                    {{ col }} := i.{{ col }},
-                {%- endfor %}
-                adapters_without_factor := ar.adapters_without_factor
-            )) as varchar) as image_fields
+            {%- set fields = [] %}
+            {%- for col in image_columns %}{% do fields.append((col, 'i.' ~ col)) %}{% endfor %}
+            {%- do fields.append(('adapters_without_factor', 'ar.adapters_without_factor')) %}
+            {{ json_object(fields) | indent(12) }} as image_fields
         from image_requests as i
         left join model_names as mn on i.cluster = mn.cluster and i.model = mn.model
         left join image_fits as f on mn.model_key = f.model_key and lower(mn.hardware) = f.hardware_key
@@ -335,7 +331,7 @@ pool_rates as {{ materialized() }} (
         sum(p.dynamic_energy_j) as dynamic_energy_j,
         sum(f.weight) as covered_share
     from fallback_members as f
-    inner join loads as l on l.pool_window_key // 86400 = f.member_index
+    inner join loads as l on {{ int_div('l.pool_window_key', 86400) }} = f.member_index
     inner join pool_impact as p on l.pool_window_key = p.pool_window_key
     group by f.target_index, l.pool_window_key - f.member_index * 86400
 ),
@@ -635,7 +631,7 @@ priced as (
     -- the day's factors, the fit for the uncovered time, the start hour's grid intensity and the training rate
     select
         m.*,
-        {{ 'i.image_fields' if image_day else 'cast(null as varchar) as image_fields' }},
+        {{ 'i.image_fields' if image_day else 'cast(null as ' ~ type_string() ~ ') as image_fields' }},
         cast({{ "case when i.modality = 'image' then i.images end" if image_day else 'null' }} as integer)
             as images_generated,
         n.factor_model_key,
