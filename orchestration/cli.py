@@ -184,20 +184,19 @@ def _image_rows(warehouse: Path, days: Sequence[dt.date]) -> list[tuple]:
     """Per day, cluster and model of image requests (docs/images.md): images, megapixel-steps, facility Wh and
     the GPU's dynamic Wh per image, total g CO2e per image, LoRA fine-tuning carbon, and the requests naming an
     adapter without a factor row."""
-    from orchestration.lib.warehouse import connect
-
-    con = connect(warehouse, read_only=True)
+    in_days, params = _days_in("day", days)
+    con = _open_marts(warehouse)
     try:
         return con.execute(
-            """
+            f"""
             select day, cluster, model, count(*), cast(sum(images) as bigint), sum(megapixel_steps),
                    sum(facility_energy_j) / sum(images) / 3600, sum(accelerator_dynamic_energy_j) / sum(images) / 3600,
                    sum(total_g_co2e) / sum(images), sum(fine_tuning_g_co2e), count(adapters_without_factor)
             from marts.fct_request_impact
-            where modality = 'image' and list_contains($days, day)
-            group by all order by day, cluster, model
+            where modality = 'image' and {in_days}
+            group by day, cluster, model order by day, cluster, model
             """,
-            {"days": list(days)},
+            params,
         ).fetchall()
     finally:
         con.close()
@@ -228,9 +227,8 @@ def _inputs_that_look_wrong(warehouse: Path, days: Sequence[dt.date]) -> list[st
     import duckdb
 
     from orchestration.lib.fault_report import summary_lines
-    from orchestration.lib.warehouse import connect
 
-    con = connect(warehouse, read_only=True)
+    con = _open_marts(warehouse)  # (on Spark, its raw layer and tables)
     try:
         return summary_lines(con, days)
     except duckdb.Error:  # a warehouse of an earlier version (the failure above says so)
@@ -313,6 +311,17 @@ def _engine(args: argparse.Namespace):
         yield
     finally:
         server.stop()
+
+
+def _refuse_spark_warehouse(args: argparse.Namespace) -> None:
+    """retain, publish and migrate are DuckDB-warehouse operations (docs/spark.md, 'What runs on Spark')."""
+    warehouse = args.warehouse or os.environ.get(settings.WAREHOUSE_ENV)
+    if os.environ.get(settings.ENGINE_ENV, "").strip().lower() == "spark" or (warehouse and Path(warehouse).is_dir()):
+        raise CliError(
+            f"impact {args.command} works on a DuckDB warehouse file; on the Spark engine the tables are in Spark's "
+            "catalog: keep or drop their day partitions with your cluster's tools (docs/spark.md, 'What runs on "
+            "Spark')"
+        )
 
 
 # ingestion's DuckDB store (raw layer validation, raw.rejected_rows) in a Spark warehouse directory
@@ -538,6 +547,9 @@ def _run_advice(definitions, instance, days, data_dir: Path, log_path: Path, say
     from orchestration.defs.automation.jobs import ADVICE_JOB_NAME
     from orchestration.lib.advice.config import advice_path
 
+    if os.environ.get(settings.ENGINE_ENV) == "spark" and advice_path(data_dir).is_file():
+        say("[advice] not run on the Spark engine: advice reads the DuckDB warehouse (docs/spark.md)")
+        return []
     if not advice_path(data_dir).is_file():
         say(f"[advice] no {advice_path(data_dir).name} in {data_dir}: no advice (docs/advice.md)")
         return []
@@ -564,7 +576,7 @@ def _run_advice(definitions, instance, days, data_dir: Path, log_path: Path, say
 
 
 def _has_table(warehouse: Path, schema: str, table: str) -> bool:
-    if os.environ.get(settings.ENGINE_ENV) == "spark" and schema != "raw":
+    if os.environ.get(settings.ENGINE_ENV) == "spark" and schema not in ("raw", "factors"):
         con = _open_marts(warehouse)
         try:
             return con.has_table(f"{schema}.{table}")
@@ -702,6 +714,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from orchestration.lib.operations.lock import WarehouseBusy
 
     try:
+        if args.command in commands.COMMANDS:
+            _refuse_spark_warehouse(args)
         return {"run": cmd_run, **commands.COMMANDS}[args.command](args)
     except CliError as exc:
         print(f"impact: {exc}", file=sys.stderr)

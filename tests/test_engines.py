@@ -36,6 +36,14 @@ def test_values_beyond_1e9_relative_keys_and_shapes_are_differences():
     assert differences(frame(x=[float("nan")]), frame(x=[None])) == []
 
 
+def test_list_columns_compare_by_their_elements():
+    # DuckDB gives a list column as Python lists, Spark as numpy arrays: the same adapters are equal, others not
+    a = frame(request_id=["a", "b"], lora=[["x", "y"], None])
+    b = frame(request_id=["b", "a"], lora=[None, np.array(["x", "y"], dtype=object)])
+    assert differences(a, b) == []
+    assert differences(a, frame(request_id=["a", "b"], lora=[["y", "x"], None]))
+
+
 def test_duckdb_parameters_become_spark_parameters():
     sql, args = spark_sql_params("select * from t where day = $day and d2 = $day2 and x = '$5'", {"day": 1, "day2": 2, "unused": 3})
     assert sql == "select * from t where day = :day and d2 = :day2 and x = '$5'"

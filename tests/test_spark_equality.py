@@ -1,16 +1,20 @@
 """The same dbt models on DuckDB and on Apache Spark give the same warehouse (issue 26, docs/spark.md).
 
-A trimmed copy of the demo day (its first TRIM_HOURS hours of requests and telemetry: the whole day takes ~10
-minutes on local Spark on 2 cores, far over this suite's budget) and a small simulated day (lib/simulate.py, 2
-nodes, an exporter restart) are each loaded once (ingestion is DuckDB's for both engines), then built on DuckDB
-and on a local Spark Connect server (one for the test session), and every intermediate and mart table is compared
-row by row: keys equal, values within 1e-9 relative (orchestration/lib/engines/equality.py). The demo day is built
-with `dbt build` (the data tests run on Spark too), the simulated day with `dbt run` on Spark (its tests cost a
-minute of CPU and repeat the demo day's). `impact sql` is checked on both engines against the same warehouse.
-Measured on the 2-core machine: ~10 minutes and ~360 CPU-seconds for both days before trimming further, most of
-it Spark's fixed cost per statement.
+A trimmed copy of the demo day (its first TRIM_HOURS hour of requests and telemetry on its three clusters, the
+image-generation cluster sim-sdxl-central with its LoRA adapters among them: the whole day takes ~10 minutes on
+local Spark on 2 cores, far over this suite's budget) and a small simulated day (lib/simulate.py: 2 nodes, an
+exporter restart, counter glitches, power spikes and requests naming unknown GPUs, so the quarantine, the bridged
+intervals and the fallback pools have rows) are each loaded once (ingestion is DuckDB's for both engines), then
+built on DuckDB and on one local Spark Connect server (for the module), and every intermediate and mart table is
+compared row by row: keys equal, values within 1e-9 relative (orchestration/lib/engines/equality.py). Before the
+demo day is built, the image models fitted to the demo's image profiling runs are written to both engines'
+models.image_model_fits (append_image_fits on each), so int_request_days' image predictions run too; after it, the
+image fits' training rows read from each engine's marts, and the fits made from them, must be equal. The demo day
+is built with `dbt build` (the data tests run on Spark too), the simulated day with `dbt run` on Spark. `impact
+sql` is checked on both engines against the same warehouse.
 
-Needs Java 17 (the local Spark server): skipped without it, failed under CI=true (.ci/run installs it).
+Needs Java 17 (the local Spark server): skipped without it, failed under CI=true (.ci/run installs it). One xdist
+group: the module runs on one worker, one JVM.
 """
 
 from __future__ import annotations
@@ -22,27 +26,32 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from orchestration import settings
 from orchestration.dbt_manifest import dbt_executable
+from orchestration.defs.models.assets import append_image_fits, fit_images, read_profiling_dir
 from orchestration.lib import factors, ingest
 from orchestration.lib.engines import lake
 from orchestration.lib.engines.equality import differences
+from orchestration.lib.images import predict as image_predict
+from orchestration.lib.predictions import FIT_MAX_ROWS
 from orchestration.lib.warehouse import connect, warehouse
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("spark")]
 
 DEMO = settings.REPO_ROOT / "data" / "sample" / "inputs"
 DEMO_DAY = dt.date(2023, 11, 16)
-TRIM_HOURS = 2
+TRIM_HOURS = 1
 SIM_DAY = dt.date(2024, 5, 1)
 SCHEMAS = ("raw", "factors", "staging", "intermediate", "marts", "models")
+FITTED_AT = "2023-11-16 23:00:00"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def spark_remote(tmp_path_factory):
-    """One local Spark Connect server for the test session (its JVM start is 10-20 s)."""
+    """One local Spark Connect server for the module (its JVM start is 10-20 s)."""
     from orchestration.lib.engines.spark_server import LocalSparkServer, java_available
 
     if not java_available():
@@ -94,8 +103,9 @@ def simulated_day(out: Path) -> Path:
     from orchestration.lib import simulate
 
     code = simulate.main(
-        ["--out", str(out), "--day", SIM_DAY.isoformat(), "--nodes", "2", "--requests-per-day", "1000",
-         "--seed", "26", "--restart", f"gpu-node-01@{SIM_DAY}T06:00:00Z"]
+        ["--out", str(out), "--day", SIM_DAY.isoformat(), "--nodes", "2", "--requests-per-day", "600",
+         "--seed", "26", "--restart", f"gpu-node-01@{SIM_DAY}T06:00:00Z",
+         "--fault", "counter_glitches=2", "--fault", "power_spikes=2", "--fault", "request_unknown_names=5"]
     )
     assert code == 0
     return out
@@ -115,8 +125,21 @@ def dbt_build(target: str, day: dt.date, target_path: Path, env: dict[str, str],
     assert result.returncode == 0, f"dbt {verb} on {target} failed:\n{result.stdout[-6000:]}"
 
 
-def build_both(inputs: Path, day: dt.date, work: Path, remote: str, spark_command: str = "build") -> Path:
-    """Ingest the day once (DuckDB), then build it on DuckDB and on Spark. Returns the DuckDB warehouse."""
+def profiling_image_fits(inputs: Path):
+    """The image models of the inputs' image profiling runs (what the models job appends), one fitted_at."""
+    _, image_runs, _ = read_profiling_dir(inputs)
+    assert len(image_runs), "the demo inputs have image profiling runs"
+    fits, _, _ = fit_images({"profiling": image_runs}, pd.Timestamp(FITTED_AT))
+    fits = fits[fits["skip_reason"].isna()]
+    assert fits["selected"].any()
+    return fits
+
+
+def build_both(
+    inputs: Path, day: dt.date, work: Path, remote: str, spark_command: str = "build", image_fits=None
+) -> Path:
+    """Ingest the day once (DuckDB), write the image fits (if any) to both engines, then build the day on DuckDB
+    and on Spark. Returns the DuckDB warehouse."""
     from orchestration.lib.engines.spark_engine import SparkEngine
 
     store = work / "ingest.duckdb"
@@ -127,11 +150,16 @@ def build_both(inputs: Path, day: dt.date, work: Path, remote: str, spark_comman
         ingest.ingest_telemetry(con, inputs, day, ingest.DEFAULT_TELEMETRY_MARGIN_S)
     duck = work / "duck.duckdb"
     shutil.copy(store, duck)
+    if image_fits is not None:
+        with warehouse(duck) as con:
+            append_image_fits(con, image_fits)
     dbt_build("duckdb", day, work / "target-duckdb", {settings.WAREHOUSE_ENV: str(duck)})
 
     engine = SparkEngine(remote)
     for schema in SCHEMAS:  # a fresh Spark warehouse for each day (the catalog is the session's server's)
         engine.execute(f"drop database if exists `{schema}` cascade")
+    if image_fits is not None:
+        append_image_fits(engine, image_fits)
     con = connect(store, read_only=True)
     try:
         lake.publish_day(con, engine, work / "lake", day)
@@ -142,11 +170,14 @@ def build_both(inputs: Path, day: dt.date, work: Path, remote: str, spark_comman
 
 
 def model_tables(duck: Path) -> list[tuple[str, str]]:
+    """The dbt models' tables and views (int_request_days and fct_window_energy are views over day files on both
+    engines), and the image fits when written."""
     con = connect(duck, read_only=True)
     try:
         return con.execute(
             "select table_schema, table_name from information_schema.tables "
-            "where table_schema in ('intermediate', 'marts') order by 1, 2"
+            "where table_schema in ('intermediate', 'marts') "
+            "or (table_schema = 'models' and table_name = 'image_model_fits') order by 1, 2"
         ).fetchall()
     finally:
         con.close()
@@ -157,7 +188,7 @@ def assert_equal_warehouses(duck: Path, remote: str) -> int:
 
     engine = SparkEngine(remote)
     tables = model_tables(duck)
-    assert len(tables) >= 20, tables
+    assert len(tables) >= 24, tables
     con = connect(duck, read_only=True)
     problems, rows = [], 0
     try:
@@ -173,10 +204,39 @@ def assert_equal_warehouses(duck: Path, remote: str) -> int:
 
 
 def test_trimmed_demo_day_is_equal_on_duckdb_and_spark(spark_remote, tmp_path):
+    from orchestration.lib.engines.spark_engine import SparkEngine
+
     inputs = trimmed_demo(tmp_path / "inputs")
-    duck = build_both(inputs, DEMO_DAY, tmp_path, spark_remote)
+    duck = build_both(inputs, DEMO_DAY, tmp_path, spark_remote, image_fits=profiling_image_fits(inputs))
     rows = assert_equal_warehouses(duck, spark_remote)
-    assert rows > 10_000  # requests, intervals and windows of both clusters, not an empty day
+    assert rows > 5_000  # requests, intervals and windows of the three clusters, not an empty day
+
+    # the image cluster is in it, priced by the image fits, with its fields unpacked from the JSON column
+    con = connect(duck, read_only=True)
+    try:
+        images, adapters = con.execute(
+            "select count(*), count(lora) from marts.fct_request_energy "
+            "where modality = 'image' and cluster = 'sim-sdxl-central'"
+        ).fetchone()
+    finally:
+        con.close()
+    assert images > 0 and adapters > 0, (images, adapters)
+
+    # the image fits' training rows read from each engine's marts, and the fits made from them, are equal
+    engine = SparkEngine(spark_remote)
+    con = connect(duck, read_only=True)
+    try:
+        on_duckdb = image_predict.training_requests(con, days=1, cap=FIT_MAX_ROWS)
+    finally:
+        con.close()
+    on_spark = image_predict.training_requests(engine, days=1, cap=FIT_MAX_ROWS)
+    assert len(on_duckdb) == images
+    assert not differences(on_duckdb, on_spark)
+    fitted_at = pd.Timestamp(FITTED_AT)
+    fits_duckdb, _, _ = fit_images({"telemetry": on_duckdb}, fitted_at)
+    fits_spark, _, _ = fit_images({"telemetry": on_spark}, fitted_at)
+    assert fits_duckdb["skip_reason"].isna().any()
+    assert not differences(fits_duckdb, fits_spark)
 
     # impact sql on both engines: the same row, as JSON objects
     def sql(engine: str, warehouse_arg: Path) -> list[dict]:
@@ -198,3 +258,13 @@ def test_simulated_day_is_equal_on_duckdb_and_spark(spark_remote, tmp_path):
     inputs = simulated_day(tmp_path / "inputs")
     duck = build_both(inputs, SIM_DAY, tmp_path, spark_remote, spark_command="run")
     assert assert_equal_warehouses(duck, spark_remote) > 1_000
+    # the faults reached the tables compared: quarantined or rejected telemetry, requests attributed one level up
+    con = connect(duck, read_only=True)
+    try:
+        quarantine, higher = con.execute(
+            "select (select count(*) from intermediate.int_telemetry_quarantine), "
+            "(select count(*) from intermediate.int_request_pools where attribution_level <> cluster_level)"
+        ).fetchone()
+    finally:
+        con.close()
+    assert quarantine > 0 and higher > 0, (quarantine, higher)

@@ -89,6 +89,15 @@ class ImpactSettings(dg.ConfigurableResource):
         """The warehouse the models wrote, for reading marts and writing the Python steps' small tables."""
         return engines.open_engine(self.engine, self.warehouse_path, read_only=read_only)
 
+    def duckdb_only(self, what: str) -> str | None:
+        """None on DuckDB; on the Spark engine, why ``what`` (a DuckDB-warehouse operation: the analysts'
+        publication, retention, the daily report, advice) does not run there (docs/spark.md)."""
+        if not self.is_spark:
+            return None
+        return (f"{what} is not run on the Spark engine: it reads and writes the DuckDB warehouse file, and Spark's "
+                "tables are in its catalog (query them with `impact sql --engine spark` or your cluster's SQL "
+                "endpoint; docs/spark.md, 'What runs on Spark')")
+
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir).expanduser().resolve()

@@ -19,7 +19,7 @@ import pandas as pd
 from orchestration.defs.partitions import DAILY_BACKFILL_POLICY, DAILY_PARTITIONS
 from orchestration.defs.resources import ImpactSettings
 from orchestration.lib import energy_models as em
-from orchestration.lib import predictions
+from orchestration.lib import engines, predictions
 from orchestration.lib.images import models as image_models
 from orchestration.lib.images import predict as image_predict
 from orchestration.lib.model_plots import diagnostics_markdown
@@ -240,9 +240,12 @@ def fit_images(
     return fit_rows, comparison.reindex(columns=list(COMPARISON_COLUMNS)), results
 
 
-def append_image_fits(con: duckdb.DuckDBPyConnection, fits: pd.DataFrame) -> None:
+def append_image_fits(con, fits: pd.DataFrame) -> None:
     """Append this run's image fits to models.image_model_fits (history kept, like the text fits)."""
     image_predict.ensure_fits_table(con)
+    if engines.is_spark(con):
+        con.write_table(IMAGE_FITS_TABLE, fits, image_models.FITS_SCHEMA, mode="append")
+        return
     _insert(con, IMAGE_FITS_TABLE, fits, image_models.FITS_SCHEMA)
 
 

@@ -19,13 +19,15 @@ REL_TOL = 1e-9
 
 def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
     """Each column in one representation whatever the engine: timestamps and dates as pandas timestamps, decimals
-    and integers as numbers (integers stay exact), booleans as booleans, text as is."""
+    and integers as numbers (integers stay exact), booleans as booleans, lists as their text, text as is."""
     out = {}
     for c in frame.columns:
         s = frame[c]
         values = s.dropna()
         sample = values.iloc[0] if len(values) else None
-        if pd.api.types.is_datetime64_any_dtype(s):
+        if isinstance(sample, (list, tuple, np.ndarray)):  # a list column (adapters): compared as its text
+            out[c] = s.map(lambda v: None if v is None else "[" + ", ".join(str(x) for x in v) + "]")
+        elif pd.api.types.is_datetime64_any_dtype(s):
             s = pd.to_datetime(s)
             out[c] = s.dt.tz_localize(None) if s.dt.tz is not None else s
         elif isinstance(sample, (dt.datetime, dt.date, pd.Timestamp)):

@@ -150,9 +150,48 @@ def predictions_view_sql(duckdb_sql: str) -> str:
                 where form = 'paper' and t_975 is not null and alpha_in is not null
             ) as ranked
             where fit_rank = 1"""
-    if old not in duckdb_sql:
+    from orchestration.lib.images.predict import LATEST_FITS_SQL
+
+    image_old = LATEST_FITS_SQL
+    image_new = """
+    select * from (
+        select *, row_number() over (
+            partition by model, hardware, target order by (source = 'telemetry') desc, fitted_at desc
+        ) as fit_rank
+        from models.image_model_fits
+        where selected and t_975 is not null
+    ) as ranked
+    where fit_rank = 1
+"""
+    if old not in duckdb_sql or image_old not in duckdb_sql or "qualify" in image_new:
         raise ValueError("the predictions view changed: port its Spark variant (orchestration/lib/engines/spark_steps.py)")
-    return duckdb_sql.replace(old, new)
+    return _spark_lists(duckdb_sql.replace(old, new).replace(image_old, image_new))
+
+
+def image_training_sql(duckdb_sql: str, cap: int | None) -> str:
+    """images.predict.training_requests' query on Spark (without its order and cap): Spark's array_size for the
+    number of adapters, and the cap per model x hardware by xxhash64(request_id) (the same requests whenever a
+    group has at most ``cap``), sorted by day and request_id."""
+    sql = _spark_lists(duckdb_sql)
+    if cap is None:
+        return sql + " order by f.day, f.request_id"
+    return f"""
+        select request_id, model, hardware, cluster, day, start_time, width, height, images, steps, strength,
+               input_width, input_height, guidance, lora, energy_j, runtime_s
+        from (
+            select q.*, row_number() over (
+                partition by model, hardware order by xxhash64(request_id), request_id
+            ) as sample_rank
+            from ({sql}) as q
+        ) as ranked
+        where sample_rank <= $cap
+        order by day, request_id
+    """
+
+
+def _spark_lists(sql: str) -> str:
+    """DuckDB's len(list) as Spark's array_size (null for a null list, where size() gives -1)."""
+    return sql.replace("len(", "array_size(")
 
 
 # ------------------------------------------------------------------------- the EcoLogits comparison's day parts
@@ -175,7 +214,7 @@ def cmp_replace_day_parts(engine, first: dt.date, last: dt.date, span_first: dt.
             r.input_tokens, r.duration_s, r.it_energy_j, r.facility_energy_j, r.accelerator_energy_j,
             r.host_energy_j, r.operational_location_g_co2e, r.water_onsite_l, r.water_offsite_l
         from {table} as r
-        where {day_parts.DAYS_SQL}
+        where {day_parts.DAYS_SQL} and r.modality = 'text'
     """
     counts = ", ".join(f"count(case when {expr} then 1 end) as {name}" for name, expr in cmp._COMBO_COUNTS.items())
     sums = ", ".join(f"sum({expr}) as {name}" for name, expr in cmp._COMBO_SUMS.items())
