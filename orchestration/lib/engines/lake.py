@@ -6,7 +6,8 @@ Spark warehouse each day's loaded rows are then copied out of that store as day-
 
     <lake>/raw/requests/partition_day=YYYY-MM-DD/part-0.parquet
     <lake>/raw/telemetry_samples/partition_day=YYYY-MM-DD/part-0.parquet   (series x points, joined)
-    <lake>/raw/clusters/, <lake>/raw/rejected_rows/, <lake>/factors/<table>/   (small tables, whole)
+    <lake>/raw/clusters/, <lake>/raw/rejected_rows/, <lake>/raw/telemetry_series/, <lake>/factors/<table>/
+                                                                            (small tables, whole)
 
 and registered as external Parquet tables (raw.requests partitioned by partition_day, ...). Re-publishing a day
 replaces its folder (an empty day writes an empty file, so its partition is emptied). Timestamps are written as
@@ -26,8 +27,8 @@ from orchestration.lib import warehouse
 
 PARTITIONED = {"raw.requests": "partition_day", "raw.telemetry_samples": "partition_day"}
 WHOLE = (
-    "raw.clusters", "raw.rejected_rows",
-    "factors.grid_intensity_hourly", "factors.grid_intensity_annual", "factors.water_intensity",
+    "raw.clusters", "raw.rejected_rows", "raw.telemetry_series",
+    "factors.gpu_power", "factors.image_quality", "factors.grid_intensity_hourly", "factors.grid_intensity_annual", "factors.water_intensity",
     "factors.datacenter", "factors.hardware", "factors.models", "factors.model_aliases",
 )  # fmt: skip
 
@@ -48,6 +49,8 @@ class Column:
         t = self.duckdb_type.upper()
         if t.startswith("DECIMAL"):
             return t.lower()
+        if t.endswith("[]"):  # a list (LoRA adapters): Parquet's list, Spark's array
+            return f"array<{Column(self.name, t[:-2]).spark_type}>"
         if t not in _SPARK_TYPE:
             raise ValueError(f"no Spark type for DuckDB type {t} of column {self.name}")
         return _SPARK_TYPE[t]
