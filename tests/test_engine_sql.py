@@ -60,6 +60,14 @@ FORBIDDEN: dict[str, str] = {
     r"\blist_\w+\s*\(": "(none yet: add one to macros/engines/engines.sql)",
     r"\bstruct_\w+\s*\(": "(none yet: add one to macros/engines/engines.sql)",
     r"\bregexp_(extract|matches|full_match)\s*\(": "(none yet: add one to macros/engines/engines.sql)",
+    r"\b(array_to_string|array_join)\s*\(": "list_join",
+    r"\b(len|array_size|size|cardinality)\s*\(": "list_length",
+    r"\b(list|array_agg|collect_list)\s*\(": "sorted_list_agg",
+    r"\bexplode\s*\(": "explode_list / explode_range",
+    r"->": "json_field_text / json_field_text_list",
+    r"\b(to_json|get_json_object|from_json|json_extract\w*)\s*\(": "json_object / json_field_text",
+    r"\bnamed_struct\s*\(": "json_object",
+    r"\[\s*[a-z_]": "list_of",
     r"::": "cast(x as type)",
 }
 

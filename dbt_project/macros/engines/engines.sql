@@ -234,7 +234,19 @@
 
 {#- Contracts name text columns `varchar` (DuckDB's name); on Spark that type needs a length: cast to string. -#}
 {% macro spark__cast(field, type) -%}
-    cast({{ field }} as {{ 'string' if (type | lower | trim) == 'varchar' else type }})
+    cast({{ field }} as {{ spark_type(type) }})
+{%- endmacro %}
+
+{#- A contract's type on Spark: varchar is string, a DuckDB list `t[]` is array<t>. -#}
+{% macro spark_type(type) -%}
+    {%- set t = type | lower | trim -%}
+    {%- if t.endswith('[]') -%}
+        array<{{ spark_type(t[:-2]) }}>
+    {%- elif t == 'varchar' -%}
+        string
+    {%- else -%}
+        {{ type }}
+    {%- endif -%}
 {%- endmacro %}
 
 {#- The column names and types a query returns, without running it (the partition materialization's check). -#}
@@ -257,6 +269,12 @@
 {% macro default__list_of(items) -%}{{ engine_unsupported('list_of') }}{%- endmacro %}
 {% macro duckdb__list_of(items) -%}[{{ items | join(', ') }}]{%- endmacro %}
 {% macro spark__list_of(items) -%}array({{ items | join(', ') }}){%- endmacro %}
+
+{#- The elements of a list as text, separated by `separator` (null elements left out). -#}
+{% macro list_join(list, separator) -%}{{ adapter.dispatch('list_join')(list, separator) }}{%- endmacro %}
+{% macro default__list_join(list, separator) -%}{{ engine_unsupported('list_join') }}{%- endmacro %}
+{% macro duckdb__list_join(list, separator) -%}array_to_string({{ list }}, {{ separator }}){%- endmacro %}
+{% macro spark__list_join(list, separator) -%}array_join({{ list }}, {{ separator }}){%- endmacro %}
 
 {#- The number of elements of a list; null for a null list (Spark's size() gives -1 there: array_size does not). -#}
 {% macro list_length(list) -%}{{ adapter.dispatch('list_length')(list) }}{%- endmacro %}

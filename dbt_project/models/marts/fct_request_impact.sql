@@ -176,10 +176,10 @@ final as (
         case
             when r.lora is null then null
             when r.adapters_without_factor is null
-                then 'adapters ' || array_to_string(r.lora, ', ') || ': their factors.models rates x inferences'
+                then 'adapters ' || {{ list_join('r.lora', "', '") }} || ': their factors.models rates x inferences'
             else
-                'adapters ' || array_to_string(r.lora, ', ') || '; no factor row in factors/models.yml for '
-                || array_to_string(r.adapters_without_factor, ', ') || ' (not charged)'
+                'adapters ' || {{ list_join('r.lora', "', '") }} || '; no factor row in factors/models.yml for '
+                || {{ list_join('r.adapters_without_factor', "', '") }} || ' (not charged)'
         end as fine_tuning_source
     from requests as r
     left join clusters as c on r.cluster = c.cluster
