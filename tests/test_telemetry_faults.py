@@ -203,7 +203,7 @@ def test_stale_tails_are_rejected_without_losing_energy(corpus):
 
 
 def test_requests_naming_a_gpu_or_node_without_telemetry_go_one_level_up_and_are_named(corpus):
-    result, con, _, _ = corpus
+    _result, con, _, _ = corpus
     got = con.execute(
         "select node, gpu, attribution_level, count(*), min(it_energy_j), sum(dynamic_energy_j) "
         "from marts.fct_request_energy where cluster = 'f-stale' and gpu = '99' group by all order by 1"

@@ -22,6 +22,7 @@ from orchestration.defs.models.assets import energy_models, fit_sample_days
 from orchestration.defs.partitions import DAILY_BACKFILL_POLICY, DAILY_PARTITIONS
 from orchestration.defs.predictions.assets import request_predictions
 from orchestration.defs.raw.assets import raw_clusters, raw_requests, raw_telemetry_samples
+from orchestration.defs.reports.assets import daily_report
 from orchestration.defs.resources import ImpactSettings
 from orchestration.defs.transform.assets import impact_dbt_models
 from orchestration.lib.operations import publish, retention
@@ -38,7 +39,7 @@ RETENTION_KEY = dg.AssetKey(["operations", "retention"])
 # (tests/test_definitions.py checks that no asset of either job is missing here)
 DAILY_ASSETS = (raw_clusters, raw_requests, raw_telemetry_samples, impact_factors, impact_dbt_models,
                 cmp_ecologits_day_parts, fit_sample_days)
-MODELS_ASSETS = (energy_models, request_predictions, cmp_ecologits)
+MODELS_ASSETS = (energy_models, request_predictions, cmp_ecologits, daily_report)
 ADVICE_ASSETS = (routing_advice, rightsizing_advice, shifting_daily, settings_advice, advice_summary)
 
 

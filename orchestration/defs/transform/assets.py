@@ -158,7 +158,8 @@ def _spark_row_counts(context: dg.AssetExecutionContext, settings: ImpactSetting
             described = engine.execute(f"describe table extended `{schema}`.`{table}`").fetchall()
             names = {r[0] for r in described}
             kind = next((r[1] for r in described if r[0] == "Type"), "")
-            if "day" in names and (kind != "VIEW" or schema == "marts"):
+            # (tables, the marts' views, and parquet_partition's views over their <table>__days table)
+            if "day" in names and (kind != "VIEW" or schema == "marts" or engine.has_table(f"{schema}.{table}__days")):
                 counted.append(key)
         if not counted:
             return
