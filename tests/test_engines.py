@@ -44,6 +44,13 @@ def test_list_columns_compare_by_their_elements():
     assert differences(a, frame(request_id=["a", "b"], lora=[["y", "x"], None]))
 
 
+def test_missing_values_of_nullable_integer_and_boolean_columns_are_equal():
+    # DuckDB gives a nullable integer column as pandas Int64 (missing: NA), Spark as floats with NaN
+    a = frame(k=["a", "b"], n=pd.array([1, None], dtype="Int64"), ok=pd.array([True, None], dtype="boolean"))
+    b = frame(k=["a", "b"], n=[1.0, float("nan")], ok=[True, None])
+    assert differences(a, b) == []
+
+
 def test_duckdb_parameters_become_spark_parameters():
     sql, args = spark_sql_params("select * from t where day = $day and d2 = $day2 and x = '$5'", {"day": 1, "day2": 2, "unused": 3})
     assert sql == "select * from t where day = :day and d2 = :day2 and x = '$5'"

@@ -1,17 +1,18 @@
 """The same dbt models on DuckDB and on Apache Spark give the same warehouse (issue 26, docs/spark.md).
 
-A trimmed copy of the demo day (its first TRIM_HOURS hour of requests and telemetry on its three clusters, the
-image-generation cluster sim-sdxl-central with its LoRA adapters among them: the whole day takes ~10 minutes on
-local Spark on 2 cores, far over this suite's budget) and a small simulated day (lib/simulate.py: 2 nodes, an
-exporter restart, counter glitches, power spikes and requests naming unknown GPUs, so the quarantine, the bridged
-intervals and the fallback pools have rows) are each loaded once (ingestion is DuckDB's for both engines), then
-built on DuckDB and on one local Spark Connect server (for the module), and every intermediate and mart table is
-compared row by row: keys equal, values within 1e-9 relative (orchestration/lib/engines/equality.py). Before the
-demo day is built, the image models fitted to the demo's image profiling runs are written to both engines'
-models.image_model_fits (append_image_fits on each), so int_request_days' image predictions run too; after it, the
-image fits' training rows read from each engine's marts, and the fits made from them, must be equal. The demo day
-is built with `dbt build` (the data tests run on Spark too), the simulated day with `dbt run` on Spark. `impact
-sql` is checked on both engines against the same warehouse.
+One day holds everything the engines must agree on: the demo day trimmed to its first TRIM_HOURS hour of requests
+and telemetry on its three clusters (the image-generation cluster sim-sdxl-central with its LoRA adapters among
+them; the whole day takes ~10 minutes on local Spark on 2 cores, far over this suite's budget), plus a simulated
+cluster for the whole day (lib/simulate.py: 2 nodes, an exporter restart, counter glitches, power spikes and
+requests naming GPUs without telemetry, so the quarantine, the bridged intervals and the fallback pools have rows).
+One day, because Spark's cost is per statement, not per row: a second day would double it. The day is loaded once
+(ingestion is DuckDB's for both engines), then built with `dbt build` (the data tests run on Spark too) on DuckDB
+and on one local Spark Connect server, and every intermediate and mart table (views included) is compared row by
+row: keys equal, values within 1e-9 relative (orchestration/lib/engines/equality.py). Before the build, the image
+models fitted to the demo's image profiling runs are written to both engines' models.image_model_fits
+(append_image_fits on each), so int_request_days' image predictions run too; after it, the image fits' training
+rows read from each engine's marts, and the fits made from them, must be equal. `impact sql` is checked on both
+engines against the same warehouse.
 
 Needs Java 17 (the local Spark server): skipped without it, failed under CI=true (.ci/run installs it). One xdist
 group: the module runs on one worker, one JVM.
@@ -44,7 +45,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("spark")]
 DEMO = settings.REPO_ROOT / "data" / "sample" / "inputs"
 DEMO_DAY = dt.date(2023, 11, 16)
 TRIM_HOURS = 1
-SIM_DAY = dt.date(2024, 5, 1)
+SIM_CLUSTER = "sim-faults-north"
 SCHEMAS = ("raw", "factors", "staging", "intermediate", "marts", "models")
 FITTED_AT = "2023-11-16 23:00:00"
 
@@ -58,17 +59,26 @@ def spark_remote(tmp_path_factory):
         if os.environ.get("CI") == "true":
             pytest.fail("Java is missing: .ci/run installs openjdk-17-jre-headless for the Spark tests")
         pytest.skip("Java 17 is not installed (the Spark engine's local server needs it)")
-    before = os.environ.get("IMPACT_SPARK_SHUFFLE_PARTITIONS")
-    os.environ["IMPACT_SPARK_SHUFFLE_PARTITIONS"] = "1"  # days of a few thousand rows
+    # days of a few thousand rows and a few hundred small statements: one shuffle partition, one core, no C2 JIT
+    # compiles and no whole-stage code generation (each statement would compile its own Java: most of the CPU)
+    settings_for_tests = {
+        "IMPACT_SPARK_SHUFFLE_PARTITIONS": "1",
+        "IMPACT_SPARK_CORES": "1",
+        "IMPACT_SPARK_JAVA_OPTIONS": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
+        "IMPACT_SPARK_CONF": "spark.sql.codegen.wholeStage=false",
+    }
+    before = {name: os.environ.get(name) for name in settings_for_tests}
+    os.environ.update(settings_for_tests)
     server = LocalSparkServer(tmp_path_factory.mktemp("spark-warehouse"))
     try:
         yield server.start()
     finally:
         server.stop()
-        if before is None:
-            os.environ.pop("IMPACT_SPARK_SHUFFLE_PARTITIONS", None)
-        else:
-            os.environ["IMPACT_SPARK_SHUFFLE_PARTITIONS"] = before
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def trimmed_demo(out: Path, hours: int = TRIM_HOURS) -> Path:
@@ -99,16 +109,26 @@ def trimmed_demo(out: Path, hours: int = TRIM_HOURS) -> Path:
     return out
 
 
-def simulated_day(out: Path) -> Path:
+def with_faulty_cluster(inputs: Path, work: Path) -> Path:
+    """The inputs plus a simulated cluster on the same day (lib/simulate.py: 2 nodes, an exporter restart, counter
+    glitches, power spikes, requests naming GPUs that sent no telemetry), its clusters.yml entry appended."""
+    import yaml
+
     from orchestration.lib import simulate
 
+    sim = work / "sim"
     code = simulate.main(
-        ["--out", str(out), "--day", SIM_DAY.isoformat(), "--nodes", "2", "--requests-per-day", "600",
-         "--seed", "26", "--restart", f"gpu-node-01@{SIM_DAY}T06:00:00Z",
+        ["--out", str(sim), "--day", DEMO_DAY.isoformat(), "--cluster-id", SIM_CLUSTER, "--nodes", "2",
+         "--requests-per-day", "400", "--seed", "26", "--restart", f"gpu-node-01@{DEMO_DAY}T06:00:00Z",
          "--fault", "counter_glitches=2", "--fault", "power_spikes=2", "--fault", "request_unknown_names=5"]
     )
     assert code == 0
-    return out
+    clusters = yaml.safe_load((inputs / "clusters.yml").read_text())
+    clusters["clusters"] += yaml.safe_load((sim / "clusters.yml").read_text())["clusters"]
+    (inputs / "clusters.yml").write_text(yaml.safe_dump(clusters, sort_keys=False))
+    for kind in ("requests", "telemetry"):
+        shutil.copytree(sim / kind / SIM_CLUSTER, inputs / kind / SIM_CLUSTER)
+    return inputs
 
 
 def dbt_build(target: str, day: dt.date, target_path: Path, env: dict[str, str], verb: str = "build") -> None:
@@ -188,7 +208,7 @@ def assert_equal_warehouses(duck: Path, remote: str) -> int:
 
     engine = SparkEngine(remote)
     tables = model_tables(duck)
-    assert len(tables) >= 24, tables
+    assert len(tables) >= 23, tables
     con = connect(duck, read_only=True)
     problems, rows = [], 0
     try:
@@ -203,13 +223,26 @@ def assert_equal_warehouses(duck: Path, remote: str) -> int:
     return rows
 
 
-def test_trimmed_demo_day_is_equal_on_duckdb_and_spark(spark_remote, tmp_path):
+def test_demo_hour_and_a_faulty_cluster_are_equal_on_duckdb_and_spark(spark_remote, tmp_path):
     from orchestration.lib.engines.spark_engine import SparkEngine
 
-    inputs = trimmed_demo(tmp_path / "inputs")
+    inputs = with_faulty_cluster(trimmed_demo(tmp_path / "inputs"), tmp_path)
     duck = build_both(inputs, DEMO_DAY, tmp_path, spark_remote, image_fits=profiling_image_fits(inputs))
     rows = assert_equal_warehouses(duck, spark_remote)
-    assert rows > 5_000  # requests, intervals and windows of the three clusters, not an empty day
+    assert rows > 5_000  # requests, intervals and windows of the four clusters, not an empty day
+
+    # the faults reached the tables compared: quarantined or rejected telemetry, requests attributed one level up
+    con = connect(duck, read_only=True)
+    try:
+        quarantine, higher = con.execute(
+            "select (select count(*) from intermediate.int_telemetry_quarantine where cluster = $c), "
+            "(select count(*) from intermediate.int_request_pools "
+            " where cluster = $c and attribution_level <> cluster_level)",
+            {"c": SIM_CLUSTER},
+        ).fetchone()
+    finally:
+        con.close()
+    assert quarantine > 0 and higher > 0, (quarantine, higher)
 
     # the image cluster is in it, priced by the image fits, with its fields unpacked from the JSON column
     con = connect(duck, read_only=True)
@@ -251,20 +284,4 @@ def test_trimmed_demo_day_is_equal_on_duckdb_and_spark(spark_remote, tmp_path):
         return json.loads(out.stdout)
 
     on_duckdb, on_spark = sql("duckdb", duck), sql("spark", tmp_path)
-    assert on_duckdb == on_spark and len(on_duckdb) == 2 and on_duckdb[0]["requests"] > 0
-
-
-def test_simulated_day_is_equal_on_duckdb_and_spark(spark_remote, tmp_path):
-    inputs = simulated_day(tmp_path / "inputs")
-    duck = build_both(inputs, SIM_DAY, tmp_path, spark_remote, spark_command="run")
-    assert assert_equal_warehouses(duck, spark_remote) > 1_000
-    # the faults reached the tables compared: quarantined or rejected telemetry, requests attributed one level up
-    con = connect(duck, read_only=True)
-    try:
-        quarantine, higher = con.execute(
-            "select (select count(*) from intermediate.int_telemetry_quarantine), "
-            "(select count(*) from intermediate.int_request_pools where attribution_level <> cluster_level)"
-        ).fetchone()
-    finally:
-        con.close()
-    assert quarantine > 0 and higher > 0, (quarantine, higher)
+    assert on_duckdb == on_spark and len(on_duckdb) == 4 and on_duckdb[0]["requests"] > 0

@@ -26,7 +26,9 @@ def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
         values = s.dropna()
         sample = values.iloc[0] if len(values) else None
         if isinstance(sample, (list, tuple, np.ndarray)):  # a list column (adapters): compared as its text
-            out[c] = s.map(lambda v: None if v is None else "[" + ", ".join(str(x) for x in v) + "]")
+            out[c] = s.map(
+                lambda v: "[" + ", ".join(str(x) for x in v) + "]" if isinstance(v, (list, tuple, np.ndarray)) else None
+            )
         elif pd.api.types.is_datetime64_any_dtype(s):
             s = pd.to_datetime(s)
             out[c] = s.dt.tz_localize(None) if s.dt.tz is not None else s
@@ -35,9 +37,9 @@ def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
         elif isinstance(sample, decimal.Decimal):
             out[c] = s.map(lambda v: None if v is None else float(v)).astype("float64")
         elif pd.api.types.is_bool_dtype(s) or isinstance(sample, (bool, np.bool_)):
-            out[c] = s.map(lambda v: None if v is None or v is pd.NA else bool(v)).astype("object")
+            out[c] = s.map(lambda v: None if v is None or pd.isna(v) else bool(v)).astype("object")
         elif pd.api.types.is_integer_dtype(s) or isinstance(sample, (int, np.integer)):
-            out[c] = s.map(lambda v: None if v is None or v is pd.NA else int(v)).astype("object")
+            out[c] = s.map(lambda v: None if v is None or pd.isna(v) else int(v)).astype("object")
         else:
             out[c] = s
     return pd.DataFrame(out, index=frame.index)

@@ -24,6 +24,8 @@ CORES_ENV = "IMPACT_SPARK_CORES"
 SHUFFLE_PARTITIONS_ENV = "IMPACT_SPARK_SHUFFLE_PARTITIONS"
 # more settings for the local server, "key=value,key=value" (e.g. spark.sql.codegen.wholeStage=false)
 EXTRA_CONF_ENV = "IMPACT_SPARK_CONF"
+# more JVM options for the local server (e.g. -XX:TieredStopAtLevel=1: no C2 compiles, for short runs such as tests)
+JAVA_OPTIONS_ENV = "IMPACT_SPARK_JAVA_OPTIONS"
 START_TIMEOUT_S = 180.0
 
 # settings every session of the server gets (dbt's session and ours set the session-level ones again)
@@ -74,7 +76,7 @@ def server_conf(directory: Path, port: int) -> dict[str, str]:
         "spark.hadoop.javax.jdo.option.ConnectionURL": (
             f"jdbc:derby:;databaseName={directory / 'metastore_db'};create=true"
         ),
-        "spark.driver.extraJavaOptions": f"-Dderby.system.home={directory}",
+        "spark.driver.extraJavaOptions": f"-Dderby.system.home={directory} {os.environ.get(JAVA_OPTIONS_ENV, '')}".strip(),
         "spark.connect.grpc.binding.address": "127.0.0.1",
         "spark.connect.grpc.binding.port": str(port),
         **extra_conf(),
