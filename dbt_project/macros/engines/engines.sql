@@ -408,8 +408,17 @@
     {%- if digits | int == 0 -%}
     cast(cast(round({{ value }}, 0) as decimal(38, 0)) as string) || '.0'
     {%- else -%}
-    regexp_replace(cast(cast(round({{ value }}, {{ digits }}) as decimal(38, {{ digits }})) as string), '(\\.[0-9]*?)0*$', '$1')
+    {#- (DuckDB writes -0.0 for a negative value that rounds to zero) -#}
+    case when round({{ value }}, {{ digits }}) = 0 and {{ value }} < 0 then '-' else '' end
+    || regexp_replace(cast(cast(round({{ value }}, {{ digits }}) as decimal(38, {{ digits }})) as string), '(\\.[0-9]*?)0*$', '$1')
     || case when cast(round({{ value }}, {{ digits }}) as decimal(38, {{ digits }}))
         = cast(round({{ value }}, {{ digits }}) as decimal(38, 0)) then '0' else '' end
     {%- endif -%}
 {%- endmacro %}
+
+{#- A string literal of `text`: DuckDB doubles a quote inside it ('GPU''s'); Spark reads '' as two literals run
+    together ('GPU' 's' is 'GPUs') and escapes it with a backslash instead. -#}
+{% macro text_literal(text) -%}{{ adapter.dispatch('text_literal')(text) }}{%- endmacro %}
+{% macro default__text_literal(text) -%}{{ engine_unsupported('text_literal') }}{%- endmacro %}
+{% macro duckdb__text_literal(text) -%}'{{ text | replace("'", "''") }}'{%- endmacro %}
+{% macro spark__text_literal(text) -%}'{{ text | replace("\\", "\\\\") | replace("'", "\\'") }}'{%- endmacro %}

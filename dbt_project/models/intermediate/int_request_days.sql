@@ -44,6 +44,8 @@
 --                   listed in adapters_without_factor, never charged zero silently)
 -- Bounds (_low/_high): every factor range and the prediction interval at the same end together.
 
+-- (sqlfluff's dbt templater mis-tracks the indent after this model's Jinja call blocks and image branches)
+-- noqa: disable=LT02
 with params as (
     select * from {{ ref('int_cluster_day_params') }}
     where day = {{ partition_day() }}
@@ -140,7 +142,9 @@ fits as (
 image_fits as (
     -- the latest image fit of the selected form per model and hardware (telemetry preferred), prefixed img_
     {%- if image_fits is not none %}
-        {% call first_row_per(model_key('model') ~ ', lower(hardware)', "(source = 'telemetry') desc, fitted_at desc") -%}
+        {% call first_row_per(
+            model_key('model') ~ ', lower(hardware)', "(source = 'telemetry') desc, fitted_at desc"
+        ) -%}
         select
             {{ model_key('model') }} as model_key,
             lower(hardware) as hardware_key,
@@ -235,6 +239,10 @@ fallback_members as (
 ),
 
 {% if image_day -%}
+    {#- the image request's fields, and its adapters without a factor row, as one JSON object -#}
+    {%- set image_json_fields = [] %}
+    {%- for col in image_columns %}{% do image_json_fields.append((col, 'i.' ~ col)) %}{% endfor %}
+    {%- do image_json_fields.append(('adapters_without_factor', 'ar.adapters_without_factor')) %}
     adapter_rates as (
     -- LoRA adapters: each (adapter list, start month) of the day's requests that name adapters (none on a text
     -- day without them) with the sum of its adapters' fine-tuning rates for that month, and the adapters that
@@ -246,7 +254,10 @@ fallback_members as (
             sum(t.fine_tuning_water_l_per_inference) as fine_tuning_water_l_per_inference,
             {{ sorted_list_agg('u.adapter', 'a.factor_model is null') }} as adapters_without_factor
         from (
-            select distinct lora, cast(date_trunc('month', start_time) as date) as month, {{ explode_list('lora') }} as adapter
+            select distinct
+                lora,
+                cast(date_trunc('month', start_time) as date) as month,
+                {{ explode_list('lora') }} as adapter
             from requests
             where lora is not null
         ) as u
@@ -268,10 +279,7 @@ fallback_members as (
             f.img_fit_label as fit_label,
             ar.fine_tuning_g_co2e_per_inference as adapter_g_co2e_per_inference,
             ar.fine_tuning_water_l_per_inference as adapter_water_l_per_inference,
-            {%- set fields = [] %}
-            {%- for col in image_columns %}{% do fields.append((col, 'i.' ~ col)) %}{% endfor %}
-            {%- do fields.append(('adapters_without_factor', 'ar.adapters_without_factor')) %}
-            {{ json_object(fields) | indent(12) }} as image_fields
+            {{ json_object(image_json_fields) | indent(12) }} as image_fields
         from image_requests as i
         left join model_names as mn on i.cluster = mn.cluster and i.model = mn.model
         left join image_fits as f on mn.model_key = f.model_key and lower(mn.hardware) = f.hardware_key
@@ -816,3 +824,4 @@ final as (
 )
 
 select * from final
+-- noqa: enable=LT02

@@ -48,7 +48,7 @@ power_samples as (
 implausible_power as (
     select
         s.cluster, s.node, s.gpu, s.sample_epoch_s, s.value,
-        'power sample of ' || {{ rounded_text('s.value', 1) }} || ' W above the GPU''s '
+        'power sample of ' || {{ rounded_text('s.value', 1) }} || {{ text_literal(" W above the GPU's ") }}
         || {{ rounded_text('p.gpu_power_ceiling_w', 1) }}
         || ' W ceiling (rejected)' as reason
     from all_samples as s
@@ -396,7 +396,7 @@ final as (
             when is_implausible
                 then
                     'implausible: ' || {{ rounded_text('energy_j / dt_s', 1) }} || ' W over '
-                    || {{ rounded_text('dt_s', 3) }} || ' s is above the GPU''s '
+                    || {{ rounded_text('dt_s', 3) }} || {{ text_literal(" s is above the GPU's ") }}
                     || {{ rounded_text('gpu_power_ceiling_w', 1) }} || ' W ceiling (quarantined)'
         end as quarantine_reason,
         case when is_implausible then energy_j end as quarantined_energy_j

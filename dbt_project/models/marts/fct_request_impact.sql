@@ -148,7 +148,10 @@ final as (
         r.factor_model,
         t.training_g_co2e_per_inference,
         case
-            when r.factor_model is null then 'none: model ''' || r.model || ''' has no entry in factors/models.yml'
+            when r.factor_model is null
+                then
+                    {{ text_literal("none: model '") }} || r.model
+                    || {{ text_literal("' has no entry in factors/models.yml") }}
             else 'factors.models ' || r.factor_model || ' (' || t.rate_basis || '): ' || t.source
         end as training_source,
         r.days_spanned,
