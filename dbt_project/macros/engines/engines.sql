@@ -408,8 +408,9 @@
     {%- if digits | int == 0 -%}
     cast(cast(round({{ value }}, 0) as decimal(38, 0)) as string) || '.0'
     {%- else -%}
-    {#- (DuckDB writes -0.0 for a negative value that rounds to zero) -#}
-    case when round({{ value }}, {{ digits }}) = 0 and {{ value }} < 0 then '-' else '' end
+    {#- (DuckDB writes -0.0 for a negative value that rounds to zero, and for -0.0 itself: its sign shows in the
+        double's text) -#}
+    case when round({{ value }}, {{ digits }}) = 0 and startswith(cast({{ value }} as string), '-') then '-' else '' end
     || regexp_replace(cast(cast(round({{ value }}, {{ digits }}) as decimal(38, {{ digits }})) as string), '(\\.[0-9]*?)0*$', '$1')
     || case when cast(round({{ value }}, {{ digits }}) as decimal(38, {{ digits }}))
         = cast(round({{ value }}, {{ digits }}) as decimal(38, 0)) then '0' else '' end
