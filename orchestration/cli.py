@@ -1,7 +1,8 @@
 """`impact`: the command line (CONTRACT section 2).
 
     impact run --data-dir DIR --warehouse FILE [--start YYYY-MM-DD --end YYYY-MM-DD] [--prometheus-url URL]
-               [--no-wait]
+               [--no-wait] [--engine duckdb|spark]   (spark: --warehouse is a directory; docs/spark.md)
+    impact sql "select ..." [--engine duckdb|spark] [--warehouse W] [--json]
     impact retain [--warehouse FILE] [--dry-run] [--raw-days N --request-days N --aggregate-days N|keep]
     impact publish [--warehouse FILE]
     impact migrate [--warehouse FILE]
@@ -66,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--quiet", action="store_true", help="only the final summary")
     run.add_argument(
+        "--engine",
+        help="where the models run: duckdb (default; --warehouse is a file) or spark (--warehouse is a directory; a "
+        "local Spark Connect server is started for it unless SPARK_REMOTE is set); default: $IMPACT_ENGINE",
+    )
+    run.add_argument(
         "--no-wait", action="store_true",
         help=f"when another run holds the warehouse, exit at once (code {commands.EXIT_BUSY}) instead of waiting",
     )
@@ -75,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("predict", help="predicted duration and energy of a hypothetical request", add_help=False)
     sub.add_parser("report", help="a day's charts and checks as a self-contained HTML page and PNGs", add_help=False)
     sub.add_parser("advise", help="the day's routing, rightsizing, shifting and settings advice", add_help=False)
+    sub.add_parser("sql", help="run one SQL statement on the warehouse (either engine)", add_help=False)
     return parser
 
 
@@ -90,31 +97,51 @@ def days_to_run(
     return [d for d in found if (start is None or d >= start) and (end is None or d <= end)]
 
 
+def _open_marts(warehouse: Path):
+    """The warehouse the marts are in, read-only: the DuckDB file, or the Spark engine (IMPACT_ENGINE)."""
+    from orchestration.lib import engines
+
+    return engines.open_engine(os.environ.get(settings.ENGINE_ENV), warehouse, read_only=True)
+
+
+def _days_in(column: str, days: Sequence[dt.date]) -> tuple[str, dict[str, dt.date]]:
+    """`column in ($day0, ...)` and its parameters (SQL both engines read)."""
+    params = {f"day{i}": d for i, d in enumerate(days)}
+    return f"{column} in ({', '.join('$' + p for p in params)})" if params else "false", params
+
+
 def _summary_rows(warehouse: Path, days: Sequence[dt.date]) -> list[tuple]:
     from orchestration.lib.warehouse import connect
 
-    con = connect(warehouse, read_only=True)
+    in_days, params = _days_in("d.day", days)
+    con = _open_marts(warehouse)
     try:
-        return con.execute(
-            """
-            with rejected as (
-                select partition_day as day, count(*) as n from raw.rejected_rows group by all
-            ),
-            undated as (
-                -- rejections tied to no day (clusters.yml, a file with no readable timestamp): counted every day
-                select count(*) as n from raw.rejected_rows where partition_day is null
-            )
+        energy = con.execute(
+            f"""
             select d.day, d.cluster, d.requests, d.metered_it_energy_j / 3.6e6, d.attributed_energy_j / 3.6e6,
-                   d.unattributed_energy_j / 3.6e6, d.telemetry_coverage, d.counter_resets,
-                   coalesce(r.n, 0) + (select n from undated)
-            from marts.fct_cluster_energy_daily d left join rejected r using (day)
-            where list_contains($days, d.day)
+                   d.unattributed_energy_j / 3.6e6, d.telemetry_coverage, d.counter_resets
+            from marts.fct_cluster_energy_daily d
+            where {in_days}
             order by d.day, d.cluster
             """,
-            {"days": list(days)},
+            params,
         ).fetchall()
     finally:
         con.close()
+    # raw.rejected_rows is ingestion's: in the DuckDB warehouse (or store) whatever the engine
+    con = connect(warehouse, read_only=True)
+    try:
+        rejected = dict(
+            con.execute("select partition_day, count(*) from raw.rejected_rows group by partition_day").fetchall()
+        )
+    finally:
+        con.close()
+    undated = rejected.pop(None, 0)  # rejections tied to no day (clusters.yml, a file with no readable timestamp)
+    return [(*row, rejected.get(_as_date(row[0]), 0) + undated) for row in energy]
+
+
+def _as_date(value) -> dt.date:
+    return value.date() if isinstance(value, dt.datetime) else value
 
 
 IMPACT_HEADER = ("day", "cluster", "facility_kwh", "operational_kg", "embodied_kg", "training_kg", "total_kg",
@@ -124,23 +151,25 @@ IMPACT_HEADER = ("day", "cluster", "facility_kwh", "operational_kg", "embodied_k
 def _impact_rows(warehouse: Path, days: Sequence[dt.date]) -> list[tuple]:
     """Per day and cluster: facility energy, carbon by kind with the total's bounds, water, the median request's
     total carbon, and whether hourly grid factors covered every request."""
-    from orchestration.lib.warehouse import connect
+    from orchestration.lib.engines import dialect
 
-    con = connect(warehouse, read_only=True)
+    in_days, params = _days_in("day", days)
+    con = _open_marts(warehouse)
     try:
+        median = dialect(con, "median(total_g_co2e)", "percentile(total_g_co2e, 0.5)")
         rows = con.execute(
-            """
+            f"""
             select day, cluster, sum(facility_energy_j) / 3.6e6, sum(operational_location_g_co2e) / 1e3,
                    sum(embodied_g_co2e) / 1e3, sum(training_g_co2e + fine_tuning_g_co2e) / 1e3,
                    sum(total_g_co2e) / 1e3, sum(total_g_co2e_low) / 1e3, sum(total_g_co2e_high) / 1e3,
-                   sum(total_water_l), median(total_g_co2e),
+                   sum(total_water_l), {median},
                    case when count(*) filter (where grid_resolution <> 'hourly') = 0 then 'hourly'
                         else count(*) filter (where grid_resolution <> 'hourly') || ' on annual' end
             from marts.fct_request_impact
-            where list_contains($days, day)
+            where {in_days}
             group by day, cluster order by day, cluster
             """,
-            {"days": list(days)},
+            params,
         ).fetchall()
     finally:
         con.close()
@@ -155,20 +184,19 @@ def _image_rows(warehouse: Path, days: Sequence[dt.date]) -> list[tuple]:
     """Per day, cluster and model of image requests (docs/images.md): images, megapixel-steps, facility Wh and
     the GPU's dynamic Wh per image, total g CO2e per image, LoRA fine-tuning carbon, and the requests naming an
     adapter without a factor row."""
-    from orchestration.lib.warehouse import connect
-
-    con = connect(warehouse, read_only=True)
+    in_days, params = _days_in("day", days)
+    con = _open_marts(warehouse)
     try:
         return con.execute(
-            """
+            f"""
             select day, cluster, model, count(*), cast(sum(images) as bigint), sum(megapixel_steps),
                    sum(facility_energy_j) / sum(images) / 3600, sum(accelerator_dynamic_energy_j) / sum(images) / 3600,
                    sum(total_g_co2e) / sum(images), sum(fine_tuning_g_co2e), count(adapters_without_factor)
             from marts.fct_request_impact
-            where modality = 'image' and list_contains($days, day)
-            group by all order by day, cluster, model
+            where modality = 'image' and {in_days}
+            group by day, cluster, model order by day, cluster, model
             """,
-            {"days": list(days)},
+            params,
         ).fetchall()
     finally:
         con.close()
@@ -199,9 +227,8 @@ def _inputs_that_look_wrong(warehouse: Path, days: Sequence[dt.date]) -> list[st
     import duckdb
 
     from orchestration.lib.fault_report import summary_lines
-    from orchestration.lib.warehouse import connect
 
-    con = connect(warehouse, read_only=True)
+    con = _open_marts(warehouse)  # (on Spark, its raw layer and tables)
     try:
         return summary_lines(con, days)
     except duckdb.Error:  # a warehouse of an earlier version (the failure above says so)
@@ -235,14 +262,70 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str
 def cmd_run(args: argparse.Namespace) -> int:
     from orchestration.lib.prometheus import URL_ENV
 
-    before = os.environ.get(URL_ENV)
+    kept = (URL_ENV, settings.ENGINE_ENV, settings.SPARK_WAREHOUSE_ENV)
+    before = {name: os.environ.get(name) for name in kept}
     try:
-        return _cmd_run(args, _prometheus_url(args.prometheus_url))
-    finally:  # the flag lasts for this command only (main() may be called in-process, e.g. by tests)
-        if before is None:
-            os.environ.pop(URL_ENV, None)
-        else:
-            os.environ[URL_ENV] = before
+        with _engine(args):
+            return _cmd_run(args, _prometheus_url(args.prometheus_url))
+    finally:  # the flags last for this command only (main() may be called in-process, e.g. by tests)
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
+def _engine(args: argparse.Namespace):
+    """The engine of the run (--engine, $IMPACT_ENGINE): for spark, --warehouse names the warehouse directory;
+    ingestion's DuckDB store is in it, and a local Spark Connect server runs for it during the run (unless
+    SPARK_REMOTE names one)."""
+    from orchestration.lib import engines
+
+    try:
+        engine = engines.engine_name(getattr(args, "engine", None))
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    os.environ[settings.ENGINE_ENV] = engine
+    if engine != "spark":
+        yield
+        return
+    from orchestration.lib.engines.spark_server import REMOTE_ENV, LocalSparkServer, SparkServerError
+
+    directory = Path(args.warehouse or settings.DEFAULT_SPARK_WAREHOUSE).expanduser().resolve()
+    if directory.suffix == ".duckdb" or directory.is_file():
+        raise CliError(f"--engine spark: --warehouse is a directory, not the file {directory}")
+    os.environ[settings.SPARK_WAREHOUSE_ENV] = str(directory)
+    args.warehouse = str(directory / SPARK_INGEST_STORE)
+    if os.environ.get(REMOTE_ENV):
+        yield
+        return
+    server = LocalSparkServer(directory)
+    try:
+        if not args.quiet:
+            print(f"Starting a local Spark server for {directory} ...", flush=True)
+        server.start()
+    except SparkServerError as exc:
+        raise CliError(str(exc)) from None
+    try:
+        yield
+    finally:
+        server.stop()
+
+
+def _refuse_spark_warehouse(args: argparse.Namespace) -> None:
+    """retain, publish and migrate are DuckDB-warehouse operations (docs/spark.md, 'What runs on Spark')."""
+    warehouse = args.warehouse or os.environ.get(settings.WAREHOUSE_ENV)
+    if os.environ.get(settings.ENGINE_ENV, "").strip().lower() == "spark" or (warehouse and Path(warehouse).is_dir()):
+        raise CliError(
+            f"impact {args.command} works on a DuckDB warehouse file; on the Spark engine the tables are in Spark's "
+            "catalog: keep or drop their day partitions with your cluster's tools (docs/spark.md, 'What runs on "
+            "Spark')"
+        )
+
+
+# ingestion's DuckDB store (raw layer validation, raw.rejected_rows) in a Spark warehouse directory
+SPARK_INGEST_STORE = "ingest.duckdb"
 
 
 def _cmd_run(args: argparse.Namespace, prometheus_url: str | None) -> int:
@@ -464,6 +547,9 @@ def _run_advice(definitions, instance, days, data_dir: Path, log_path: Path, say
     from orchestration.defs.automation.jobs import ADVICE_JOB_NAME
     from orchestration.lib.advice.config import advice_path
 
+    if os.environ.get(settings.ENGINE_ENV) == "spark" and advice_path(data_dir).is_file():
+        say("[advice] not run on the Spark engine: advice reads the DuckDB warehouse (docs/spark.md)")
+        return []
     if not advice_path(data_dir).is_file():
         say(f"[advice] no {advice_path(data_dir).name} in {data_dir}: no advice (docs/advice.md)")
         return []
@@ -490,6 +576,12 @@ def _run_advice(definitions, instance, days, data_dir: Path, log_path: Path, say
 
 
 def _has_table(warehouse: Path, schema: str, table: str) -> bool:
+    if os.environ.get(settings.ENGINE_ENV) == "spark" and schema not in ("raw", "factors"):
+        con = _open_marts(warehouse)
+        try:
+            return con.has_table(f"{schema}.{table}")
+        finally:
+            con.close()
     if not warehouse.exists():
         return False
     from orchestration.lib.warehouse import connect, fetch_one
@@ -606,6 +698,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from orchestration.lib import predictions
 
         return predictions.predict_main(argv[1:])
+    if argv[:1] == ["sql"]:
+        from orchestration.lib.engines import sql_cli
+
+        return sql_cli.sql_main(argv[1:])
     if argv[:1] == ["report"]:
         from orchestration.lib import report
 
@@ -618,6 +714,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from orchestration.lib.operations.lock import WarehouseBusy
 
     try:
+        if args.command in commands.COMMANDS:
+            _refuse_spark_warehouse(args)
         return {"run": cmd_run, **commands.COMMANDS}[args.command](args)
     except CliError as exc:
         print(f"impact: {exc}", file=sys.stderr)

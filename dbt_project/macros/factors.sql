@@ -4,7 +4,7 @@
     Same rule as orchestration.lib.factors.model_key.
 -#}
 {% macro model_key(column) -%}
-    lower(regexp_replace(regexp_replace({{ column }}, '^[^/]*/', ''), '[^A-Za-z0-9]', '', 'g'))
+    lower({{ regexp_replace_all("regexp_replace(" ~ column ~ ", '^[^/]*/', '')", "'[^A-Za-z0-9]'", "''") }})
 {%- endmacro %}
 
 {#-
@@ -14,7 +14,7 @@
 {% macro zone_match_rank(factor_zone, zone) -%}
     case
         when {{ factor_zone }} = {{ zone }} then 0
-        when starts_with({{ zone }}, {{ factor_zone }} || '-') then 1000 - length({{ factor_zone }})
+        when {{ starts_with(zone, factor_zone ~ " || '-'") }} then 1000 - length({{ factor_zone }})
         when upper({{ factor_zone }}) = 'WORLD' then 10000
     end
 {%- endmacro %}
@@ -48,7 +48,7 @@
 {#- A GPU model name as the gpu_power factors are matched on: lower case, vendor and brand words dropped, spaces and
     underscores as dashes ('NVIDIA H100 80GB HBM3' -> 'h100-80gb-hbm3', 'Tesla T4' -> 't4'). -#}
 {% macro gpu_model_key(column) -%}
-    regexp_replace(
-        regexp_replace(lower(trim({{ column }})), '^((nvidia|tesla|amd|instinct)[ _-]*)+', ''), '[ _]+', '-', 'g'
-    )
+    {{ regexp_replace_all(
+        "regexp_replace(lower(trim(" ~ column ~ ")), '^((nvidia|tesla|amd|instinct)[ _-]*)+', '')", "'[ _]+'", "'-'"
+    ) }}
 {%- endmacro %}

@@ -22,14 +22,14 @@
     adapters) as the marts' typed columns; modality 'text' when there is none.
 -#}
 {% macro unpack_image_fields(col) -%}
-    coalesce({{ col }} ->> 'modality', 'text') as modality,
+    coalesce({{ json_field_text(col, 'modality') }}, 'text') as modality,
     {%- for name, type in [
         ('width', 'bigint'), ('height', 'bigint'), ('images', 'bigint'), ('steps', 'bigint'), ('strength', 'double'),
-        ('input_width', 'bigint'), ('input_height', 'bigint'), ('guidance', 'boolean'), ('quality', 'varchar')] %}
-    cast({{ col }} ->> '{{ name }}' as {{ type }}) as {{ name }},
+        ('input_width', 'bigint'), ('input_height', 'bigint'), ('guidance', 'boolean'), ('quality', type_string())] %}
+    cast({{ json_field_text(col, name) }} as {{ type }}) as {{ name }},
     {%- endfor %}
-    cast({{ col }} -> 'lora' as varchar[]) as lora,
-    cast({{ col }} -> 'adapters_without_factor' as varchar[]) as adapters_without_factor
+    {{ json_field_text_list(col, 'lora') }} as lora,
+    {{ json_field_text_list(col, 'adapters_without_factor') }} as adapters_without_factor
 {%- endmacro %}
 
 {% macro image_terms() -%}
@@ -63,7 +63,7 @@
             else 0
         end)
     {%- elif term == 'lora' -%}
-        (coalesce(len({{ r }}.lora), 0) * {{ denoise }})
+        (coalesce({{ list_length(r ~ '.lora') }}, 0) * {{ denoise }})
     {%- else -%}
         {{ exceptions.raise_compiler_error('unknown image term ' ~ term) }}
     {%- endif -%}

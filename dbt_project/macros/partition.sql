@@ -27,10 +27,10 @@
 
 {#- Epoch seconds of the partition's first instant. -#}
 {% macro partition_day_epoch_s() -%}
-    (epoch_us(cast({{ partition_day() }} as timestamp)) / 1e6)
+    ({{ epoch_us('cast(' ~ partition_day() ~ ' as timestamp)') }} / 1e6)
 {%- endmacro %}
 
 {#- Epoch seconds (double) of a timestamp column. -#}
 {% macro epoch_s(column) -%}
-    (epoch_us({{ column }}) / 1e6)
+    ({{ epoch_us(column) }} / 1e6)
 {%- endmacro %}

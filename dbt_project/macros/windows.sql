@@ -29,9 +29,8 @@
         union all
         select
             b.*,
-            unnest(generate_series(
-                greatest(b.first_window, 0), least(b.last_window, b.windows_per_day - 1)
-            )) as window_index
+            {{ explode_range('greatest(b.first_window, 0)', 'least(b.last_window, b.windows_per_day - 1)') }}
+                as window_index
         from ({{ bounds }}) as b
         where b.first_window <> b.last_window
     ) as e

@@ -12,6 +12,7 @@ from packaging import version
 
 from orchestration import settings
 from orchestration.dbt_manifest import dbt_executable, prepare_manifest
+from orchestration.lib import engines
 from orchestration.lib import prometheus as prom_api
 from orchestration.lib.ingest import DEFAULT_MAX_REQUEST_DURATION_S, DEFAULT_TELEMETRY_MARGIN_S
 from orchestration.lib.metrics import GPU_LABELS, NODE_LABELS
@@ -65,6 +66,37 @@ class ImpactSettings(dg.ConfigurableResource):
     window_s: float | None = None
     dynamic_share: str = "request_seconds"
     attribution_level: str | None = None
+    # the engine the models run on (docs/spark.md): duckdb (the warehouse file above) or spark (the warehouse
+    # directory spark_warehouse; `warehouse` is then ingestion's DuckDB store in it)
+    engine: str = engines.DEFAULT_ENGINE
+    spark_warehouse: str | None = None
+
+    @property
+    def is_spark(self) -> bool:
+        return engines.engine_name(self.engine) == "spark"
+
+    @property
+    def lake_path(self) -> Path:
+        """Where the raw layer's Parquet is written for the Spark engine."""
+        return Path(self.spark_warehouse or self.warehouse_path.parent).expanduser().resolve() / "lake"
+
+    def marts(self, con):
+        """Where a Python step reads marts and writes its tables: the DuckDB warehouse connection ``con``, or the
+        Spark engine (``con`` is then ingestion's DuckDB store, for raw.rejected_rows)."""
+        return self.open_engine() if self.is_spark else con
+
+    def open_engine(self, read_only: bool = True):
+        """The warehouse the models wrote, for reading marts and writing the Python steps' small tables."""
+        return engines.open_engine(self.engine, self.warehouse_path, read_only=read_only)
+
+    def duckdb_only(self, what: str) -> str | None:
+        """None on DuckDB; on the Spark engine, why ``what`` (a DuckDB-warehouse operation: the analysts'
+        publication, retention, the daily report, advice) does not run there (docs/spark.md)."""
+        if not self.is_spark:
+            return None
+        return (f"{what} is not run on the Spark engine: it reads and writes the DuckDB warehouse file, and Spark's "
+                "tables are in its catalog (query them with `impact sql --engine spark` or your cluster's SQL "
+                "endpoint; docs/spark.md, 'What runs on Spark')")
 
     @property
     def data_path(self) -> Path:
@@ -225,6 +257,18 @@ def prometheus_resource() -> PrometheusResource:
     return PrometheusResource(**{k: dg.EnvVar(v) for k, v in env.items() if os.environ.get(v)})
 
 
+def dbt_target() -> dict[str, str]:
+    """The dbt profile of the engine: the project's `duckdb` or `spark` target, or a profile of your own
+    (IMPACT_DBT_PROFILES_DIR and IMPACT_DBT_TARGET, e.g. a Databricks or Thrift connection: docs/spark.md)."""
+    out = {}
+    if os.environ.get(settings.DBT_PROFILES_DIR_ENV):
+        out["profiles_dir"] = str(Path(os.environ[settings.DBT_PROFILES_DIR_ENV]).expanduser().resolve())
+    target = os.environ.get(settings.DBT_TARGET_ENV) or ("spark" if engines.engine_name() == "spark" else "")
+    if target:
+        out["target"] = target
+    return out
+
+
 def _env_or(name: str, default: Path) -> str | dg.EnvVar:
     return dg.EnvVar(name) if os.environ.get(name) else str(default)
 
@@ -236,8 +280,10 @@ def resources() -> dg.Definitions:
             "settings": ImpactSettings(
                 data_dir=_env_or(settings.DATA_DIR_ENV, settings.DEFAULT_DATA_DIR),
                 warehouse=_env_or(settings.WAREHOUSE_ENV, settings.DEFAULT_WAREHOUSE),
+                engine=engines.engine_name(),
+                spark_warehouse=os.environ.get(settings.SPARK_WAREHOUSE_ENV) or None,
             ),
-            "dbt": ImpactDbtCliResource(project_dir=DBT_PROJECT, dbt_executable=dbt_executable()),
+            "dbt": ImpactDbtCliResource(project_dir=DBT_PROJECT, dbt_executable=dbt_executable(), **dbt_target()),
             "prometheus": prometheus_resource(),
         },
         executor=dg.in_process_executor,

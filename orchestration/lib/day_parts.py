@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 
 import duckdb
 
-from orchestration.lib import warehouse
+from orchestration.lib import engines, warehouse
 
 # The requests a reduction covers (alias r): those that ran within one day and started in [$first, $last], and
 # those that ran past midnight and started in [$span_first, $last]; $lo = least($first, $span_first).
@@ -82,7 +82,7 @@ def missing_days(
     day all of whose requests ran past midnight is found again each time: a few requests)."""
     done = (
         f"except select distinct day from {parts_table} where day between $start and $end and not spanning"
-        if warehouse.has_table(con, parts_table)
+        if engines.has_table(con, parts_table)
         else ""
     )
     rows = con.execute(

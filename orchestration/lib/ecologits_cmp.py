@@ -36,7 +36,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from orchestration.lib import day_parts, warehouse
+from orchestration.lib import day_parts, engines, warehouse
 from orchestration.settings import REPO_ROOT
 
 try:  # the shared normalisation rule (factors engineer); the same rule is kept here if it is not there
@@ -584,6 +584,10 @@ def replace_day_parts(
     """Replace the parts (DAY_COMBOS_TABLE, DAY_BINS_TABLE) of the requests of ``table`` that started in
     [first, last], and of those that ran past midnight and started in [span_first, last] (default: first), in one
     transaction (orchestration/lib/day_parts.py); returns the (combo, bin) rows written."""
+    if engines.is_spark(con):
+        from orchestration.lib.engines import spark_steps
+
+        return spark_steps.cmp_replace_day_parts(con, first, last, span_first, table)
     groups_sql, requests_sql, combos_sql, bins_sql = _day_parts_sql(table)
     values = day_parts.params(first, last, span_first)
     try:
@@ -634,6 +638,10 @@ def request_combos(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per-combo sums of requests with energy, request counts and medians per model x hardware x cluster) over
     the start days [start, end], from the days' parts (replace_day_parts)."""
+    if engines.is_spark(con):
+        from orchestration.lib.engines import spark_steps
+
+        return spark_steps.cmp_request_combos(con, start, end)
     params = {"start": start, "end": end}
     sums = ", ".join(
         [f"cast(sum({c}) as bigint) as {c}" for c in _COMBO_COUNTS] + [f"sum({c}) as {c}" for c in _COMBO_SUMS]

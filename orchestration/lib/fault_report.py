@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import duckdb
 
-from orchestration.lib.warehouse import has_table
+from orchestration.lib.engines import dialect, has_table
 
 DURATION_S_PER_TOKEN_LIMIT = 2.0
 IDLE_GPU_SHARE_LIMIT = 0.8
@@ -32,9 +32,11 @@ SKEW_MIN_REQUEST_S = 600.0
 
 
 def _days(days: Sequence[dt.date] | None, column: str = "day") -> tuple[str, dict[str, object]]:
+    """`column in ($day0, ...)` and its parameters (SQL both engines read: these queries run on DuckDB or Spark)."""
     if days is None:
         return "true", {}
-    return f"list_contains($days, {column})", {"days": list(days)}
+    params = {f"day{i}": d for i, d in enumerate(days)}
+    return (f"{column} in ({', '.join('$' + p for p in params)})" if params else "false"), params
 
 
 def power_ceiling_violations(con: duckdb.DuckDBPyConnection, day: dt.date | None = None) -> list[tuple]:
@@ -43,7 +45,7 @@ def power_ceiling_violations(con: duckdb.DuckDBPyConnection, day: dt.date | None
     where, params = _days(None if day is None else [day], "e.day")
     return con.execute(
         f"""
-        select e.cluster, cast(e.day as varchar), e.component, e.pool, e.window_index, round(e.energy_j, 3),
+        select e.cluster, cast(e.day as string), e.component, e.pool, e.window_index, round(e.energy_j, 3),
                round(e.energy_j / nullif(e.covered_s, 0), 1) as mean_w,
                case when e.component = 'gpu' then p.gpu_power_ceiling_w else p.host_power_ceiling_w end as ceiling_w
         from intermediate.int_pool_window_energy as e
@@ -64,7 +66,7 @@ def telemetry_faults(con: duckdb.DuckDBPyConnection, days: Sequence[dt.date] | N
     where, params = _days(days)
     return con.execute(
         f"""
-        select cast(day as varchar), cluster, rejected_samples, round(quarantined_gpu_s, 1),
+        select cast(day as string), cluster, rejected_samples, round(quarantined_gpu_s, 1),
                round(quarantined_energy_j / 3.6e6, 3), bridged_intervals, duplicate_samples
         from marts.fct_cluster_energy_daily
         where {where}
@@ -81,7 +83,7 @@ def unmatched_requests(con: duckdb.DuckDBPyConnection, days: Sequence[dt.date] |
     where, params = _days(days)
     return con.execute(
         f"""
-        select cast(day as varchar), cluster, coalesce(node, '(none)'), coalesce(gpu, '(none)'), attribution_level,
+        select cast(day as string), cluster, coalesce(node, '(none)'), coalesce(gpu, '(none)'), attribution_level,
                requests
         from intermediate.int_request_pools
         where {where} and attribution_level <> cluster_level
@@ -98,23 +100,24 @@ def duration_findings(
     """Sentences naming duration_s where it looks like the wrong unit, per cluster-day, with counts: from the
     request log alone, and (with_telemetry) from the request-seconds that fell on idle GPUs."""
     where, params = _days(days, "partition_day")
+    median = dialect(con, "median(duration_s / (output_tokens + 1))", "percentile(duration_s / (output_tokens + 1), 0.5)")
     rows = con.execute(
         f"""
         with pace as (
             select partition_day as day, cluster, count(*) as requests,
-                   median(duration_s / (output_tokens + 1)) as s_per_token
+                   {median} as s_per_token
             from raw.requests
             where {where} and output_tokens is not null and duration_s > 0
-            group by all
+            group by partition_day, cluster
         ),
         too_long as (
             select partition_day as day, count(*) as rejected
             from raw.rejected_rows
             where input = 'requests' and {where}
               and reason like 'duration_s % exceeds the limit of %'
-            group by all
+            group by partition_day
         )
-        select cast(p.day as varchar), p.cluster, p.requests, p.s_per_token, coalesce(t.rejected, 0)
+        select cast(p.day as string), p.cluster, p.requests, p.s_per_token, coalesce(t.rejected, 0)
         from pace as p left join too_long as t using (day)
         where p.s_per_token > {DURATION_S_PER_TOKEN_LIMIT}
         order by p.day, p.cluster
@@ -131,7 +134,7 @@ def duration_findings(
         where, params = _days(days)
         idle = con.execute(
             f"""
-            select cast(day as varchar), cluster, idle_gpu_request_seconds_share
+            select cast(day as string), cluster, idle_gpu_request_seconds_share
             from marts.fct_cluster_energy_daily
             where {where} and idle_gpu_request_seconds_share > {IDLE_GPU_SHARE_LIMIT}
             order by day, cluster
@@ -152,6 +155,11 @@ def clock_skew_findings(con: duckdb.DuckDBPyConnection, days: Sequence[dt.date] 
     SKEW_MAX_WINDOWS windows either way; a best lag other than 0 that matches SKEW_MIN_GAIN times better than lag 0
     is reported. Needs requests that name their node (GPU or node attribution level)."""
     where, params = _days(days, "e.day")
+    lags = dialect(
+        con, f"unnest(range(-{SKEW_MAX_WINDOWS}, {SKEW_MAX_WINDOWS} + 1))",
+        f"explode(sequence(-{SKEW_MAX_WINDOWS}, {SKEW_MAX_WINDOWS}))",
+    )
+    best_lag = dialect(con, "arg_max(lag, match)", "max_by(lag, match)")
     rows = con.execute(
         f"""
         with dynamic as (
@@ -159,7 +167,7 @@ def clock_skew_findings(con: duckdb.DuckDBPyConnection, days: Sequence[dt.date] 
                    sum(e.dynamic_energy_j) as dynamic_j
             from intermediate.int_pool_window_energy as e
             where {where} and e.component = 'gpu' and e.pool <> '*'
-            group by all
+            group by e.day, e.cluster, split_part(e.pool, '/', 1), e.window_index
         ),
         load as (
             -- the host pool of a node carries its requests' seconds once each
@@ -168,7 +176,7 @@ def clock_skew_findings(con: duckdb.DuckDBPyConnection, days: Sequence[dt.date] 
             where {where.replace('e.day', 'l.day')} and l.component = 'host' and l.pool <> '*'
               and l.pool_window_key is not null
         ),
-        lags as (select unnest(range(-{SKEW_MAX_WINDOWS}, {SKEW_MAX_WINDOWS} + 1)) as lag),
+        lags as (select {lags} as lag),
         scored as (
             select l.day, l.cluster, l.node, g.lag,
                    sum(l.request_seconds * d.dynamic_j)
@@ -178,22 +186,22 @@ def clock_skew_findings(con: duckdb.DuckDBPyConnection, days: Sequence[dt.date] 
             inner join dynamic as d
                 on l.day = d.day and l.cluster = d.cluster and l.node = d.node
                 and d.window_index = l.window_index + g.lag
-            group by all
+            group by l.day, l.cluster, l.node, g.lag
         ),
         best as (
             select day, cluster, node,
-                   arg_max(lag, match) as lag, max(match) as best_match,
+                   {best_lag} as lag, max(match) as best_match,
                    max(case when lag = 0 then match end) as match_at_0
             from scored
-            group by all
+            group by day, cluster, node
         ),
         window_length as (
             select cluster, day, window_s from intermediate.int_cluster_day_params
         ),
         load_size as (
-            select day, cluster, node, sum(request_seconds) as request_s from load group by all
+            select day, cluster, node, sum(request_seconds) as request_s from load group by day, cluster, node
         )
-        select cast(b.day as varchar), b.cluster, b.node, b.lag * w.window_s, b.best_match, b.match_at_0
+        select cast(b.day as string), b.cluster, b.node, b.lag * w.window_s, b.best_match, b.match_at_0
         from best as b
         inner join window_length as w on b.cluster = w.cluster and b.day = w.day
         inner join load_size as s on b.day = s.day and b.cluster = s.cluster and b.node = s.node

@@ -1,6 +1,7 @@
 """The invariants of METHODOLOGY section 3, as queries that return the offending rows (empty = holds).
 
-Used by the Dagster asset checks and by the tests, so both check exactly the same thing.
+Used by the Dagster asset checks and by the tests, so both check exactly the same thing. Each takes a DuckDB
+connection or an Engine (orchestration.lib.engines): the SQL is in the subset DuckDB and Spark SQL share.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def negative_energy_rows(con: duckdb.DuckDBPyConnection, day: dt.date | None = N
     where, params = _day_filter(day)
     return con.execute(
         f"""
-        select 'fct_window_energy' as tbl, cluster, cast(window_start as varchar) as at, it_energy_j
+        select 'fct_window_energy' as tbl, cluster, cast(window_start as string) as at, it_energy_j
         from marts.fct_window_energy
         where {where} and (it_energy_j < 0 or idle_energy_j < 0 or dynamic_energy_j < 0)
         union all
@@ -118,6 +119,7 @@ def impact_sum_violations(con: duckdb.DuckDBPyConnection, day: dt.date | None = 
     tol = IMPACT_REL_TOL
     return con.execute(
         f"""
+        select * from (
         select r.request_id, r.cluster, r.day,
             case
                 when abs(r.total_g_co2e - (r.operational_location_g_co2e + r.embodied_g_co2e + r.training_g_co2e
@@ -141,7 +143,9 @@ def impact_sum_violations(con: duckdb.DuckDBPyConnection, day: dt.date | None = 
             end as problem
         from intermediate.int_request_days as r
         left join intermediate.int_cluster_day_factors as f on f.cluster = r.cluster and f.day = r.day
-        where {where} and problem is not null
+        where {where}
+        ) as checked
+        where problem is not null
         limit 20
         """,
         params,

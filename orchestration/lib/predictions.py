@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from orchestration.lib import day_parts
+from orchestration.lib import day_parts, engines
 from orchestration.lib.energy_models import SingularDesignError, fit_energy_model
-from orchestration.lib.warehouse import fetch_one, has_table, replace_table
+from orchestration.lib.warehouse import fetch_one, replace_table
 
 WINDOW_DAYS = 28
 ALPHA = 0.05
@@ -413,6 +413,10 @@ def replace_fit_sample_days(con, first: dt.date, last: dt.date, span_first: dt.d
 
 def reduce_fit_sample_day(con, day: dt.date, max_request_duration_s: float) -> tuple[int, int]:
     """The daily reduction of ``day`` for the fit sample (and the requests of the days before that ran into it)."""
+    if engines.is_spark(con):
+        from orchestration.lib.engines import spark_steps
+
+        return spark_steps.replace_fit_sample_days(con, day, day, day_parts.look_back(day, max_request_duration_s))
     return replace_fit_sample_days(con, day, day, day_parts.look_back(day, max_request_duration_s))
 
 
@@ -429,12 +433,20 @@ def window_sample(
     if end_day is None:
         return con.execute(_TRAINING_SQL + " where false").df()
     start = end_day - dt.timedelta(days=days - 1)
+    if engines.is_spark(con):
+        from orchestration.lib.engines import spark_steps
+
+        reduce, sample = spark_steps.replace_fit_sample_days, spark_steps.window_sample
+    else:
+        reduce, sample = replace_fit_sample_days, None
     day_parts.reduce_missing(
         con, start, end_day, TEXT_REQUESTS, FIT_COUNTS_TABLE,
-        lambda first, last: replace_fit_sample_days(con, first, last),
+        lambda first, last: reduce(con, first, last),
     )
-    if not has_table(con, FIT_COUNTS_TABLE):  # no request in the window at all
+    if not engines.has_table(con, FIT_COUNTS_TABLE):  # no request in the window at all
         return con.execute(_TRAINING_SQL + " where false").df()
+    if sample is not None:
+        return sample(con, start, end_day, cap)
     return _group_sample(
         con,
         f"select * from {FIT_SAMPLE_TABLE} where day between $start and $end",
@@ -614,7 +626,7 @@ def _predict_from_profiling_fit(
     con, model: str, input_tokens: int, output_tokens: int, cluster: str | None, hardware: str | None, at
 ) -> dict:
     """predict_one from the latest profiling fits stored in models.energy_model_fits."""
-    fits = con.execute(_PROFILING_FITS_SQL, {"model": model, "hardware": hardware}).df() if has_table(
+    fits = con.execute(_PROFILING_FITS_SQL, {"model": model, "hardware": hardware}).df() if engines.has_table(
         con, "models.energy_model_fits"
     ) else pd.DataFrame()
     if fits.empty:
@@ -1035,14 +1047,13 @@ def create_predictions_view(con) -> None:
     set-based in DuckDB, it always predicts with the current fits and costs nothing to refresh."""
     from orchestration.lib.images import predict as image_predict
 
-    e_mean, e_half = _interval_sql("e")
-    r_mean, r_half = _interval_sql("r")
-    images = {
-        "e_mean": image_predict.mean_sql("ie", "f"), "e_half": image_predict.half_width_sql("ie", "f"),
-        "r_mean": image_predict.mean_sql("ir", "f"), "r_half": image_predict.half_width_sql("ir", "f"),
-    }  # fmt: skip
     con.execute("create schema if not exists models")
     image_predict.ensure_fits_table(con)
+    if engines.is_spark(con):
+        from orchestration.lib.engines import spark_steps
+
+        con.execute(spark_steps.predictions_view_sql(_predictions_view_sql()))
+        return
     (kind,) = fetch_one(
         con,
         "select coalesce(max(table_type), '') from information_schema.tables "
@@ -1050,8 +1061,19 @@ def create_predictions_view(con) -> None:
     )
     if kind == "BASE TABLE":  # a warehouse from before the view
         con.execute(f"drop table {REQUEST_PREDICTIONS_VIEW}")
-    con.execute(
-        f"""
+    con.execute(_predictions_view_sql())
+
+
+def _predictions_view_sql() -> str:
+    from orchestration.lib.images import predict as image_predict
+
+    e_mean, e_half = _interval_sql("e")
+    r_mean, r_half = _interval_sql("r")
+    images = {
+        "e_mean": image_predict.mean_sql("ie", "f"), "e_half": image_predict.half_width_sql("ie", "f"),
+        "r_mean": image_predict.mean_sql("ir", "f"), "r_half": image_predict.half_width_sql("ir", "f"),
+    }  # fmt: skip
+    return f"""
         create or replace view {REQUEST_PREDICTIONS_VIEW} as
         with fits as (
             select * from models.energy_model_fits
@@ -1115,7 +1137,6 @@ def create_predictions_view(con) -> None:
             modality
         from predicted
         """
-    )
 
 
 def replace_prediction_errors(
@@ -1129,6 +1150,10 @@ def replace_prediction_errors(
     second at 5 M requests a day)."""
     end_day = latest_day(con)
     params = {"start": (end_day or dt.date(1970, 1, 1)) - dt.timedelta(days=days - 1), "end": end_day}
+    # (Spark: an exact percentile for the median, and the statuses counted by a second small aggregate)
+    spark = engines.is_spark(con)
+    median = engines.dialect(con, "median(ratio)", "percentile(ratio, 0.5)")
+    histogram = "" if spark else "histogram(prediction_status) as statuses,"
     groups = con.execute(
         f"""
         with w as (
@@ -1142,11 +1167,11 @@ def replace_prediction_errors(
             count(*) as n_requests,
             count(*) filter (where usable) as n,
             avg(abs(ratio - 1)) filter (where usable) as mape,
-            median(ratio) filter (where usable) as median_ratio,
+            {median} filter (where usable) as median_ratio,
             avg(case when attributed_it_energy_j between predicted_energy_low_j and predicted_energy_high_j
                 then 1.0 else 0.0 end) filter (where usable) as interval_coverage,
             cast(now() as timestamp) as computed_at,
-            histogram(prediction_status) as statuses,
+            {histogram}
             min(day) as first_day,
             max(day) as last_day
         from w
@@ -1158,8 +1183,12 @@ def replace_prediction_errors(
     replace_table(con, PREDICTION_ERRORS_TABLE, PREDICTION_ERRORS_SCHEMA, groups)
     errors = con.execute(f"select * from {PREDICTION_ERRORS_TABLE} order by model, hardware").df()
     statuses: dict[str, int] = {}
-    for histogram in groups["statuses"]:  # a loop over model x hardware groups
-        for status, count in dict(histogram).items():
+    if spark:
+        statuses = {str(s): int(n) for s, n in con.execute(
+            f"select prediction_status, count(*) from {REQUEST_PREDICTIONS_VIEW} where day between $start and $end "
+            "group by prediction_status", params).fetchall()}
+    for counts in groups["statuses"] if not spark else []:  # a loop over model x hardware groups
+        for status, count in dict(counts).items():
             statuses[str(status)] = statuses.get(str(status), 0) + int(count)
     span = (groups["first_day"].min(), groups["last_day"].max()) if len(groups) else (None, None)
     span = tuple(None if pd.isna(d) else pd.Timestamp(d).date() for d in span)

@@ -330,6 +330,9 @@ def replace_table(con: duckdb.DuckDBPyConnection, table: str, types: dict[str, s
     """Replace ``schema.table`` with the pandas frame's columns cast to ``types`` (column -> DuckDB type), in that
     order; an empty frame still yields the (empty) table. Identifiers are quoted; the frame is read by DuckDB's
     replacement scan, not row by row."""
+    if hasattr(con, "write_table"):  # an Engine (orchestration.lib.engines): Spark's writes its own way
+        con.write_table(table, df, types)
+        return
     schema, name = table.split(".")
     target = f"{quote_ident(schema)}.{quote_ident(name)}"
     con.execute(f"create schema if not exists {quote_ident(schema)}")

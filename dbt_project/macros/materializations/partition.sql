@@ -51,11 +51,12 @@
     {{ return({'relations': [target_relation]}) }}
 {% endmaterialization %}
 
-{#- Fails when the query's columns differ from the existing table's (DESCRIBE binds the query, it does not run it). -#}
+{#- Fails when the query's columns differ from the existing table's (DESCRIBE binds the query, it does not run it;
+    partition columns, which Spark lists in a section of their own, are compared once). -#}
 {% macro check_partition_schema(relation, sql) %}
-    {%- set described = run_query('describe ' ~ sql) -%}
+    {%- set described = run_query(describe_query(sql)) -%}
     {%- set wanted = {} -%}
-    {%- for row in described.rows -%}
+    {%- for row in described.rows if row[0] and not row[0].startswith('#') -%}
         {%- do wanted.update({row[0] | lower: row[1] | upper}) -%}
     {%- endfor -%}
     {%- set have = {} -%}

@@ -26,50 +26,47 @@ annual as (
 ),
 
 provider_rows as (
+    {% call first_row_per('c.cluster', "(d.provider = 'default')") %}
     select
         c.cluster,
         d.*
     from clusters as c
     inner join datacenter as d on d.provider in (coalesce(c.provider, 'default'), 'default')
-    qualify row_number() over (partition by c.cluster order by (d.provider = 'default')) = 1
+    {% endcall %}
 ),
 
 hardware_rows as (
     -- the longest GPU-model prefix that matches, else the component's 'default' row
+    {% call first_row_per('c.cluster, h.component', "(lower(h.hardware) = 'default'), length(h.hardware) desc") %}
     select
         c.cluster,
         h.*
     from clusters as c
     inner join hardware as h
-        on starts_with(lower(c.gpu_model), lower(h.hardware)) or lower(h.hardware) = 'default'
-    qualify row_number() over (
-        partition by c.cluster, h.component
-        order by (lower(h.hardware) = 'default'), length(h.hardware) desc
-    ) = 1
+        on {{ starts_with('lower(c.gpu_model)', 'lower(h.hardware)') }} or lower(h.hardware) = 'default'
+    {% endcall %}
 ),
 
 water_rows as (
+    {% call first_row_per('c.cluster', zone_match_rank('w.zone', 'c.region')) %}
     select
         c.cluster,
         w.*
     from clusters as c
     inner join water as w on {{ zone_match_rank('w.zone', 'c.region') }} is not null
-    qualify row_number() over (partition by c.cluster order by {{ zone_match_rank('w.zone', 'c.region') }}) = 1
+    {% endcall %}
 ),
 
 annual_rows as (
     -- the zone (or its country, or WORLD), then the factor's year nearest the day's (a year-less row last)
+    {% set year_distance = 'abs(coalesce(a.year, 9999) - year(' ~ partition_day() ~ '))' %}
+    {% call first_row_per('c.cluster', zone_match_rank('a.zone', 'c.region') ~ ', ' ~ year_distance) %}
     select
         c.cluster,
         a.*
     from clusters as c
     inner join annual as a on {{ zone_match_rank('a.zone', 'c.region') }} is not null
-    qualify row_number() over (
-        partition by c.cluster
-        order by
-            {{ zone_match_rank('a.zone', 'c.region') }},
-            abs(coalesce(a.year, 9999) - year({{ partition_day() }}))
-    ) = 1
+    {% endcall %}
 ),
 
 chosen as (
@@ -151,11 +148,14 @@ chosen as (
         w.ewif_high_l_per_kwh,
         'factors.water_intensity ' || w.zone || ': ' || w.source as water_source,
         w.version as water_version,
+        -- (sqlfluff mis-tracks the indent of this branch after the call blocks above)
+        -- noqa: disable=LT02
         {%- if var('grid_location_basis') == 'lifecycle' %}
             coalesce(a.lifecycle_g_co2e_per_kwh, a.location_g_co2e_per_kwh) as annual_location_g_co2e_per_kwh,
         {%- else %}
             a.location_g_co2e_per_kwh as annual_location_g_co2e_per_kwh,
         {%- endif %}
+        -- noqa: enable=LT02
         a.market_g_co2e_per_kwh as annual_market_g_co2e_per_kwh,
         a.low_g_co2e_per_kwh as annual_low_g_co2e_per_kwh,
         a.high_g_co2e_per_kwh as annual_high_g_co2e_per_kwh,

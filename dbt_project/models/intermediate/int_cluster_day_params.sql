@@ -30,13 +30,12 @@ gpu_power as (
 
 gpu_power_rows as (
     -- the longest GPU-model prefix that matches, else the 'default' row
+    {% call first_row_per('c.cluster', "(g.hardware_key = 'default'), length(g.hardware_key) desc") -%}
     select c.cluster, g.hardware, g.max_power_w, g.source
     from clusters as c
     inner join gpu_power as g
-        on starts_with({{ gpu_model_key('c.gpu_model') }}, g.hardware_key) or g.hardware_key = 'default'
-    qualify row_number() over (
-        partition by c.cluster order by (g.hardware_key = 'default'), length(g.hardware_key) desc
-    ) = 1
+        on {{ starts_with(gpu_model_key('c.gpu_model'), 'g.hardware_key') }} or g.hardware_key = 'default'
+    {%- endcall %}
 ),
 
 needs_idle_estimate as (
@@ -64,14 +63,14 @@ steps as (
 ),
 
 scrape as (
-    select cluster, median(step_s) as scrape_interval_s
+    select cluster, {{ median('step_s') }} as scrape_interval_s
     from steps
     where step_s >= {{ var('duplicate_scrape_within_s') }}
     group by cluster
 ),
 
 power_at_zero_util as (
-    select p.cluster, quantile_cont(p.value, 0.05) as p05_w
+    select p.cluster, {{ quantile_cont('p.value', 0.05) }} as p05_w
     from samples as p
     inner join samples as u
         on
@@ -84,7 +83,7 @@ power_at_zero_util as (
 ),
 
 power_any as (
-    select cluster, quantile_cont(value, 0.05) as p05_w
+    select cluster, {{ quantile_cont('value', 0.05) }} as p05_w
     from samples
     where quantity = 'gpu_power_w' and cluster in (select n.cluster from needs_idle_estimate as n)
     group by cluster

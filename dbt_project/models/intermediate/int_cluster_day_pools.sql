@@ -35,7 +35,7 @@ pools as (
     select distinct
         h.cluster, 'host' as component, {{ host_pool('p.attribution_level', 'h.node') }} as pool,
         case when p.attribution_level = 'cluster' then 'cluster' else 'node' end as pool_level,
-        false as is_fallback, cast(null as varchar) as node
+        false as is_fallback, cast(null as {{ type_string() }}) as node
     from hardware as h
     inner join params as p on h.cluster = p.cluster
 ),
@@ -49,7 +49,7 @@ fallback_pools as (
     union
     select distinct
         p.cluster, p.component, '*' as pool, 'cluster' as pool_level, true as is_fallback,
-        cast(null as varchar) as node
+        cast(null as {{ type_string() }}) as node
     from pools as p
     where p.pool_level in ('gpu', 'node')
 ),

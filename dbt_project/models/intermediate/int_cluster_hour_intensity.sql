@@ -31,9 +31,9 @@ hours as (
         c.cluster,
         c.region as zone,
         h.range as hour_of_day,
-        cast({{ partition_day() }} as timestamp) + to_hours(h.range) as hour_start
+        {{ add_hours('cast(' ~ partition_day() ~ ' as timestamp)', 'h.range') }} as hour_start
     from clusters as c
-    cross join range(24) as h
+    cross join {{ day_hours() }} as h
 ),
 
 final as (

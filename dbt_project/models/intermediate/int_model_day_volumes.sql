@@ -34,7 +34,7 @@ adapters as (
         cast(sum(inferences) as bigint) as inferences
     from (
         select
-            unnest(lora) as adapter,
+            {{ explode_list('lora') }} as adapter,
             inferences
         from served
         where lora is not null

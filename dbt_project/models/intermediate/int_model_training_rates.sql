@@ -17,8 +17,9 @@
 -- only depends on earlier months, so it does not change while the month's days are materialised.
 
 with factor_models as (
-    select distinct on (factor_model) * from {{ ref('stg_factors__models') }}
-    order by factor_model
+    {% call first_row_per('factor_model', 'factor_model') %}
+    select * from {{ ref('stg_factors__models') }}
+    {% endcall %}
 ),
 
 aliases as (
@@ -32,7 +33,7 @@ volumes as (
         cast(sum(v.inferences) as bigint) as inferences
     from {{ ref('int_model_day_volumes') }} as v
     inner join aliases as a on {{ model_key('v.model') }} = a.alias_key
-    group by all
+    group by a.factor_model, cast(date_trunc('month', v.day) as date)
 ),
 
 spans as (
@@ -51,46 +52,29 @@ spans as (
     group by m.factor_model, m.service_start
 ),
 
+month_starts as (
+    select
+        factor_model,
+        first_month,
+        last_month,
+        {{ explode_months('first_month', 'last_month') }} as month_start
+    from spans
+    where first_month is not null
+),
+
 months as (
     select
         s.factor_model,
-        cast(g.generate_series as date) as month,
-        cast(datediff('month', s.first_month, g.generate_series) as integer) as k,
+        cast(s.month_start as date) as month,
+        cast({{ months_between('s.first_month', 's.month_start') }} as integer) as k,
         coalesce(v.inferences, 0) as inferences,
-        cast(datediff('month', s.first_month, s.last_month) as integer) as last_k
-    from spans as s
-    cross join generate_series(s.first_month, s.last_month, interval 1 month) as g
-    left join volumes as v on s.factor_model = v.factor_model and cast(g.generate_series as date) = v.month
-    where s.first_month is not null
+        cast({{ months_between('s.first_month', 's.last_month') }} as integer) as last_k
+    from month_starts as s
+    left join volumes as v on s.factor_model = v.factor_model and cast(s.month_start as date) = v.month
 ),
 
 chain as (
-    with recursive steps (factor_model, k, served_before, amortised_before, previous_inferences) as (
-        select factor_model, 0, cast(0.0 as double), cast(0.0 as double), cast(null as double)
-        from months
-        where k = 0
-        union all
-        select
-            s.factor_model,
-            s.k + 1,
-            s.served_before + m.inferences,
-            s.amortised_before + m.inferences * (
-                case
-                    when {{ remaining_inferences('f', 's.previous_inferences', 's.k', 's.served_before') }} > 0
-                        then
-                            greatest(1 - s.amortised_before, 0)
-                            / {{ remaining_inferences('f', 's.previous_inferences', 's.k', 's.served_before') }}
-                    else 0
-                end
-            ),
-            m.inferences
-        from steps as s
-        inner join months as m on s.factor_model = m.factor_model and s.k = m.k
-        inner join factor_models as f on s.factor_model = f.factor_model
-        where s.k < m.last_k
-    )
-
-    select * from steps
+    {{ amortisation_chain('months', 'factor_models') }}
 ),
 
 projected as (

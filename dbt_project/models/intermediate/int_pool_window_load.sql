@@ -37,7 +37,7 @@ by_key as (
             o.overlap_s * m.weight as overlap_s,
             o.tokens_per_s
         from request_overlaps as o
-        inner join members as m on o.gpu_pool_window_key // 86400 = m.target_index
+        inner join members as m on {{ int_div('o.gpu_pool_window_key', 86400) }} = m.target_index
         union all
         select
             'host' as component,
@@ -45,7 +45,7 @@ by_key as (
             o.overlap_s * m.weight as overlap_s,
             o.tokens_per_s
         from request_overlaps as o
-        inner join members as m on o.host_pool_window_key // 86400 = m.target_index
+        inner join members as m on {{ int_div('o.host_pool_window_key', 86400) }} = m.target_index
     ) as member_overlaps
     group by component, pool_window_key
 ),
@@ -61,7 +61,7 @@ telemetered as (
         k.token_seconds,
         k.requests
     from by_key as k
-    inner join pools as p on p.pool_index = k.pool_window_key // 86400
+    inner join pools as p on p.pool_index = {{ int_div('k.pool_window_key', 86400) }}
 ),
 
 untelemetered as (

@@ -35,7 +35,7 @@ gpu_names as (
     -- every name a GPU's series carry, and the GPU's one name
     select cluster, node, name, any_value(gpu) as gpu
     from (
-        select cluster, node, gpu, unnest([gpu, gpu_label, gpu_uuid, pci_bus_id]) as name
+        select cluster, node, gpu, {{ explode_list(list_of(['gpu', 'gpu_label', 'gpu_uuid', 'pci_bus_id'])) }} as name
         from series
         where gpu is not null
     ) as n

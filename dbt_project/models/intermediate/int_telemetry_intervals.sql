@@ -48,7 +48,8 @@ power_samples as (
 implausible_power as (
     select
         s.cluster, s.node, s.gpu, s.sample_epoch_s, s.value,
-        'power sample of ' || round(s.value, 1) || ' W above the GPU''s ' || round(p.gpu_power_ceiling_w, 1)
+        'power sample of ' || {{ rounded_text('s.value', 1) }} || {{ text_literal(" W above the GPU's ") }}
+        || {{ rounded_text('p.gpu_power_ceiling_w', 1) }}
         || ' W ceiling (rejected)' as reason
     from all_samples as s
     inner join params as p on s.cluster = p.cluster
@@ -134,7 +135,7 @@ power_intervals as (
     where quantity = 'gpu_power_w'
 ),
 
-counter_pairs as not materialized (
+counter_pairs as {{ not_materialized() }} (
     select * from intervals
     where quantity = 'gpu_energy_counter_j'
 ),
@@ -151,6 +152,7 @@ glitch_spans as (
     -- from the last good reading (a) to the first reading back on track (d): a drop then a pair that returns to
     -- at least the reading before it, or a jump then a drop that returns there; sooner than a counter restarted
     -- after a could have climbed back at the ceiling
+    {% call first_row_per('e.logical_key, e.t0_s', 'r.t1_s') -%}
     select
         e.logical_key, e.cluster, e.node, e.gpu, e.window_s, e.gpu_idle_w, e.gpu_power_ceiling_w,
         e.t0_s as a_s, e.v0 as a_v, r.t1_s as d_s, r.v1 as d_v,
@@ -163,7 +165,7 @@ glitch_spans as (
     where
         r.v1 >= e.v0 and e.v0 > e.gpu_power_ceiling_w * (r.t1_s - e.t0_s)
         and (e.is_drop or r.v1 < r.v0)
-    qualify row_number() over (partition by e.logical_key, e.t0_s order by r.t1_s) = 1
+    {%- endcall %}
 ),
 
 zero_pairs as (
@@ -200,19 +202,26 @@ stale_spans as (
     left join counter_pairs as n on s.logical_key = n.logical_key and s.run_end_s = n.t0_s
 ),
 
-spans as materialized (
+spans as {{ materialized() }} (
     -- (a span inside an earlier one of the same series is dropped)
-    select * from (
-        select * from glitch_spans
-        union all
-        select * from stale_spans
-    ) as u
-    qualify coalesce(
+    {%- set outside_earlier_spans -%}
+    coalesce(
         max(coalesce(d_s, cast('infinity' as double))) over (
             partition by logical_key order by a_s rows between unbounded preceding and 1 preceding
         ) <= a_s,
         true
     )
+    {%- endset %}
+    {% call qualify_rows(outside_earlier_spans) -%}
+    select * from (
+        -- (the columns named: on Spark, first_row_per adds its row number to glitch_spans)
+        select
+            logical_key, cluster, node, gpu, window_s, gpu_idle_w, gpu_power_ceiling_w, a_s, a_v, d_s, d_v, reason
+        from glitch_spans
+        union all
+        select * from stale_spans
+    ) as u
+    {%- endcall %}
 ),
 
 in_spans as (
@@ -229,10 +238,10 @@ span_pairs as (
     group by logical_key, a_s
 ),
 
-bridged_counter_pairs as not materialized (
+bridged_counter_pairs as {{ not_materialized() }} (
     select
         c.logical_key, c.cluster, c.node, c.gpu, c.t0_s, c.t1_s, c.v0, c.v1, c.dt_s, c.is_gap, c.duplicate_samples,
-        c.window_s, c.gpu_idle_w, c.gpu_power_ceiling_w, cast(null as varchar) as bridge_reason
+        c.window_s, c.gpu_idle_w, c.gpu_power_ceiling_w, cast(null as {{ type_string() }}) as bridge_reason
     from counter_pairs as c
     anti join spans as s
         on c.logical_key = s.logical_key and c.t0_s >= s.a_s and (s.d_s is null or c.t1_s <= s.d_s)
@@ -252,12 +261,12 @@ rejected_counter_samples as (
     -- the readings inside a span
     select
         cluster, node, gpu, t1_s as sample_epoch_s,
-        reason || ' sample of ' || round(v1, 1) || ' J rejected' as reason
+        reason || ' sample of ' || {{ rounded_text('v1', 1) }} || ' J rejected' as reason
     from in_spans
     where d_s is null or t1_s < d_s
 ),
 
-counter_intervals as not materialized (
+counter_intervals as {{ not_materialized() }} (
     select
         c.*,
         c.v1 < c.v0 as is_reset,
@@ -335,7 +344,7 @@ gpu_energy as (
         case when not p.is_gap then p.energy_j end as energy_j,
         'power' as energy_source,
         p.duplicate_samples,
-        cast(null as varchar) as bridge_reason,
+        cast(null as {{ type_string() }}) as bridge_reason,
         cast(null as double) as gpu_power_ceiling_w
     from power_intervals as p
 ),
@@ -386,8 +395,9 @@ final as (
         case
             when is_implausible
                 then
-                    'implausible: ' || round(energy_j / dt_s, 1) || ' W over ' || round(dt_s, 3)
-                    || ' s is above the GPU''s ' || round(gpu_power_ceiling_w, 1) || ' W ceiling (quarantined)'
+                    'implausible: ' || {{ rounded_text('energy_j / dt_s', 1) }} || ' W over '
+                    || {{ rounded_text('dt_s', 3) }} || {{ text_literal(" s is above the GPU's ") }}
+                    || {{ rounded_text('gpu_power_ceiling_w', 1) }} || ' W ceiling (quarantined)'
         end as quarantine_reason,
         case when is_implausible then energy_j end as quarantined_energy_j
     from checked_gpu_energy

@@ -21,8 +21,8 @@ final as (
             when quarantine_reason is not null then 'quarantined interval'
             else 'bridged interval'
         end as kind,
-        cast(to_timestamp(t0_s) as timestamp) as t0,
-        cast(to_timestamp(t1_s) as timestamp) as t1,
+        {{ timestamp_from_epoch_s('t0_s') }} as t0,
+        {{ timestamp_from_epoch_s('t1_s') }} as t1,
         dt_s,
         energy_j,
         quarantined_energy_j,

@@ -61,10 +61,10 @@ attributed as (
 medians as (
     select
         cluster,
-        median(accelerator_energy_j) / 3600 as median_accelerator_energy_wh_per_request,
-        median(facility_energy_j) / 3600 as median_facility_energy_wh_per_request,
-        median(total_g_co2e) as median_total_g_co2e_per_request,
-        median(total_water_l) * 1000 as median_total_water_ml_per_request
+        {{ median('accelerator_energy_j') }} / 3600 as median_accelerator_energy_wh_per_request,
+        {{ median('facility_energy_j') }} / 3600 as median_facility_energy_wh_per_request,
+        {{ median('total_g_co2e') }} as median_total_g_co2e_per_request,
+        {{ median('total_water_l') }} * 1000 as median_total_water_ml_per_request
     from started
     where energy_source = 'telemetry'
     group by cluster

@@ -148,7 +148,10 @@ final as (
         r.factor_model,
         t.training_g_co2e_per_inference,
         case
-            when r.factor_model is null then 'none: model ''' || r.model || ''' has no entry in factors/models.yml'
+            when r.factor_model is null
+                then
+                    {{ text_literal("none: model '") }} || r.model
+                    || {{ text_literal("' has no entry in factors/models.yml") }}
             else 'factors.models ' || r.factor_model || ' (' || t.rate_basis || '): ' || t.source
         end as training_source,
         r.days_spanned,
@@ -176,10 +179,10 @@ final as (
         case
             when r.lora is null then null
             when r.adapters_without_factor is null
-                then 'adapters ' || array_to_string(r.lora, ', ') || ': their factors.models rates x inferences'
+                then 'adapters ' || {{ list_join('r.lora', "', '") }} || ': their factors.models rates x inferences'
             else
-                'adapters ' || array_to_string(r.lora, ', ') || '; no factor row in factors/models.yml for '
-                || array_to_string(r.adapters_without_factor, ', ') || ' (not charged)'
+                'adapters ' || {{ list_join('r.lora', "', '") }} || '; no factor row in factors/models.yml for '
+                || {{ list_join('r.adapters_without_factor', "', '") }} || ' (not charged)'
         end as fine_tuning_source
     from requests as r
     left join clusters as c on r.cluster = c.cluster

@@ -63,9 +63,9 @@ final as (
     select
         coalesce(e.cluster, l.cluster) as cluster,
         {{ partition_day() }} as day,
-        cast(to_timestamp(
-            {{ partition_day_epoch_s() }} + coalesce(e.window_index, l.window_index) * p.window_s
-        ) as timestamp) as window_start,
+        {{ timestamp_from_epoch_s(
+            partition_day_epoch_s() ~ ' + coalesce(e.window_index, l.window_index) * p.window_s'
+        ) }} as window_start,
         coalesce(e.window_s, least(p.window_s, 86400 - l.window_index * p.window_s)) as window_s,
         cast(coalesce(e.nodes, 0) as bigint) as nodes,
         cast(coalesce(e.gpus, 0) as bigint) as gpus,

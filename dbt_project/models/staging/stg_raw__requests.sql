@@ -11,7 +11,7 @@ final as (
         model,
         start_time,
         duration_s,
-        start_time + to_microseconds(cast(round(duration_s * 1e6) as bigint)) as end_time,
+        {{ add_microseconds('start_time', 'cast(round(duration_s * 1e6) as bigint)') }} as end_time,
         input_tokens,
         output_tokens,
         tenant,

@@ -87,6 +87,11 @@ def _not_configured(con, keys, day, part: str, note: str):
     ]
 
 
+def _refuse_spark(settings: ImpactSettings) -> None:
+    if refused := settings.duckdb_only("Advice"):
+        raise dg.Failure(description=refused)
+
+
 def _section(con, settings: ImpactSettings, keys, day, part: str, section: str) -> tuple[dict | None, list]:
     """advice.yml and, when it or its ``section`` is absent, the results that say so (the day's rows cleared)."""
     advice = cfgs.load_advice(settings.data_path)
@@ -138,6 +143,7 @@ ROUTING_DEPS = [REQUEST_IMPACT_KEY, HOUR_INTENSITY_KEY, DAY_FACTORS_KEY, FITS_KE
 def routing_advice(context: dg.AssetExecutionContext, settings: ImpactSettings):
     """Routing advice for one day; replaces the day's rows."""
     day = dt.date.fromisoformat(context.partition_key)
+    _refuse_spark(settings)
     with warehouse(settings.warehouse_path) as con:
         try:
             advice, skipped = _section(con, settings, ROUTING_KEYS, day, "routing", "routing")
@@ -235,6 +241,7 @@ RIGHTSIZING_KEYS = (RIGHTSIZING_HOURLY_KEY, RIGHTSIZING_DAILY_KEY)
 def rightsizing_advice(context: dg.AssetExecutionContext, settings: ImpactSettings):
     """Rightsizing advice for one day; replaces the day's rows."""
     day = dt.date.fromisoformat(context.partition_key)
+    _refuse_spark(settings)
     with warehouse(settings.warehouse_path) as con:
         try:
             advice, skipped = _section(con, settings, RIGHTSIZING_KEYS, day, "rightsizing", "rightsizing")
@@ -291,6 +298,7 @@ def shifting_daily(context: dg.AssetExecutionContext, settings: ImpactSettings):
     their allowed delay, at their measured energy (a request only moves to a cleaner hour: the saving is never
     negative). Replaces the day's rows."""
     day = dt.date.fromisoformat(context.partition_key)
+    _refuse_spark(settings)
     with warehouse(settings.warehouse_path) as con:
         try:
             advice, skipped = _section(con, settings, (SHIFTING_DAILY_KEY,), day, "shifting", "deferrable")
@@ -325,6 +333,7 @@ def settings_advice(context: dg.AssetExecutionContext, settings: ImpactSettings)
     (gpu_clock_mhz, power_limit_w, tensor_parallel, batch_size), each measured setting's energy per output token
     and latency per output token, and the least-energy setting that meets the latency SLO (advice.yml). Nothing is
     claimed for a setting that was not profiled. Replaced each run."""
+    _refuse_spark(settings)
     with warehouse(settings.warehouse_path) as con:
         try:
             advice = cfgs.load_advice(settings.data_path)
@@ -368,6 +377,7 @@ def advice_summary(context: dg.AssetExecutionContext, settings: ImpactSettings):
     routing at the configured zeta against the day as it ran (modelled), rightsizing's avoidable idle energy and
     carbon, shifting's carbon saving; each day is its own counterfactual, the window's figures are their sums.
     Replaced each run."""
+    _refuse_spark(settings)
     with warehouse(settings.warehouse_path) as con:
         table = summary.build(con)
         store.replace_all(con, SUMMARY_TABLE, summary.COLUMNS, table)

@@ -56,7 +56,7 @@ def cmp_ecologits_day_parts(context: dg.AssetExecutionContext, settings: ImpactS
     Re-materialising a day replaces its rows."""
     day = dt.date.fromisoformat(context.partition_key)
     with connect(settings.warehouse_path) as con:
-        combos, bins = ecologits_cmp.reduce_day(con, day, settings.max_request_duration_s)
+        combos, bins = ecologits_cmp.reduce_day(settings.marts(con), day, settings.max_request_duration_s)
     days = f"{day} (and the requests that ran into it from the days before)"
     yield dg.MaterializeResult(
         asset_key=DAY_COMBOS_KEY,
@@ -86,8 +86,9 @@ def cmp_ecologits(context: dg.AssetExecutionContext, settings: ImpactSettings) -
     accelerator J/output token lies in its plausibility band (check mlenergy_plausibility). A model with no
     parameter count gets a row with that status. Replaces the table on each run."""
     with connect(settings.warehouse_path) as con:
-        df = ecologits_cmp.build(con)
-        ecologits_cmp.replace_table(con, df, CMP_TABLE)
+        marts = settings.marts(con)  # (the Spark engine's, or this DuckDB warehouse)
+        df = ecologits_cmp.build(marts)
+        ecologits_cmp.replace_table(marts, df, CMP_TABLE)
     reduced = df.attrs.get("days_reduced", [])
     if reduced:
         context.log.info(

@@ -2,14 +2,12 @@
 measurements of the same (or a same-size) model on the nearest GPU class?"""
 
 import dagster as dg
-import duckdb
 import pandas as pd
 
 from orchestration.defs.comparisons.assets import CMP_ECOLOGITS_KEY, CMP_TABLE
 from orchestration.defs.resources import ImpactSettings
-from orchestration.lib import ecologits_cmp
+from orchestration.lib import ecologits_cmp, engines
 from orchestration.lib.check_messages import mlenergy_advice
-from orchestration.lib.warehouse import connect
 
 MLENERGY_CHECK = "mlenergy_plausibility"
 
@@ -32,11 +30,9 @@ DETAIL_COLUMNS: tuple[tuple[str, str, str], ...] = (
 
 
 def _read(settings: ImpactSettings) -> pd.DataFrame:
-    con = connect(settings.warehouse_path, read_only=True)
+    con = settings.open_engine()
     try:
-        return con.execute(f"select * from {CMP_TABLE}").df()
-    except duckdb.CatalogException:
-        return pd.DataFrame()
+        return con.execute(f"select * from {CMP_TABLE}").df() if engines.has_table(con, CMP_TABLE) else pd.DataFrame()
     finally:
         con.close()
 

@@ -19,7 +19,7 @@ import pandas as pd
 from orchestration.defs.partitions import DAILY_BACKFILL_POLICY, DAILY_PARTITIONS
 from orchestration.defs.resources import ImpactSettings
 from orchestration.lib import energy_models as em
-from orchestration.lib import predictions
+from orchestration.lib import engines, predictions
 from orchestration.lib.images import models as image_models
 from orchestration.lib.images import predict as image_predict
 from orchestration.lib.model_plots import diagnostics_markdown
@@ -201,10 +201,13 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, df: pd.DataFrame, types:
     con.execute(f"insert into {table} ({cols}) select {casts} from frame")
 
 
-def append_fits(con: duckdb.DuckDBPyConnection, fits: pd.DataFrame) -> None:
+def append_fits(con, fits: pd.DataFrame) -> None:
     """Append this run's fitted rows to models.energy_model_fits (history is kept; fitted_at tells runs apart).
     Columns the library added since the table was created are added to it."""
     types = fit_table_types()
+    if hasattr(con, "write_table") and con.name == "spark":
+        con.write_table(FITS_TABLE, fits, types, mode="append")
+        return
     con.execute("create schema if not exists models")
     con.execute(_ddl(FITS_TABLE, types))
     have = {r[0] for r in con.execute(
@@ -237,9 +240,12 @@ def fit_images(
     return fit_rows, comparison.reindex(columns=list(COMPARISON_COLUMNS)), results
 
 
-def append_image_fits(con: duckdb.DuckDBPyConnection, fits: pd.DataFrame) -> None:
+def append_image_fits(con, fits: pd.DataFrame) -> None:
     """Append this run's image fits to models.image_model_fits (history kept, like the text fits)."""
     image_predict.ensure_fits_table(con)
+    if engines.is_spark(con):
+        con.write_table(IMAGE_FITS_TABLE, fits, image_models.FITS_SCHEMA, mode="append")
+        return
     _insert(con, IMAGE_FITS_TABLE, fits, image_models.FITS_SCHEMA)
 
 
@@ -335,7 +341,7 @@ def fit_sample_days(context: dg.AssetExecutionContext, settings: ImpactSettings)
     midnight into this day are reduced again. Re-materialising a day replaces its rows."""
     day = dt.date.fromisoformat(context.partition_key)
     with warehouse(settings.warehouse_path) as con:
-        counts, sample = predictions.reduce_fit_sample_day(con, day, settings.max_request_duration_s)
+        counts, sample = predictions.reduce_fit_sample_day(settings.marts(con), day, settings.max_request_duration_s)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": dg.MetadataValue.int(sample),
@@ -408,12 +414,13 @@ def energy_models(
 ):
     fitted_at = pd.Timestamp.now(tz="UTC").tz_localize(None).floor("us")
     with warehouse(settings.warehouse_path) as con:
-        telemetry = read_telemetry_requests(con, config.trailing_days)
+        marts = settings.marts(con)  # (the Spark engine's, or this DuckDB warehouse)
+        telemetry = read_telemetry_requests(marts, config.trailing_days)
         profiling, image_profiling, rejects = read_profiling_dir(settings.data_path)
         replace_profiling_rejects(con, rejects, fitted_at)
         image_inputs = {
             "telemetry": image_predict.training_requests(
-                con, end_day=predictions.latest_day(con), days=config.trailing_days, cap=FIT_MAX_ROWS
+                marts, end_day=predictions.latest_day(marts), days=config.trailing_days, cap=FIT_MAX_ROWS
             ),
             "profiling": image_profiling,
         }
@@ -444,11 +451,11 @@ def energy_models(
         comparison = comparison_rows(groups, fitted_at, paper_energy)
         comparison = pd.concat([comparison, image_comparison], ignore_index=True) if len(image_comparison) else comparison
 
-        append_fits(con, fits)
-        append_image_fits(con, image_fits)
-        replace_table(con, ANOVA_TABLE, ANOVA_COLUMNS, anova)
-        replace_table(con, COMPARISON_TABLE, COMPARISON_COLUMNS, comparison)
-        (history,) = fetch_one(con, f"select count(distinct fitted_at) from {FITS_TABLE}")
+        append_fits(marts, fits)
+        append_image_fits(marts, image_fits)
+        replace_table(marts, ANOVA_TABLE, ANOVA_COLUMNS, anova)
+        replace_table(marts, COMPARISON_TABLE, COMPARISON_COLUMNS, comparison)
+        (history,) = fetch_one(marts, f"select count(distinct fitted_at) from {FITS_TABLE}")
 
     if len(rejects):
         context.log.warning(f"{len(rejects)} profiling row(s) rejected (see raw.rejected_rows)")

@@ -4,14 +4,13 @@
 import math
 
 import dagster as dg
-import duckdb
 import pandas as pd
 
 from orchestration.defs.models.assets import FITS_KEY, FITS_TABLE
 from orchestration.defs.resources import ImpactSettings
+from orchestration.lib import engines
 from orchestration.lib.check_messages import drift_advice, fit_quality_advice
 from orchestration.lib.energy_models import coefficient_drift, quality_offenders
-from orchestration.lib.warehouse import connect, has_table
 
 FIT_QUALITY_CHECK = "fit_quality"
 COEFFICIENT_DRIFT_CHECK = "coefficient_drift"
@@ -19,13 +18,13 @@ COEFFICIENT_DRIFT_CHECK = "coefficient_drift"
 MAX_ROWS_SHOWN = 20
 
 
-def _fits_at(con: duckdb.DuckDBPyConnection, rank: int, table: str = FITS_TABLE) -> pd.DataFrame:
+def _fits_at(con, rank: int, table: str = FITS_TABLE) -> pd.DataFrame:
     """The fits of the `rank`-th most recent fitted_at (1 = latest); empty when there is none."""
     return con.execute(
         f"""
         with runs as (
             select fitted_at, row_number() over (order by fitted_at desc) as k
-            from (select distinct fitted_at from {table})
+            from (select distinct fitted_at from {table}) as fit_times
         )
         select f.* from {table} as f join runs using (fitted_at) where runs.k = $rank
         """,
@@ -36,9 +35,9 @@ def _fits_at(con: duckdb.DuckDBPyConnection, rank: int, table: str = FITS_TABLE)
 def read_fits(settings: ImpactSettings, ranks: tuple[int, ...], table: str = FITS_TABLE) -> list[pd.DataFrame] | None:
     """The fits of each rank of `table` (models.energy_model_fits, or the image fits), or None when the table does
     not exist yet."""
-    con = connect(settings.warehouse_path, read_only=True)
+    con = settings.open_engine()
     try:
-        return [_fits_at(con, k, table) for k in ranks] if has_table(con, table) else None
+        return [_fits_at(con, k, table) for k in ranks] if engines.has_table(con, table) else None
     finally:
         con.close()
 

@@ -73,6 +73,9 @@ def publication_metadata(report: publish.Publication) -> dict[str, dg.MetadataVa
 
 
 def _publish(context: dg.AssetExecutionContext, settings: ImpactSettings) -> dg.MaterializeResult:
+    if skipped := settings.duckdb_only("The analysts' publication"):
+        context.log.info(skipped)
+        return dg.MaterializeResult(metadata={"skipped": dg.MetadataValue.text(skipped)})
     report = publish.publish(settings.warehouse_path, settings.published_path)
     context.log.info(f"published for analysts: {report.summary()}")
     return dg.MaterializeResult(metadata=publication_metadata(report))
@@ -128,6 +131,9 @@ def warehouse_retention(context: dg.AssetExecutionContext, settings: ImpactSetti
     daily aggregates kept: IMPACT_RETAIN_RAW_DAYS, IMPACT_RETAIN_REQUEST_DAYS, IMPACT_RETAIN_AGGREGATE_DAYS), counted
     back from the newest day in the warehouse, then republishes the analysts' warehouse without them. Retired raw
     days are recorded: re-materialising one without its input files fails instead of writing zeros."""
+    if skipped := settings.duckdb_only("Retention"):
+        context.log.info(skipped)
+        return dg.MaterializeResult(metadata={"skipped": dg.MetadataValue.text(skipped)})
     policy = retention.Policy.from_env()
     with connect(settings.warehouse_path) as con:
         report = retention.apply(con, settings.warehouse_path, policy)

@@ -35,8 +35,9 @@ def request_predictions(context: dg.AssetExecutionContext, settings: ImpactSetti
     current fits); models.prediction_errors (MAPE, median ratio and interval coverage of predicted vs attributed
     energy per model x hardware, trailing 28 days) is replaced each run."""
     with warehouse(settings.warehouse_path) as con:
-        predictions.create_predictions_view(con)
-        errors, statuses, n, (first, last) = predictions.replace_prediction_errors(con)
+        marts = settings.marts(con)  # (the Spark engine's, or this DuckDB warehouse)
+        predictions.create_predictions_view(marts)
+        errors, statuses, n, (first, last) = predictions.replace_prediction_errors(marts)
     for reason, count in statuses.items():
         if reason != predictions.STATUS_OK:
             context.log.warning(f"{count} request(s) without a prediction: {reason}")

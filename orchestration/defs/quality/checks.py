@@ -16,7 +16,7 @@ from orchestration.lib.check_messages import (
     telemetry_faults_advice,
     unmatched_requests_advice,
 )
-from orchestration.lib.warehouse import connect, fetch_one
+from orchestration.lib.warehouse import fetch_one
 
 CLUSTER_DAILY_KEY = dg.AssetKey(["marts", "fct_cluster_energy_daily"])
 REQUEST_ENERGY_KEY = dg.AssetKey(["marts", "fct_request_energy"])
@@ -41,7 +41,7 @@ def _violations_result(
 ) -> dg.AssetCheckResult:
     """Run an invariants query (returns the offending rows) on the partition's day, read-only; pass when empty.
     ``what`` names the offending rows in the one-line advice (e.g. 'request-day(s) whose totals ...')."""
-    con = connect(settings.warehouse_path, read_only=True)
+    con = settings.open_engine()
     try:
         bad = query(con, _partition_day(context))
     finally:
@@ -64,17 +64,18 @@ def energy_conservation(context: dg.AssetCheckExecutionContext, settings: Impact
     """Per cluster and day, the energy attributed to requests plus the unattributed energy equals the metered IT
     energy to 1e-9 relative (attributed recomputed from the per-request table)."""
     day = _partition_day(context)
-    con = connect(settings.warehouse_path, read_only=True)
+    con = settings.open_engine()
     try:
         bad = invariants.conservation_violations(con, day)
         summary = con.execute(
             """
-            select cluster, cast(day as varchar), requests, round(metered_it_energy_j / 3.6e6, 3),
+            select cluster, cast(day as string), requests, round(metered_it_energy_j / 3.6e6, 3),
                    round(attributed_energy_j / 3.6e6, 3), round(unattributed_energy_j / 3.6e6, 3),
                    round(telemetry_coverage, 4), attribution_level
-            from marts.fct_cluster_energy_daily where $day is null or day = $day order by day, cluster
+            from marts.fct_cluster_energy_daily where """ + ("day = $day" if day else "true") + """
+            order by day, cluster
             """,
-            {"day": day},
+            {"day": day} if day else None,
         ).fetchall()
     finally:
         con.close()
@@ -112,7 +113,7 @@ def single_request_rule(context: dg.AssetCheckExecutionContext, settings: Impact
     """A request alone on the cluster (or, when requests name their GPU/node, alone in its GPU and host pools)
     gets exactly the metered dynamic energy of the windows it touches."""
     day = _partition_day(context)
-    con = connect(settings.warehouse_path, read_only=True)
+    con = settings.open_engine()
     try:
         bad, tested = invariants.single_request_rule(con, day)
     finally:
@@ -132,7 +133,7 @@ def telemetry_coverage(context: dg.AssetCheckExecutionContext, settings: ImpactS
     """Warns when a cluster-day's telemetry covers less than `coverage_warn_below` of its GPU-time or of its
     request-seconds (gaps, late data, a missing exporter): re-run the day when the data arrives."""
     day = _partition_day(context)
-    con = connect(settings.warehouse_path, read_only=True)
+    con = settings.open_engine()
     try:
         low = invariants.low_coverage_days(con, settings.coverage_warn_below, day)
         (lowest,) = fetch_one(
@@ -190,7 +191,7 @@ def impact_factor_coverage(context: dg.AssetCheckExecutionContext, settings: Imp
     (metered, or predicted by an energy model). Warns otherwise; the counts of flagged fallbacks (annual grid
     factor, no market factor, no training factor, predicted energy) are reported either way."""
     day = _partition_day(context)
-    con = connect(settings.warehouse_path, read_only=True)
+    con = settings.open_engine()
     try:
         gaps = invariants.impact_factor_gaps(con, day)
     finally:
@@ -213,7 +214,7 @@ REQUEST_DURATIONS_CHECK = "request_durations_plausible"
 
 
 def _read(settings: ImpactSettings, query):
-    con = connect(settings.warehouse_path, read_only=True)
+    con = settings.open_engine()
     try:
         return query(con)
     finally:
@@ -226,7 +227,7 @@ def power_ceiling(context: dg.AssetCheckExecutionContext, settings: ImpactSettin
     (clusters.yml gpu_max_w, else factors.gpu_power) x the margin, hosts at most host_max_w x the margin, over the
     seconds they were present. Telemetry above it is quarantined upstream; a window that still exceeds it fails the
     day (docs/telemetry-faults.md)."""
-    con = connect(settings.warehouse_path, read_only=True)
+    con = settings.open_engine()
     try:
         bad = fault_report.power_ceiling_violations(con, _partition_day(context))
     finally:

@@ -13,7 +13,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 from orchestration.dbt_manifest import claim_target_path, wait_for_parse
 from orchestration.defs.partitions import DAILY_BACKFILL_POLICY, DAILY_PARTITIONS
 from orchestration.defs.resources import DBT_PROJECT, ImpactSettings
-from orchestration.lib import preload
+from orchestration.lib import engines, preload
 from orchestration.lib.operations import parts, retention
 from orchestration.lib.warehouse import connect, fetch_one, quote_ident
 
@@ -40,7 +40,7 @@ class ImpactDbtTranslator(DagsterDbtTranslator):
             key=dg.AssetKey([schema, props.get("alias") or props["name"]]),
             group_name=schema,
             owners=LAYER_OWNERS.get(schema, []),
-            kinds={"dbt", "duckdb"},
+            kinds={"dbt", engines.engine_name()},
         )
 
 
@@ -69,6 +69,8 @@ def impact_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, se
     # dbt inherits this process's environment; runs are sequential (one DuckDB writer), so setting it is safe.
     os.environ[PARTITION_DAY_ENV] = context.partition_key
     refuse_retired_day(context, settings)
+    if settings.is_spark:
+        publish_raw_layer(context, settings)
     args = dbt_build_args(settings.dbt_vars())
     target = claim_target_path(settings.warehouse_path)
     wait_for_parse(target)  # `impact run` may have started parsing a new warehouse's folder
@@ -78,6 +80,23 @@ def impact_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, se
     # Row counts of the day, once dbt has released the warehouse (DuckDB allows one writing process, so
     # dagster-dbt's fetch_row_counts cannot read it while dbt runs): observations the UI plots over time.
     yield from partition_row_counts(context, settings)
+
+
+def publish_raw_layer(context: dg.AssetExecutionContext, settings: ImpactSettings) -> None:
+    """The Spark engine reads the day's raw rows (validated and loaded by the raw assets into ingestion's DuckDB
+    store) as Parquet tables: write the day's partitions and the small tables (orchestration/lib/engines/lake.py)."""
+    from orchestration.lib.engines import lake
+
+    day = dt.date.fromisoformat(context.partition_key)
+    with settings.open_engine() as engine:
+        con = connect(settings.warehouse_path, read_only=True)
+        try:
+            written = lake.publish_day(con, engine, settings.lake_path, day)
+        finally:
+            con.close()
+    context.log.info(
+        f"raw layer for Spark at {settings.lake_path}: " + ", ".join(f"{t} {n:,}" for t, n in written.items())
+    )
 
 
 def refuse_retired_day(context: dg.AssetExecutionContext, settings: ImpactSettings) -> None:
@@ -95,6 +114,9 @@ def partition_row_counts(context: dg.AssetExecutionContext, settings: ImpactSett
     """One AssetObservation per materialised (non-view) model with the partition's row count."""
     day = dt.date.fromisoformat(context.partition_key)
     tables = [key for key in context.selected_asset_keys if key.path[0] in ("intermediate", "marts")]
+    if settings.is_spark:
+        yield from _spark_row_counts(context, settings, day, tables)
+        return
     con = connect(settings.warehouse_path, read_only=True)
     try:
         # tables with a day column, and the marts' views (the request marts: cheap projections); intermediate
@@ -123,3 +145,30 @@ def partition_row_counts(context: dg.AssetExecutionContext, settings: ImpactSett
             )
     finally:
         con.close()
+
+
+def _spark_row_counts(context: dg.AssetExecutionContext, settings: ImpactSettings, day: dt.date, tables):
+    """partition_row_counts on the Spark engine: the tables (not views) with a day column, in one query."""
+    with settings.open_engine() as engine:
+        counted = []
+        for key in tables:
+            schema, table = key.path
+            if not engine.has_table(f"{schema}.{table}"):
+                continue
+            described = engine.execute(f"describe table extended `{schema}`.`{table}`").fetchall()
+            names = {r[0] for r in described}
+            kind = next((r[1] for r in described if r[0] == "Type"), "")
+            # (tables, the marts' views, and parquet_partition's views over their <table>__days table)
+            if "day" in names and (kind != "VIEW" or schema == "marts" or engine.has_table(f"{schema}.{table}__days")):
+                counted.append(key)
+        if not counted:
+            return
+        union = " union all ".join(
+            f"select {i} as k, count(*) as n from `{k.path[0]}`.`{k.path[1]}` where day = $day"
+            for i, k in enumerate(counted)
+        )
+        counts = dict(engine.execute(union, {"day": day}).fetchall())
+    for i, key in enumerate(counted):
+        yield dg.AssetObservation(
+            asset_key=key, partition=context.partition_key, metadata={"dagster/row_count": int(counts.get(i, 0))}
+        )

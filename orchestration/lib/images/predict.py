@@ -16,6 +16,7 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
+from orchestration.lib import engines
 from orchestration.lib.images import models as im
 from orchestration.lib.predictions import INTERVAL_COLUMNS, best_covered_hardware
 from orchestration.lib.warehouse import has_table, replace_table
@@ -78,7 +79,7 @@ LATEST_FITS_SQL = f"""
 
 def ensure_fits_table(con) -> None:
     """models.image_model_fits, empty, when no image fit was ever written (the predictions view reads it)."""
-    if not has_table(con, FITS_TABLE):
+    if not engines.has_table(con, FITS_TABLE):
         replace_table(con, FITS_TABLE, im.FITS_SCHEMA, pd.DataFrame())
 
 
@@ -121,6 +122,11 @@ def training_requests(con, end_day: dt.date | None = None, days: int = 28, cap: 
         where.append("f.day between $start and $end")
         params.update(start=end_day - dt.timedelta(days=days - 1), end=end_day)
     sql = TRAINING_SQL + "".join(f" and {w}" for w in where)
+    if engines.is_spark(con):
+        from orchestration.lib.engines import spark_steps
+
+        frame = con.execute(spark_steps.image_training_sql(sql, cap), params | ({"cap": int(cap)} if cap else {})).df()
+        return frame.assign(hardware=frame["hardware"].fillna(""))
     if cap is not None:
         sql += " qualify row_number() over (partition by f.model, c.gpu_model order by hash(f.request_id), f.request_id) <= $cap"
         params["cap"] = int(cap)
