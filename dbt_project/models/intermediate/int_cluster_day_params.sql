@@ -5,8 +5,9 @@
 
 -- One row per cluster and day: the window length, GPU idle power (declared or estimated), attribution level and
 -- the power ceilings telemetry is checked against, used by every downstream model of the day.
---   window_s: the median scrape interval of one GPU series, not counting steps shorter than
---       duplicate_scrape_within_s (a second scraper's copy of a sample is no scrape interval).
+--   window_s: the median scrape interval of one GPU series, not counting the steps of duplicate scrapes: those
+--       shorter than duplicate_scrape_within_s and than half the series' 90th percentile step (a second scraper's
+--       copy of a sample is no scrape interval; a sampler every 0.1 s has no duplicates).
 --   gpu_max_w: clusters.yml gpu_max_w, else factors.gpu_power for the longest GPU-model prefix that matches, else
 --       its 'default' row; the ceiling is gpu_max_w x power_ceiling_margin (docs/telemetry-faults.md).
 
@@ -62,11 +63,24 @@ steps as (
     where s.quantity in ('gpu_power_w', 'gpu_energy_counter_j')
 ),
 
-scrape as (
-    select cluster, {{ median('step_s') }} as scrape_interval_s
+cadence as (
+    -- a second scraper's copies are at most half the steps of a series, so its 90th percentile step is a real
+    -- scrape interval; samples closer than half of it (and than duplicate_scrape_within_s) are copies. Adapts to
+    -- fast samplers (nvidia-smi every 0.1 s) as to 15 s exporters with an HA pair 0.3 s apart.
+    select
+        cluster,
+        least({{ var('duplicate_scrape_within_s') }}, 0.5 * {{ quantile_cont('step_s', 0.9) }}) as duplicate_within_s
     from steps
-    where step_s >= {{ var('duplicate_scrape_within_s') }}
+    where step_s > 0
     group by cluster
+),
+
+scrape as (
+    select s.cluster, {{ median('s.step_s') }} as scrape_interval_s, any_value(c.duplicate_within_s) as duplicate_within_s
+    from steps as s
+    inner join cadence as c on s.cluster = c.cluster
+    where s.step_s >= c.duplicate_within_s
+    group by s.cluster
 ),
 
 power_at_zero_util as (
@@ -129,6 +143,7 @@ final as (
         -- samples of one series closer than this are one scrape (docs/telemetry-faults.md)
         least(
             {{ var('duplicate_scrape_within_s') }},
+            coalesce(s.duplicate_within_s, {{ var('duplicate_scrape_within_s') }}),
             0.5 * coalesce(
                 {{ var('window_s') if var('window_s') is not none else 'null' }},
                 greatest(1, round(s.scrape_interval_s)),
