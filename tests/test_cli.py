@@ -38,7 +38,8 @@ def test_run_prints_progress_and_summary_and_survives_bad_rows(tiny_dataset, tmp
     # day, cluster, requests, metered_kwh, attributed_kwh, unattributed_kwh, coverage, resets, rejected rows
     assert summary[:3] == ["2024-05-01", "c1", "1"]
     assert float(summary[3]) == pytest.approx(19_023_000 / 3.6e6, abs=1e-3)
-    assert summary[4] == summary[3] and summary[-1] == "1"
+    # rejected rows: the broken line and the factor file, neither tied to a day, are counted in the run's days too
+    assert summary[4] == summary[3] and summary[-1] == "2"
     # the day's impact, on the shipped factors: facility = PUE x metered (clusters.yml pue) and an hourly grid
     impact = [line for line in out.split("Impact of the requests")[1].splitlines() if line.startswith("2024-05-01")]
     assert len(impact) == 1 and impact[0].split()[-1] == "hourly"  # shipped Electricity Maps US-CAL-CISO 2024

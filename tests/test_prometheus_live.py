@@ -275,7 +275,7 @@ def test_unreachable_server_fails_the_run_naming_the_url(inputs_without_telemetr
     out, err = capsys.readouterr()
     assert code == 1
     failed = err[err.index("Failed:"):]  # the summary names the asset, the server and the cause
-    assert f"raw__telemetry_samples: orchestration.lib.prometheus.PrometheusError: Prometheus at {url}" in failed
+    assert f"raw_telemetry_samples: orchestration.lib.prometheus.PrometheusError: Prometheus at {url}" in failed
     assert "unreachable" in failed and "Connection refused" in failed
     log = Path(str(warehouse) + ".run.log").read_text()
     for text in (out, err, log):
@@ -354,7 +354,7 @@ def test_basic_auth_from_the_environment_against_real_prometheus(tsdb, tmp_path,
         ok = materialise_raw(**{p.URL_ENV: server.url, p.USER_ENV: "impact", p.PASSWORD_ENV: SECRET,
                                 p.TOKEN_ENV: None})
         assert ok.success
-        meta = ok.asset_materializations_for_node("raw__telemetry_samples")[0].metadata
+        meta = ok.asset_materializations_for_node("raw_telemetry_samples")[0].metadata
         assert meta["dagster/row_count"].value > 500_000 and meta["rows_rejected"].value == 0
         assert meta["source"].value == "prometheus:" + server.url.removeprefix("http://")
         wrong = materialise_raw(**{p.URL_ENV: server.url, p.USER_ENV: "impact", p.PASSWORD_ENV: "wrong-" + SECRET,
@@ -415,7 +415,7 @@ def test_bearer_token_from_the_environment_is_sent_and_never_shown(tsdb, tmp_pat
             proxy.server_close()
     assert ok.success and not refused.success
     assert handler.seen and f"Bearer {SECRET}" in handler.seen
-    meta = ok.asset_materializations_for_node("raw__telemetry_samples")[0].metadata
+    meta = ok.asset_materializations_for_node("raw_telemetry_samples")[0].metadata
     assert meta["dagster/row_count"].value > 500_000
     message = _failure(refused)
     assert f"Prometheus at {url}" in message and "HTTP 401" in message
