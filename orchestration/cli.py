@@ -339,7 +339,11 @@ def _cmd_run(args: argparse.Namespace, prometheus_url: str | None) -> int:
     os.environ[settings.WAREHOUSE_ENV] = str(warehouse)
 
     from orchestration.lib.operations.launcher import PARENT_ENV
-    from orchestration.lib.warehouse import TempDirectoryError, check_temp_directory
+    from orchestration.lib.warehouse import MEMORY_LIMIT_ENV, TempDirectoryError, check_temp_directory, memory_limit
+
+    # dbt's profile reads the memory limit: set before the background parse, so that the builds' profile is the
+    # parse's (a different rendering, e.g. 6GB against 6.0GB, makes dbt parse everything again)
+    os.environ.setdefault(MEMORY_LIMIT_ENV, memory_limit())
 
     try:
         check_temp_directory(warehouse)
