@@ -15,7 +15,7 @@ Telemetry: every 15 s from 00:00:00 to 24:00:00 inclusive (5,761 samples a serie
 DCGM_FI_DEV_POWER_USAGE (W), DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION (mJ, monotone counter) and
 DCGM_FI_DEV_GPU_UTIL (%), per node nv_cpu_utilization (0-1).
 
-Physical model (simpler than orchestration/lib/simulate.py, but exact within itself)
+Physical model (simpler than orchestration/lib/simulation/simulate.py, but exact within itself)
     Requests: arrivals with the diurnal intensity ``1 + 0.6 cos(2 pi (hour - 18) / 24)`` (inverse-CDF sampling on a
     1 s grid), start rounded to the ms; token counts log-normal (the Poisson-mode fits of simulate.py, chat tenant);
     two models; ``duration = prefill_s_per_token * input + decode_s_per_token * output`` rounded to the us; each

@@ -51,7 +51,7 @@ def generate(out: Path, megabytes: float, seed: int = 0) -> Path:
 
 
 def measure(out: Path) -> str:
-    from orchestration.lib import ingest
+    from orchestration.lib.ingestion import ingest
     from orchestration.lib.warehouse import warehouse
 
     target = out / "warehouse.duckdb"

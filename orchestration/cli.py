@@ -226,7 +226,7 @@ def _inputs_that_look_wrong(warehouse: Path, days: Sequence[dt.date]) -> list[st
     """Telemetry faults, requests naming nodes or GPUs without telemetry, durations in the wrong unit."""
     import duckdb
 
-    from orchestration.lib.fault_report import summary_lines
+    from orchestration.lib.ingestion.fault_report import summary_lines
 
     con = _open_marts(warehouse)  # (on Spark, its raw layer and tables)
     try:
@@ -260,7 +260,7 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from orchestration.lib.prometheus import URL_ENV
+    from orchestration.lib.ingestion.prometheus import URL_ENV
 
     kept = (URL_ENV, settings.ENGINE_ENV, settings.SPARK_WAREHOUSE_ENV)
     before = {name: os.environ.get(name) for name in kept}
@@ -339,7 +339,12 @@ def _cmd_run(args: argparse.Namespace, prometheus_url: str | None) -> int:
     os.environ[settings.WAREHOUSE_ENV] = str(warehouse)
 
     from orchestration.lib.operations.launcher import PARENT_ENV
-    from orchestration.lib.warehouse import MEMORY_LIMIT_ENV, TempDirectoryError, check_temp_directory, memory_limit
+    from orchestration.lib.warehouse import (
+        MEMORY_LIMIT_ENV,
+        TempDirectoryError,
+        check_temp_directory,
+        memory_limit,
+    )
 
     # dbt's profile reads the memory limit: set before the background parse, so that the builds' profile is the
     # parse's (a different rendering, e.g. 6GB against 6.0GB, makes dbt parse everything again)
@@ -358,7 +363,7 @@ def _run_days(
     args: argparse.Namespace, prometheus_url: str | None, data_dir: Path, warehouse: Path, received: list[int]
 ) -> int:
     from orchestration.dbt_manifest import prepare_manifest, prune_target_folders, start_background_parse
-    from orchestration.lib.ingest import days_in_inputs
+    from orchestration.lib.ingestion.ingest import days_in_inputs
     from orchestration.lib.warehouse import connect
 
     terminal = sys.stdout  # the job's own output goes to the run log; progress lines come here
@@ -606,12 +611,12 @@ def _prometheus_url(flag: str | None) -> str | None:
     """Validate --prometheus-url (or $IMPACT_PROMETHEUS_URL) and hand it to the Dagster resource through the
     environment (the resource reads it as a dg.EnvVar when the definitions load, below); returns it without
     credentials for messages, or None (telemetry from files)."""
-    from orchestration.lib.prometheus import URL_ENV
+    from orchestration.lib.ingestion.prometheus import URL_ENV
 
     url = flag or os.environ.get(URL_ENV)
     if not url:
         return None
-    from orchestration.lib.prometheus import PrometheusError, check_url, safe_url
+    from orchestration.lib.ingestion.prometheus import PrometheusError, check_url, safe_url
 
     try:
         os.environ[URL_ENV] = check_url(url)
@@ -691,7 +696,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return image_simulate.main([a for a in argv[1:] if a != "--images"])
     if argv[:1] == ["simulate"]:
-        from orchestration.lib import simulate
+        from orchestration.lib.simulation import simulate
 
         return simulate.main(argv[1:])
     if argv[:1] == ["fit"]:

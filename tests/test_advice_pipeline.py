@@ -7,7 +7,7 @@ import pytest
 import yaml
 from conftest import run_days
 
-from orchestration.lib.simulate import ClusterSpec, SimConfig, simulate, write_dataset
+from orchestration.lib.simulation.simulate import ClusterSpec, SimConfig, simulate, write_dataset
 from orchestration.lib.warehouse import connect
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("pipeline")]

@@ -1,5 +1,5 @@
 """Image requests in every input format: fields loaded, defaults and quality labels filled in, every bad field
-rejected with a reason naming it (orchestration.lib.images.requests through orchestration.lib.ingest)."""
+rejected with a reason naming it (orchestration.lib.images.requests through orchestration.lib.ingestion.ingest)."""
 
 import datetime as dt
 import json
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from conftest import TINY_CLUSTER, write_clusters
 
-from orchestration.lib import ingest
+from orchestration.lib.ingestion import ingest
 from orchestration.lib.warehouse import warehouse
 
 DAY = dt.date(2024, 5, 1)

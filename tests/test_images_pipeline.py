@@ -16,10 +16,10 @@ import pytest
 from conftest import run_days
 
 from orchestration.lib import invariants, predictions
-from orchestration.lib import simulate as sim
 from orchestration.lib.images import models as im
 from orchestration.lib.images import simulate as image_sim
 from orchestration.lib.images.physics import SDXL_A100, profiling_runs
+from orchestration.lib.simulation import simulate as sim
 from orchestration.lib.warehouse import connect
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("pipeline")]

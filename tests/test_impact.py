@@ -13,7 +13,7 @@ import yaml
 from conftest import REPO, run_days
 
 from orchestration.lib import invariants
-from orchestration.lib.simulate import ClusterSpec, SimConfig, simulate, write_dataset
+from orchestration.lib.simulation.simulate import ClusterSpec, SimConfig, simulate, write_dataset
 from orchestration.lib.warehouse import connect
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("impact")]

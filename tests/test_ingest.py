@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from conftest import TINY_CLUSTER, write_clusters
 
-from orchestration.lib import ingest
+from orchestration.lib.ingestion import ingest
 from orchestration.lib.warehouse import warehouse
 
 DAY = dt.date(2024, 5, 1)

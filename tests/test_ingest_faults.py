@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from conftest import TINY_CLUSTER, write_clusters
 
-from orchestration.lib import fault_report, identity, ingest
-from orchestration.lib.simfaults import Faults
-from orchestration.lib.textlines import iter_line_batches, read_text_lines
+from orchestration.lib.ingestion import fault_report, identity, ingest
+from orchestration.lib.ingestion.textlines import iter_line_batches, read_text_lines
+from orchestration.lib.simulation.simfaults import Faults
 from orchestration.lib.warehouse import warehouse
 
 DAY = dt.date(2024, 5, 1)

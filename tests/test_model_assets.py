@@ -13,7 +13,7 @@ from orchestration.defs.models import assets as model_assets
 from orchestration.defs.models import checks as model_checks
 from orchestration.defs.resources import ImpactSettings
 from orchestration.lib.energy_models import CONTRACT_COLUMNS, coefficient_drift, quality_offenders
-from orchestration.lib.simulate import ClusterSpec, SimConfig, simulate, write_dataset
+from orchestration.lib.simulation.simulate import ClusterSpec, SimConfig, simulate, write_dataset
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("pipeline")]
 

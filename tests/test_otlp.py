@@ -1,4 +1,4 @@
-"""OTLP JSON span parsing (orchestration.lib.otlp) on collector file-exporter output."""
+"""OTLP JSON span parsing (orchestration.lib.ingestion.otlp) on collector file-exporter output."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from conftest import rows
 
-from orchestration.lib.otlp import read_otlp_spans
+from orchestration.lib.ingestion.otlp import read_otlp_spans
 
 FIXTURE = Path(__file__).parent / "fixtures" / "otlp" / "spans.otlp.json"
 

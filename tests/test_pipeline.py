@@ -144,7 +144,7 @@ def test_a_late_file_is_picked_up_by_rerunning_the_day(tiny_dataset, tmp_path):
     """A late request file that sorts before the others renumbers the day's rows of raw.requests. Until the day is
     rebuilt the marts keep the attribution they had, each energy with its own request; re-running the day adds
     the late request and leaves the others' energy as it was."""
-    from orchestration.lib import ingest
+    from orchestration.lib.ingestion import ingest
     from orchestration.lib.warehouse import connect
 
     requests = tiny_dataset / "requests"

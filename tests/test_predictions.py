@@ -183,7 +183,7 @@ def test_request_predictions_asset(tmp_path):
     from orchestration.defs.models.assets import energy_models
     from orchestration.defs.predictions.assets import request_predictions
     from orchestration.defs.resources import ImpactSettings
-    from orchestration.lib.simulate import ClusterSpec, SimConfig, simulate, write_dataset
+    from orchestration.lib.simulation.simulate import ClusterSpec, SimConfig, simulate, write_dataset
     from orchestration.lib.warehouse import connect
 
     cfg = SimConfig(

@@ -1,4 +1,4 @@
-"""Prometheus text exposition parsing (orchestration.lib.prom) on real exporter scrapes and edge cases."""
+"""Prometheus text exposition parsing (orchestration.lib.ingestion.prom) on real exporter scrapes and edge cases."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import duckdb
 import pytest
 from conftest import rows
 
-from orchestration.lib.prom import prom_samples_to_long, read_prom_lines
-from orchestration.lib.textlines import read_text_lines
+from orchestration.lib.ingestion.prom import prom_samples_to_long, read_prom_lines
+from orchestration.lib.ingestion.textlines import read_text_lines
 
 FIXTURES = Path(__file__).parent / "fixtures" / "prom"
 DCGM = FIXTURES / "dcgm_exporter_T4_excerpt.prom"

@@ -1,4 +1,4 @@
-"""The pure parts of the Prometheus pull (orchestration.lib.prometheus): URLs without credentials, chunk plans,
+"""The pure parts of the Prometheus pull (orchestration.lib.ingestion.prometheus): URLs without credentials, chunk plans,
 PromQL selectors, size refusals, decoding and label mapping of /api/v1/query responses, the samples path of
 ingest_telemetry, and the OpenMetrics writer. The live server tests are in test_prometheus_live.py."""
 
@@ -13,9 +13,9 @@ import pytest
 from conftest import write_clusters
 
 from orchestration.cli import main
-from orchestration.lib import ingest
-from orchestration.lib import prometheus as p
-from orchestration.lib.prom import prom_samples_to_long, read_prom_lines
+from orchestration.lib.ingestion import ingest
+from orchestration.lib.ingestion import prometheus as p
+from orchestration.lib.ingestion.prom import prom_samples_to_long, read_prom_lines
 from orchestration.lib.warehouse import warehouse
 
 SECRET = "hunter2-secret"

@@ -29,7 +29,7 @@ from conftest import REPO, run_days
 
 from orchestration import settings
 from orchestration.cli import main
-from orchestration.lib import prometheus as p
+from orchestration.lib.ingestion import prometheus as p
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("prometheus")]
 
@@ -275,7 +275,7 @@ def test_unreachable_server_fails_the_run_naming_the_url(inputs_without_telemetr
     out, err = capsys.readouterr()
     assert code == 1
     failed = err[err.index("Failed:"):]  # the summary names the asset, the server and the cause
-    assert f"raw_telemetry_samples: orchestration.lib.prometheus.PrometheusError: Prometheus at {url}" in failed
+    assert f"raw_telemetry_samples: orchestration.lib.ingestion.prometheus.PrometheusError: Prometheus at {url}" in failed
     assert "unreachable" in failed and "Connection refused" in failed
     log = Path(str(warehouse) + ".run.log").read_text()
     for text in (out, err, log):

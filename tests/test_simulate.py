@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from orchestration.lib.simulate import (
+from orchestration.lib.simulation.simulate import (
     CPU_UTIL_PER_REQUEST,
     DAY_S,
     DEMO_INPUTS_DIR,

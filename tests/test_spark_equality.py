@@ -3,7 +3,7 @@
 One day holds everything the engines must agree on: the demo day trimmed to its first TRIM_HOURS hour of requests
 and telemetry on its three clusters (the image-generation cluster sim-sdxl-central with its LoRA adapters among
 them; the whole day takes ~10 minutes on local Spark on 2 cores, far over this suite's budget), plus a simulated
-cluster for the whole day (lib/simulate.py: 2 nodes, an exporter restart, counter glitches, power spikes and
+cluster for the whole day (lib/simulation/simulate.py: 2 nodes, an exporter restart, counter glitches, power spikes and
 requests naming GPUs without telemetry, so the quarantine, the bridged intervals and the fallback pools have rows).
 One day, because Spark's cost is per statement, not per row: a second day would double it. The day is loaded once
 (ingestion is DuckDB's for both engines), then built with `dbt build` (the data tests run on Spark too) on DuckDB
@@ -33,10 +33,11 @@ import pytest
 from orchestration import settings
 from orchestration.dbt_manifest import dbt_executable
 from orchestration.defs.models.assets import append_image_fits, fit_images, read_profiling_dir
-from orchestration.lib import factors, ingest
+from orchestration.lib import factors
 from orchestration.lib.engines import lake
 from orchestration.lib.engines.equality import differences
 from orchestration.lib.images import predict as image_predict
+from orchestration.lib.ingestion import ingest
 from orchestration.lib.predictions import FIT_MAX_ROWS
 from orchestration.lib.warehouse import connect, warehouse
 
@@ -110,11 +111,11 @@ def trimmed_demo(out: Path, hours: int = TRIM_HOURS) -> Path:
 
 
 def with_faulty_cluster(inputs: Path, work: Path) -> Path:
-    """The inputs plus a simulated cluster on the same day (lib/simulate.py: 2 nodes, an exporter restart, counter
+    """The inputs plus a simulated cluster on the same day (lib/simulation/simulate.py: 2 nodes, an exporter restart, counter
     glitches, power spikes, requests naming GPUs that sent no telemetry), its clusters.yml entry appended."""
     import yaml
 
-    from orchestration.lib import simulate
+    from orchestration.lib.simulation import simulate
 
     sim = work / "sim"
     code = simulate.main(

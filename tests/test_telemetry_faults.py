@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from conftest import assert_invariants, run_days
 
-from orchestration.lib import fault_report
-from orchestration.lib.simfaults import Faults
-from orchestration.lib.simulate import ClusterSpec, SimConfig, simulate, write_dataset
+from orchestration.lib.ingestion import fault_report
+from orchestration.lib.simulation.simfaults import Faults
+from orchestration.lib.simulation.simulate import ClusterSpec, SimConfig, simulate, write_dataset
 from orchestration.lib.warehouse import connect
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("pipeline")]
@@ -66,7 +66,7 @@ def corpus(tmp_path_factory):
         requests_format={c: "csv" if c == "f-relabel" else "jsonl" for c in CLUSTERS},
     )
     warehouse = root / "wh.duckdb"
-    from orchestration.lib.ingest import days_in_inputs
+    from orchestration.lib.ingestion.ingest import days_in_inputs
 
     con = connect(":memory:")
     try:

@@ -9,7 +9,7 @@ from orchestration.cli import CliError, days_to_run, format_table
 from orchestration.defs.automation.sensors import changed_files
 from orchestration.defs.resources import dbt_vars
 from orchestration.defs.transform.assets import dbt_build_args
-from orchestration.lib.ingest import parse_clusters_yaml
+from orchestration.lib.ingestion.ingest import parse_clusters_yaml
 
 
 def test_dbt_vars_defaults_and_overrides():

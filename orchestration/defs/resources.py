@@ -13,9 +13,9 @@ from packaging import version
 from orchestration import settings
 from orchestration.dbt_manifest import dbt_executable, prepare_manifest
 from orchestration.lib import engines
-from orchestration.lib import prometheus as prom_api
-from orchestration.lib.ingest import DEFAULT_MAX_REQUEST_DURATION_S, DEFAULT_TELEMETRY_MARGIN_S
-from orchestration.lib.metrics import GPU_LABELS, NODE_LABELS
+from orchestration.lib.ingestion import prometheus as prom_api
+from orchestration.lib.ingestion.ingest import DEFAULT_MAX_REQUEST_DURATION_S, DEFAULT_TELEMETRY_MARGIN_S
+from orchestration.lib.ingestion.metrics import GPU_LABELS, NODE_LABELS
 from orchestration.lib.operations import lock, publish
 from orchestration.lib.operations.launcher import PARENT_ENV
 from orchestration.lib.warehouse import MEMORY_LIMIT_ENV, check_temp_directory, memory_limit
@@ -184,7 +184,7 @@ class PrometheusClusterLabels(dg.Config):
 
 
 class PrometheusResource(dg.ConfigurableResource):
-    """A Prometheus server to pull raw telemetry samples from (lib/prometheus.py). Empty `url`: telemetry comes
+    """A Prometheus server to pull raw telemetry samples from (lib/ingestion/prometheus.py). Empty `url`: telemetry comes
     from the telemetry/ files. The URL comes from IMPACT_PROMETHEUS_URL (or `impact run --prometheus-url`);
     credentials only from the environment: IMPACT_PROMETHEUS_TOKEN (bearer) or IMPACT_PROMETHEUS_USER and
     IMPACT_PROMETHEUS_PASSWORD (basic auth). They are sent in headers, never logged or put in metadata."""
@@ -202,7 +202,7 @@ class PrometheusResource(dg.ConfigurableResource):
     chunk_s: float = prom_api.DEFAULT_CHUNK_S
     workers: int = 4
     # label mapping: cluster from `cluster_label`; node and GPU from the first label present of these aliases
-    # (default: lib/metrics.py NODE_LABELS, GPU_LABELS); `instance` loses its :port; per-cluster selectors for
+    # (default: lib/ingestion/metrics.py NODE_LABELS, GPU_LABELS); `instance` loses its :port; per-cluster selectors for
     # series without a cluster label
     cluster_label: str = "cluster"
     node_labels: list[str] | None = None

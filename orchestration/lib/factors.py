@@ -36,7 +36,7 @@ from pathlib import Path
 import duckdb
 import yaml
 
-from orchestration.lib.ingest import (
+from orchestration.lib.ingestion.ingest import (
     REASON_KIND_SQL,
     _create_candidates,
     _csv_candidates,

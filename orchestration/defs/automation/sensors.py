@@ -9,7 +9,7 @@ import dagster as dg
 from orchestration.defs.automation.jobs import impact_daily_job
 from orchestration.defs.partitions import DAILY_PARTITIONS
 from orchestration.defs.resources import ImpactSettings
-from orchestration.lib import ingest
+from orchestration.lib.ingestion import ingest
 from orchestration.lib.warehouse import connect
 
 NEW_FILES_SENSOR_NAME = "impact_new_input_files"

@@ -6,7 +6,7 @@ import datetime as dt
 import dagster as dg
 
 from orchestration.defs.resources import ImpactSettings
-from orchestration.lib import fault_report, invariants
+from orchestration.lib import invariants
 from orchestration.lib.check_messages import (
     coverage_advice,
     durations_advice,
@@ -16,6 +16,7 @@ from orchestration.lib.check_messages import (
     telemetry_faults_advice,
     unmatched_requests_advice,
 )
+from orchestration.lib.ingestion import fault_report
 from orchestration.lib.warehouse import fetch_one
 
 CLUSTER_DAILY_KEY = dg.AssetKey(["marts", "fct_cluster_energy_daily"])

@@ -8,8 +8,8 @@ import dagster as dg
 
 from orchestration.defs.partitions import DAILY_BACKFILL_POLICY, DAILY_PARTITIONS
 from orchestration.defs.resources import ImpactSettings, PrometheusResource
-from orchestration.lib import fault_report, ingest
-from orchestration.lib import prometheus as prom_api
+from orchestration.lib.ingestion import fault_report, ingest
+from orchestration.lib.ingestion import prometheus as prom_api
 from orchestration.lib.warehouse import warehouse
 
 OWNERS = ["team:platform"]
@@ -115,7 +115,7 @@ def raw_requests(context: dg.AssetExecutionContext, settings: ImpactSettings) ->
             owners=OWNERS,
             deps=[CLUSTERS_KEY],
             description="Each telemetry series once: its labels as exported, the normalised node, the GPU's one name "
-            "(index, UUID, PCI bus id tied together) and the logical series key (orchestration/lib/identity.py).",
+            "(index, UUID, PCI bus id tied together) and the logical series key (orchestration/lib/ingestion/identity.py).",
         ),
     ],
     partitions_def=DAILY_PARTITIONS,

@@ -1,7 +1,7 @@
 """The raw layer for the Spark engine: what ingestion loaded (and validated) into its DuckDB store, written as
 Parquet that the Spark warehouse registers as tables of the same names (docs/spark.md, "The raw layer").
 
-Ingestion keeps its validation and ``raw.rejected_rows`` (orchestration/lib/ingest.py, DuckDB, set-based). For a
+Ingestion keeps its validation and ``raw.rejected_rows`` (orchestration/lib/ingestion/ingest.py, DuckDB, set-based). For a
 Spark warehouse each day's loaded rows are then copied out of that store as day-partitioned Parquet:
 
     <lake>/raw/requests/partition_day=YYYY-MM-DD/part-0.parquet

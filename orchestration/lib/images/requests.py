@@ -22,7 +22,7 @@ counts (prompt tokens, an API's usage); they are kept and not used for its energ
 with token counts and no size, steps or quality is refused as inconsistent.
 
 Every bad field is a rejected row with a reason naming it (raw.rejected_rows); the checks are set-based SQL over the
-ingestion candidates (orchestration.lib.ingest) and run only on rows that carry a modality or an image field, so a
+ingestion candidates (orchestration.lib.ingestion.ingest) and run only on rows that carry a modality or an image field, so a
 text-only log pays next to nothing for them.
 """
 
@@ -139,7 +139,7 @@ MACROS: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class FieldSql:
-    """How the ingestion candidates express a field (orchestration.lib.ingest supplies these): its typed value,
+    """How the ingestion candidates express a field (orchestration.lib.ingestion.ingest supplies these): its typed value,
     its value as the user wrote it (for reasons), and whether it is present at all."""
 
     value: Callable[[str], str]

@@ -1,11 +1,11 @@
-"""Simulated diffusion (image-generation) cluster, on the text simulator's machinery (orchestration.lib.simulate):
+"""Simulated diffusion (image-generation) cluster, on the text simulator's machinery (orchestration.lib.simulation.simulate):
 the same input layout, autoscaling, routing, scrape plan, exporters, counters and truth, with image requests and
 their physics (orchestration.lib.images.physics) instead of LLM requests.
 
-Physical model (what differs from lib/simulate.py)
+Physical model (what differs from lib/simulation/simulate.py)
 ==================================================
 Requests
-    ``requests_per_day`` arrivals per cluster-day, diurnal Poisson (lib/simulate.py's intensity), of one diffusion
+    ``requests_per_day`` arrivals per cluster-day, diurnal Poisson (lib/simulation/simulate.py's intensity), of one diffusion
     model. Each draws (``ImageWorkload``): an output size, a step count (or a quality label, whose steps and size
     come from the shipped quality table, data/factors/image_quality.csv), images per call, image-to-image with an
     input image and a strength, guidance on or off, and zero, one or two LoRA adapters; a tenant. The duration is
@@ -27,7 +27,7 @@ Truth
     A request's true GPU dynamic energy is its share of the GPU's dynamic power in proportion to its demand: the
     integral over its run of p_i x min(1, headroom / sum p). Alone on its GPU it is exactly p_i x duration.
     Host power, telemetry (DCGM or Triton names), counters, restarts, gaps and the per-day truth are
-    lib/simulate.py's. truth/requests.parquet also carries the image fields and true_gpu_energy_alone_j.
+    lib/simulation/simulate.py's. truth/requests.parquet also carries the image fields and true_gpu_energy_alone_j.
 
 ``build_image_demo`` adds the demo's image cluster (``sim-sdxl-central``) to data/sample/inputs without touching the
 text clusters' files (their figures stay as they are), and writes demo profiling runs and the demo's LoRA adapters
@@ -46,12 +46,12 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from orchestration.lib import simulate as sim
 from orchestration.lib.images.physics import SDXL_A100, DiffusionPhysics, profiling_runs
 from orchestration.lib.images.requests import SHIPPED_QUALITY_CSV
+from orchestration.lib.simulation import simulate as sim
 
 ENDPOINT = "/v1/images/generations"
-STREAM_IMAGE_MIX = 11  # independent of the text streams (lib/simulate.py STREAM_*)
+STREAM_IMAGE_MIX = 11  # independent of the text streams (lib/simulation/simulate.py STREAM_*)
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class ImageWorkload:
 
 @dataclass
 class ImageClusterSpec(sim.ClusterSpec):
-    """A diffusion cluster: lib/simulate.py's ClusterSpec (hardware, exporter, autoscaling, clusters.yml figures)
+    """A diffusion cluster: lib/simulation/simulate.py's ClusterSpec (hardware, exporter, autoscaling, clusters.yml figures)
     plus the model's physics, the workload and the batching window."""
 
     cluster_id: str = "sim-sdxl"
@@ -158,7 +158,7 @@ def image_requests(spec: ImageClusterSpec, n: int, rng: np.random.Generator) -> 
 
 
 def _weighted_steps(unit: np.ndarray, start: np.ndarray, end: np.ndarray, weight: np.ndarray, stride: float):
-    """lib/simulate.py's StepCounts with each interval weighted: the level is the sum of the weights of the open
+    """lib/simulation/simulate.py's StepCounts with each interval weighted: the level is the sum of the weights of the open
     intervals (W of demand on a GPU), ends before starts at equal times."""
     units = np.concatenate([unit, unit]).astype(np.int64)
     times = np.concatenate([start, end]).astype(float)
@@ -171,7 +171,7 @@ def _weighted_steps(unit: np.ndarray, start: np.ndarray, end: np.ndarray, weight
 def _simulate_image_cluster(
     spec: ImageClusterSpec, cfg: sim.SimConfig, line
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Request log, telemetry, truth per day and truth per request of one image cluster (lib/simulate.py's
+    """Request log, telemetry, truth per day and truth per request of one image cluster (lib/simulation/simulate.py's
     _simulate_cluster with image requests, batching and demand-weighted power)."""
     gpn = spec.gpus_per_node
     n = cfg.requests_per_day if spec.requests_per_day is None else spec.requests_per_day
@@ -248,7 +248,7 @@ def _simulate_image_cluster(
 
 def simulate(cfg: sim.SimConfig) -> sim.SimResult:
     """Every cluster of `cfg` over every day: image clusters (ImageClusterSpec) here, text clusters by
-    lib/simulate.py, each on its own random streams (a text cluster's result is the same with or without image
+    lib/simulation/simulate.py, each on its own random streams (a text cluster's result is the same with or without image
     clusters beside it)."""
     line = sim._timeline(cfg.days)
     text = [c for c in cfg.clusters if not isinstance(c, ImageClusterSpec)]
@@ -284,7 +284,7 @@ def write_dataset(
     telemetry_format: str = "parquet",
     requests_format: str | Mapping[str, str] = "jsonl",
 ) -> None:
-    """lib/simulate.py's write_dataset; LoRA lists are written as names separated by ';' in CSV files (JSON
+    """lib/simulation/simulate.py's write_dataset; LoRA lists are written as names separated by ';' in CSV files (JSON
     lines and Parquet keep lists)."""
     formats = {
         str(c["id"]): requests_format if isinstance(requests_format, str) else requests_format[str(c["id"])]

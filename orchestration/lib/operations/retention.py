@@ -63,7 +63,7 @@ LAYERS: dict[str, tuple[str, str]] = {
 }
 # the tables whose days tell which days the warehouse holds (the reference of the layers' windows)
 DAY_TABLES = ("marts.fct_cluster_energy_daily", "raw.requests", "raw.telemetry_points")
-PROMETHEUS_SUFFIX = ".prometheus"  # lib/prometheus.py keeps each day's pull there: telemetry-<day>.parquet
+PROMETHEUS_SUFFIX = ".prometheus"  # lib/ingestion/prometheus.py keeps each day's pull there: telemetry-<day>.parquet
 
 RETIRED_DDL = (
     "create schema if not exists storage",

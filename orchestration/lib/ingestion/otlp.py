@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import duckdb
 
-from orchestration.lib.textlines import read_text_lines
+from orchestration.lib.ingestion.textlines import read_text_lines
 
 __all__ = ["parse_otlp_lines", "read_otlp_spans"]
 

@@ -47,7 +47,7 @@ from urllib.parse import urlsplit, urlunsplit
 import duckdb
 import requests
 
-from orchestration.lib.metrics import (
+from orchestration.lib.ingestion.metrics import (
     CLUSTER_LABELS,
     GPU_LABELS,
     GPU_PCI_LABELS,
@@ -55,7 +55,7 @@ from orchestration.lib.metrics import (
     METRICS,
     NODE_LABELS,
 )
-from orchestration.lib.prom import PER_CPU_METRICS
+from orchestration.lib.ingestion.prom import PER_CPU_METRICS
 from orchestration.lib.warehouse import fetch_one
 
 URL_ENV = "IMPACT_PROMETHEUS_URL"

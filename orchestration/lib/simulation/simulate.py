@@ -134,8 +134,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import yaml
 
-from orchestration.lib.metrics import METRICS_BY_NAME
-from orchestration.lib.simfaults import (
+from orchestration.lib.ingestion.metrics import METRICS_BY_NAME
+from orchestration.lib.simulation.simfaults import (
     Faults,
     encode_non_utf8,
     inject_request_faults,
@@ -143,7 +143,7 @@ from orchestration.lib.simfaults import (
     prom_lines,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 SAMPLE_DIR = REPO_ROOT / "data" / "sample"
 DEFAULT_AZURE_TRACE_DIR = SAMPLE_DIR / "azure"
 DEMO_INPUTS_DIR = SAMPLE_DIR / "inputs"
@@ -200,7 +200,7 @@ STREAM_GPU_UUIDS = 4
 
 @dataclass(frozen=True)
 class ExporterMetrics:
-    """Prometheus metric names one exporter uses (units from orchestration.lib.metrics)."""
+    """Prometheus metric names one exporter uses (units from orchestration.lib.ingestion.metrics)."""
 
     power: str
     energy: str
@@ -1214,7 +1214,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="inject a fault the pipeline must handle, truth unchanged (repeatable; keys: "
         + ", ".join(f.name for f in dataclasses.fields(Faults))
-        + "; see orchestration/lib/simfaults.py), e.g. --fault counter_glitches=3 --fault duration_unit=ms",
+        + "; see orchestration/lib/simulation/simfaults.py), e.g. --fault counter_glitches=3 --fault duration_unit=ms",
     )
     parser.add_argument("--telemetry-format", choices=TELEMETRY_FORMATS, default="parquet")
     parser.add_argument("--requests-format", choices=REQUEST_FORMATS, default="jsonl")

@@ -24,10 +24,10 @@ from pathlib import Path
 import duckdb
 import yaml
 
-from orchestration.lib import identity
 from orchestration.lib.images import requests as image_fields
-from orchestration.lib.metrics import METRICS, METRICS_BY_NAME
-from orchestration.lib.textlines import iter_line_batches
+from orchestration.lib.ingestion import identity
+from orchestration.lib.ingestion.metrics import METRICS, METRICS_BY_NAME
+from orchestration.lib.ingestion.textlines import iter_line_batches
 from orchestration.lib.warehouse import fetch_one
 
 REQUEST_FIELDS: tuple[str, ...] = (
@@ -716,7 +716,7 @@ def _otlp_candidates(
     """Append the GenAI spans of one OTLP JSON file to `table` (its `fields`), chunk by chunk; returns the count of
     non-GenAI spans ignored. The span reader types start_time, duration and token counts; they go to the typed
     shadows."""
-    from orchestration.lib.otlp import parse_otlp_lines
+    from orchestration.lib.ingestion.otlp import parse_otlp_lines
 
     ignored = 0
     for batch in _line_batches(con, path, "_otlp_line_batch"):
@@ -945,7 +945,7 @@ def _prom_candidates(
     """Append the samples of one Prometheus text file to `table` (its `fields`), chunk by chunk; timestamps and
     values typed. Only lines that fail to parse keep their text as raw_record (the lines of samples rejected later
     are read back by _attach_source_lines)."""
-    from orchestration.lib.prom import parse_prom_lines, prom_samples_to_long
+    from orchestration.lib.ingestion.prom import parse_prom_lines, prom_samples_to_long
 
     exprs = {
         '"timestamp"': "case when not isfinite(timestamp_s) then cast(timestamp_s as varchar) end",
@@ -988,7 +988,7 @@ def ingest_telemetry(
     method does not use are counted per metric as ignored, not rejected.
 
     `samples`, when given, names a table or view of `con` read INSTEAD of the telemetry/ files (samples pulled
-    from Prometheus, lib/prometheus.py), validated the same way: columns source_file, source_row, raw_record,
+    from Prometheus, lib/ingestion/prometheus.py), validated the same way: columns source_file, source_row, raw_record,
     timestamp (epoch s, double), cluster, metric, value (double), node, gpu, cpu, mode.
     """
     _install_macros(con)

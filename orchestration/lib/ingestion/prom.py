@@ -17,8 +17,14 @@ import re
 
 import duckdb
 
-from orchestration.lib.metrics import CLUSTER_LABELS, GPU_LABELS, GPU_PCI_LABELS, GPU_UUID_LABELS, NODE_LABELS
-from orchestration.lib.textlines import read_text_lines
+from orchestration.lib.ingestion.metrics import (
+    CLUSTER_LABELS,
+    GPU_LABELS,
+    GPU_PCI_LABELS,
+    GPU_UUID_LABELS,
+    NODE_LABELS,
+)
+from orchestration.lib.ingestion.textlines import read_text_lines
 
 __all__ = [
     "PER_CPU_METRICS", "TIMESTAMP_UNITS", "parse_prom_lines", "prom_samples_to_long", "read_prom_lines",

@@ -167,7 +167,7 @@ def inject_telemetry_faults(
         counter = out["metric"] == energy_metric
         out.loc[counter, "value"] = out.loc[counter, "value"].to_numpy(np.float32).astype(float)
     if faults.gpu_relabel_at is not None and exporter == "dcgm":
-        from orchestration.lib.simulate import parse_utc
+        from orchestration.lib.simulation.simulate import parse_utc
 
         on_gpu = out["gpu"].notna()
         uuids = pd.Series(
