@@ -832,7 +832,7 @@ def load_factors(
 
 
 # a load's inputs: the files of every table (shipped and the user's), and the code that reads them
-_LOADER_CODE = (Path(__file__), Path(__file__).with_name("ingest.py"))
+_LOADER_CODE = (Path(__file__), Path(__file__).parent / "ingestion" / "ingest.py")
 
 
 def inputs_fingerprint(shipped_dir: Path, user_dir: Path) -> str:
