@@ -76,7 +76,10 @@ cadence as (
 ),
 
 scrape as (
-    select s.cluster, {{ median('s.step_s') }} as scrape_interval_s, any_value(c.duplicate_within_s) as duplicate_within_s
+    select
+        s.cluster,
+        {{ median('s.step_s') }} as scrape_interval_s,
+        any_value(c.duplicate_within_s) as duplicate_within_s
     from steps as s
     inner join cadence as c on s.cluster = c.cluster
     where s.step_s >= c.duplicate_within_s
