@@ -32,6 +32,13 @@
     {{ json_field_text_list(col, 'adapters_without_factor') }} as adapters_without_factor
 {%- endmacro %}
 
+{#- The image fields of a request as raw.requests and the request marts name them (docs/images.md), in order. -#}
+{% macro image_field_names() -%}
+    {{ return([
+        'modality', 'width', 'height', 'images', 'steps', 'strength', 'input_width', 'input_height', 'guidance',
+        'quality', 'lora']) }}
+{%- endmacro %}
+
 {% macro image_terms() -%}
     {{ return(['request', 'step', 'denoise', 'attention', 'decode', 'encode', 'lora']) }}
 {%- endmacro %}

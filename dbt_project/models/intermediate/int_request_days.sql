@@ -8,9 +8,7 @@
     'request_key', 'request_id', 'cluster', 'model', 'start_time', 'end_time', 'duration_s', 'input_tokens',
     'output_tokens', 'tenant', 'endpoint', 'node', 'gpu', 'attribution_level'] %}
 {#- an image request's fields (and a text request's LoRA adapters), joined in after the attribution -#}
-{%- set image_columns = [
-    'modality', 'width', 'height', 'images', 'steps', 'strength', 'input_width', 'input_height', 'guidance',
-    'quality', 'lora'] %}
+{%- set image_columns = image_field_names() %}
 
 -- Each request on each UTC day it ran in (one row for almost every request; two for one that runs past
 -- midnight): what it is, the energy attributed to it that day (METHODOLOGY section 3) and that energy's impact

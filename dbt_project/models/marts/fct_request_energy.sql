@@ -54,17 +54,9 @@ final as (
         concurrency_seconds / nullif(request_seconds, 0) as mean_concurrency,
         days_materialised,
         attribution_level,
-        modality,
-        width,
-        height,
-        images,
-        steps,
-        strength,
-        input_width,
-        input_height,
-        guidance,
-        quality,
-        lora,
+        {%- for col in image_field_names() %}
+            {{ col }},
+        {%- endfor %}
         megapixel_steps,
         it_energy_j / images as it_energy_j_per_image,
         it_energy_j / nullif(megapixel_steps, 0) as it_energy_j_per_megapixel_step

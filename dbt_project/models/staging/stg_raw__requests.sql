@@ -19,17 +19,9 @@ final as (
         node,
         gpu,
         -- image requests (orchestration/lib/images/requests.py): text rows have modality 'text' and no image fields
-        modality,
-        width,
-        height,
-        images,
-        steps,
-        strength,
-        input_width,
-        input_height,
-        guidance,
-        quality,
-        lora,
+        {%- for col in image_field_names() %}
+            {{ col }},
+        {%- endfor %}
         source_file,
         source_row
     from source
